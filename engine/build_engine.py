@@ -1,0 +1,61 @@
+"""cffi build script for the C engine (snapshotd._engine).
+
+setup.py names it in cffi_modules, so `pip install .` compiles engine/csrc/*.c.
+The declarations below mirror engine/csrc/engine.h (cffi cannot read #defines).
+"""
+import os
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(HERE, "csrc")
+
+ffibuilder = FFI()
+ffibuilder.cdef(
+    """
+    #define SNP_REGS_SIZE 216
+    #define SNP_INJ_EXPECT_SEGV 1
+    #define SNP_PAGES_ANON_ONLY 1
+    #define SNP_PAGES_KEEP_ZERO 2
+    #define SNP_PAGES_USE_MEMFILE 4
+    int snp_seize(int tid);
+    int snp_wait_stop(int tid, int *status);
+    int snp_detach(int tid, int sig);
+    int snp_getregs(int tid, void *regs);
+    int snp_setregs(int tid, const void *regs);
+    int snp_getxstate(int tid, void *buf, int len);
+    int snp_setxstate(int tid, const void *buf, int len);
+    int snp_getsigmask(int tid, uint64_t *mask);
+    int snp_setsigmask(int tid, uint64_t mask);
+    int snp_get_rseq(int tid, uint64_t out[3]);
+    int snp_get_robust_list(int tid, uint64_t out[2]);
+    int snp_peek_siginfo(int tid, int shared, void *buf, int max);
+    int snp_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx2);
+    int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
+                   int flags, int64_t *result, int *new_thread);
+    int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
+    long snp_mem_read(int pid, uint64_t addr, void *buf, uint64_t len);
+    long snp_mem_write(int pid, uint64_t addr, const void *buf, uint64_t len);
+    long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
+                           uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
+                           uint8_t *hashes, long max_pages, uint64_t *next);
+    int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
+                        const uint8_t *data, long n);
+    void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes);
+    long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
+    uint64_t snp_stub_base(void);
+    int snp_spawn_stub(int want_pid, int *out_pid);
+    """
+)
+SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "spawn.c"]
+ffibuilder.set_source(
+    "snapshotd._engine",
+    '#include "engine.h"',
+    sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
+    include_dirs=[os.path.relpath(CSRC)],
+    libraries=["crypto"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,56 @@
+/* snapshotd engine: the only code that touches ptrace, /proc/PID/mem,
+ * process_vm_readv/writev and clone3 of other processes.
+ *
+ * Conventions: every function returns >= 0 on success and -errno on failure.
+ * Nothing here allocates memory that the caller must free, nothing calls back
+ * into Python.  The Python side (snapshotd/engine.py) orchestrates.
+ */
+#ifndef SNAPSHOTD_ENGINE_H
+#define SNAPSHOTD_ENGINE_H
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SNP_REGS_SIZE 216 /* sizeof(struct user_regs_struct) on x86-64 */
+
+/* ---- ptrace_ctl.c: stop, inspect and resume threads ---- */
+int snp_seize(int tid);              /* PTRACE_SEIZE + PTRACE_INTERRUPT + wait */
+int snp_wait_stop(int tid, int *status);
+int snp_detach(int tid, int sig);
+int snp_getregs(int tid, void *regs);           /* SNP_REGS_SIZE bytes */
+int snp_setregs(int tid, const void *regs);
+int snp_getxstate(int tid, void *buf, int len); /* returns the size read */
+int snp_setxstate(int tid, const void *buf, int len);
+int snp_getsigmask(int tid, uint64_t *mask);
+int snp_setsigmask(int tid, uint64_t mask);
+int snp_get_rseq(int tid, uint64_t out[3]);     /* ptr, len|flags<<32, sig */
+int snp_get_robust_list(int tid, uint64_t out[2]);
+int snp_peek_siginfo(int tid, int shared, void *buf, int max); /* 128 B each */
+int snp_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx2);
+
+/* ---- inject.c: run one syscall inside a stopped thread ---- */
+/* code_addr must hold the bytes 0f 05 cc (syscall; int3) in the target.
+ * flags: SNP_INJ_EXPECT_SEGV: the syscall removes the code page itself. */
+#define SNP_INJ_EXPECT_SEGV 1
+int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
+               int flags, int64_t *result, int *new_thread);
+/* The same, with the code written at the thread's rip and put back after. */
+int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
+
+/* ---- memory.c: read and write another process's memory ---- */
+long snp_mem_read(int pid, uint64_t addr, void *buf, uint64_t len);
+long snp_mem_write(int pid, uint64_t addr, const void *buf, uint64_t len);
+#define SNP_PAGES_ANON_ONLY 1   /* skip pages still backed by the file */
+#define SNP_PAGES_KEEP_ZERO 2   /* report zero pages (with an all-zero hash) */
+#define SNP_PAGES_USE_MEMFILE 4 /* read with /proc/PID/mem (PROT_NONE areas) */
+long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
+                       uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
+                       uint8_t *hashes, long max_pages, uint64_t *next);
+int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
+                    const uint8_t *data, long n);
+void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes);
+long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
+
+/* ---- spawn.c: a fresh stub process with a chosen PID, traced ---- */
+uint64_t snp_stub_base(void);
+int snp_spawn_stub(int want_pid, int *out_pid);
+#endif

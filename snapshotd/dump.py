@@ -1,0 +1,388 @@
+"""Dump: freeze a process, capture it into an Image plus its pages, let it run on.
+
+Order while frozen (every thread ptrace-stopped):
+  1. map a scratch page in the target (syscall injected at its rip) for the
+     syscalls that only the process itself can answer (PR_GET_TID_ADDRESS,
+     brk(0), rt_sigaction, sigaltstack, getitimer);
+  2. read threads, process state, open files, mappings from /proc and ptrace;
+  3. read pages (pagemap + process_vm_readv) straight into the snapshot writer;
+  4. unmap the scratch page and resume every thread with its registers intact.
+The snapshot is committed (fsync + rename) after the process runs again.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import stat as statmod
+import struct
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import engine, procfs
+from . import syscalls as sc
+from ._engine import ffi, lib
+from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
+from .storage.store import Store
+
+SCRATCH_SIZE = 64 * 1024
+PAGES_PER_READ = 16384  # 64 MiB windows
+O_CLOEXEC = 0o2000000
+KCMP_FILE = 0
+SPECIAL_MAPS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
+
+
+class DumpError(Exception):
+    pass
+
+
+@dataclass
+class DumpStats:
+    frozen_s: float = 0.0
+    wall_s: float = 0.0
+    pages: int = 0
+    stored_bytes: int = 0
+    resident_bytes: int = 0
+    notes: list = field(default_factory=list)
+
+
+def validate_target(pid: int) -> None:
+    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        raise DumpError(f"no process with PID {pid}")
+    try:
+        st = procfs.stat_fields(pid)
+    except procfs.ProcGone:
+        raise DumpError(f"no process with PID {pid}") from None
+    if int(st[8]) & procfs.PF_KTHREAD:
+        raise DumpError(f"PID {pid} ({st[1]}) is a kernel thread and cannot be snapshotted")
+    if st[2] in ("Z", "X"):
+        raise DumpError(f"PID {pid} ({st[1]}) is a zombie (it has exited)")
+    if pid == os.getpid() or pid in procfs.ancestors(os.getpid()):
+        raise DumpError(f"PID {pid} is snapshotd itself or one of its ancestors")
+    if int(st[0]) != pid or not os.path.isdir(f"/proc/{pid}/task/{pid}"):
+        raise DumpError(f"PID {pid} is a thread, not a process; dump its process {procfs.status(pid).get('Tgid')}")
+
+
+class Frozen:
+    """Every thread of a process ptrace-stopped (PTRACE_SEIZE + INTERRUPT),
+    repeated until no new thread appears."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.tids: list[int] = []
+
+    def __enter__(self):
+        seen: set[int] = set()
+        try:
+            while True:
+                new = [t for t in procfs.tids(self.pid) if t not in seen]
+                if not new:
+                    break
+                for t in new:
+                    try:
+                        engine.seize(t)
+                    except engine.EngineError as e:
+                        if e.errno == 3 and t != self.pid:  # ESRCH: thread exited meanwhile
+                            seen.add(t)
+                            continue
+                        raise
+                    seen.add(t)
+                    self.tids.append(t)
+        except (engine.EngineError, procfs.ProcGone) as e:
+            self.release()
+            raise DumpError(f"cannot freeze PID {self.pid}: {e}") from None
+        self.tids = [t for t in self.tids if os.path.exists(f"/proc/{self.pid}/task/{t}")]
+        self.tids.sort(key=lambda t: (t != self.pid, t))
+        return self
+
+    def release(self):
+        for t in self.tids:
+            try:
+                engine.detach(t)
+            except engine.EngineError:
+                pass
+        self.tids = []
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _mask(hexstr: str) -> int:
+    return int(hexstr, 16)
+
+
+class ProcessDumper:
+    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats):
+        self.pid = pid
+        self.tids = tids
+        self.writer = writer
+        self.stats = stats
+        self.t = engine.Tracee(pid)
+        self.files: list[File] = []
+        self.file_keys: dict = {}
+        self.saved_content: set = set()
+
+    # -- scratch area in the target --
+    def map_scratch(self):
+        prot = sc.PROT_READ | sc.PROT_WRITE | sc.PROT_EXEC
+        addr = self.t.inject_at_rip(sc.MMAP, 0, SCRATCH_SIZE, prot, sc.MAP_PRIVATE | sc.MAP_ANONYMOUS, -1, 0)
+        if -4096 < addr < 0:
+            raise DumpError(f"cannot map a scratch page in PID {self.pid}: {os.strerror(-addr)}")
+        engine.mem_write(self.pid, addr, engine.SYSCALL_INT3)
+        self.t.code, self.t.scratch, self.t.scratch_size = addr, addr + 64, SCRATCH_SIZE - 64
+        self.scratch_range = (addr, addr + SCRATCH_SIZE)
+
+    def unmap_scratch(self):
+        if self.t.code:
+            self.t.inject_at_rip(sc.MUNMAP, self.scratch_range[0], SCRATCH_SIZE)
+            self.t.code = 0
+
+    def ask(self, what: str, nr: int, *args, size: int, tid: int | None = None) -> bytes:
+        """Inject a syscall that writes `size` bytes to the scratch area."""
+        self.t.call(what, nr, *[self.t.scratch if a is SCRATCH else a for a in args], tid=tid)
+        return self.t.get(0, size)
+
+    # -- threads --
+    def dump_thread(self, tid: int) -> Thread:
+        regs = engine.getregs(tid)
+        tidaddr = struct.unpack("<Q", self.ask("PR_GET_TID_ADDRESS", sc.PRCTL, sc.PR_GET_TID_ADDRESS, SCRATCH, size=8, tid=tid))[0]
+        raw = self.ask("sigaltstack", sc.SIGALTSTACK, 0, SCRATCH, size=24, tid=tid)
+        ss_sp, ss_flags, ss_size = struct.unpack("<QixxxxQ", raw)
+        st = procfs.status(self.pid, tid)
+        pending = engine.peek_siginfo(tid, shared=False) if _mask(st.get("SigPnd", "0")) else []
+        return Thread(
+            tid=tid,
+            regs=regs.raw(),
+            xstate=engine.getxstate(tid),
+            sigmask=engine.getsigmask(tid),
+            comm=procfs.read_bytes(f"/proc/{self.pid}/task/{tid}/comm").decode(errors="replace").rstrip("\n"),
+            tid_address=tidaddr,
+            robust_list=engine.get_robust_list(tid),
+            rseq=engine.get_rseq(tid),
+            sigaltstack=(ss_sp, ss_flags, ss_size),
+            pending=pending,
+        )
+
+    # -- process-wide state --
+    def sigactions(self, st: dict) -> dict:
+        out = {}
+        wanted = _mask(st["SigCgt"]) | _mask(st["SigIgn"])
+        for sig in range(1, sc.NSIG + 1):
+            if sig in (sc.SIGKILL, sc.SIGSTOP) or not wanted & (1 << (sig - 1)):
+                continue
+            raw = self.ask("rt_sigaction", sc.RT_SIGACTION, sig, 0, SCRATCH, 8, size=32)
+            out[str(sig)] = list(struct.unpack("<4Q", raw))
+        return out
+
+    def itimers(self) -> list:
+        return [list(struct.unpack("<4q", self.ask("getitimer", sc.GETITIMER, w, SCRATCH, size=32))) for w in (0, 1, 2)]
+
+    def mm(self, stf: list[str]) -> dict:
+        f = lambda i: int(stf[i - 1])  # noqa: E731 - proc(5) numbering
+        brk = self.t.syscall(sc.BRK, 0)
+        return {
+            "start_code": f(26), "end_code": f(27), "start_stack": f(28),
+            "start_data": f(45), "end_data": f(46), "start_brk": f(47), "brk": brk,
+            "arg_start": f(48), "arg_end": f(49), "env_start": f(50), "env_end": f(51),
+            "auxv": procfs.read_bytes(f"/proc/{self.pid}/auxv"),
+        }
+
+    def creds(self, st: dict) -> dict:
+        return {
+            "uid": [int(x) for x in st["Uid"].split()],
+            "gid": [int(x) for x in st["Gid"].split()],
+            "groups": [int(x) for x in st.get("Groups", "").split()],
+            "caps": {k: st.get(k, "0") for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+            "no_new_privs": int(st.get("NoNewPrivs", "0")),
+            "dumpable": 1,
+        }
+
+    # -- files --
+    def _file_for(self, procpath: str, link: str, flags: int, pos: int, kind_hint: str | None = None) -> int:
+        """Index of a File record for the object behind procpath."""
+        try:
+            s = os.stat(procpath)
+        except OSError as e:
+            raise DumpError(f"PID {self.pid}: cannot stat {link}: {e.strerror}") from None
+        deleted = link.endswith(" (deleted)")
+        path = link[: -len(" (deleted)")] if deleted else link
+        if statmod.S_ISREG(s.st_mode):
+            kind = "memfd" if path.startswith("/memfd:") else "reg"
+        elif statmod.S_ISDIR(s.st_mode):
+            kind = "dir"
+        elif statmod.S_ISCHR(s.st_mode):
+            kind = "chr"
+        elif statmod.S_ISFIFO(s.st_mode):
+            kind = "pipe-ext"
+        else:
+            raise DumpError(f"PID {self.pid}: {link} has a file type snapshotd cannot restore yet")
+        f = File(kind=kind, path=path, flags=flags, pos=pos, deleted=deleted or s.st_nlink == 0 and kind == "reg",
+                 size=s.st_size, mode=statmod.S_IMODE(s.st_mode), inode=s.st_ino, dev=s.st_dev)
+        if kind == "memfd" or (kind == "reg" and (f.deleted or _on_tmpfs(path))):
+            key = f"{s.st_dev}:{s.st_ino}"
+            if key not in self.saved_content:
+                with open(procpath, "rb") as fh:
+                    self.writer.add_file(key, fh.read())
+                self.saved_content.add(key)
+            f.content = key
+        self.files.append(f)
+        return len(self.files) - 1
+
+    def dump_fds(self) -> list[Fd]:
+        out: list[Fd] = []
+        seen: list[tuple[int, int]] = []  # (fd, file index) of earlier fds, for kcmp
+        for fd in procfs.fds(self.pid):
+            link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
+            info = procfs.fdinfo(self.pid, fd)
+            flags = int(info["flags"], 8)
+            if not (link.startswith("/") or link.startswith("pipe:")):
+                raise DumpError(f"PID {self.pid}: fd {fd} is {link}, a kind of file snapshotd cannot snapshot yet")
+            same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, KCMP_FILE, ofd, fd) == 0), None)
+            if same is None:
+                same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)))
+            seen.append((fd, same))
+            out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))
+        return out
+
+    # -- memory --
+    def dump_mappings(self) -> list[Mapping]:
+        out = []
+        lo, hi = self.scratch_range
+        for m in procfs.maps(self.pid):
+            if m.end <= lo or m.start >= hi:
+                parts = [(m.start, m.end)]
+            else:  # the scratch page (possibly merged with a neighbour): cut it out
+                parts = [(a, b) for a, b in ((m.start, lo), (hi, m.end)) if a < b]
+            for a, b in parts:
+                mp = self.mapping(m, a, b)
+                if mp:
+                    out.append(mp)
+        return out
+
+    def mapping(self, m: procfs.MapLine, start: int, end: int) -> Mapping | None:
+        if m.path == "[vsyscall]":
+            return None  # same fixed address in every process
+        prot = (sc.PROT_READ if m.perms[0] == "r" else 0) | (sc.PROT_WRITE if m.perms[1] == "w" else 0) \
+            | (sc.PROT_EXEC if m.perms[2] == "x" else 0)
+        shared = m.perms[3] == "s"
+        mp = Mapping(start=start, end=end, prot=prot, shared=shared, offset=m.offset + (start - m.start),
+                     path=m.path, vmflags=list(m.vmflags))
+        if m.path in SPECIAL_MAPS:
+            mp.pages = "none"
+        elif m.inode == 0 or m.path.startswith("/dev/zero") or m.path.startswith("/SYSV"):
+            if m.path.startswith("/SYSV"):
+                raise DumpError(f"PID {self.pid}: SysV shared memory ({m.path}) is not supported yet")
+            mp.pages = "anon"  # private anon, heap, stack, or shared anonymous
+        else:
+            procpath = f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}"
+            link = procfs.readlink(procpath)
+            flags = os.O_RDWR if (shared and prot & sc.PROT_WRITE) else os.O_RDONLY
+            mp.file = self._file_for(procpath, link, flags, 0)
+            mp.pages = "file" if shared else "cow"
+        return mp
+
+    def dump_pages(self, mappings: list[Mapping]) -> None:
+        n = PAGES_PER_READ
+        addrs = np.empty(n, dtype=np.uint64)
+        data = np.empty(n * engine.PAGE, dtype=np.uint8)
+        hashes = np.empty((n, 32), dtype=np.uint8)
+        nxt = ffi.new("uint64_t *")
+        memfd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
+        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
+        try:
+            for mp in mappings:
+                if mp.pages not in ("anon", "cow"):
+                    continue
+                flags = 0
+                if mp.pages == "cow":
+                    flags |= lib.SNP_PAGES_ANON_ONLY | lib.SNP_PAGES_KEEP_ZERO
+                if not mp.prot & sc.PROT_READ:
+                    flags |= lib.SNP_PAGES_USE_MEMFILE
+                a = mp.start
+                while a < mp.end:
+                    got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, mp.end, flags, ffi.from_buffer("uint64_t[]", addrs),
+                                                ffi.from_buffer("uint8_t[]", data), ffi.from_buffer("uint8_t[]", hashes), n, nxt)
+                    engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
+                    if got:
+                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got])
+                        self.stats.pages += got
+                    a = nxt[0]
+        finally:
+            os.close(memfd)
+            os.close(pmfd)
+
+    def dump(self) -> Process:
+        pid = self.pid
+        self.map_scratch()
+        try:
+            st = procfs.status(pid)
+            stf = procfs.stat_fields(pid)
+            threads = [self.dump_thread(t) for t in self.tids]
+            proc = Process(
+                pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
+                exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"),
+                umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
+                rlimits={str(r): list(resource.prlimit(pid, r)) for r in range(16)},
+                mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),
+                personality=int(procfs.read_bytes(f"/proc/{pid}/personality"), 16),
+                threads=threads, mappings=[], files=self.files, fds=[],
+                shared_pending=engine.peek_siginfo(pid, shared=True) if _mask(st.get("ShdPnd", "0")) else [],
+            )
+            proc.fds = self.dump_fds()
+            proc.exe_file = self._file_for(f"/proc/{pid}/exe", proc.exe, os.O_RDONLY, 0)
+            proc.mappings = self.dump_mappings()
+        finally:
+            self.unmap_scratch()
+        self.dump_pages(proc.mappings)
+        return proc
+
+
+SCRATCH = object()  # placeholder argument: "the scratch area's address"
+
+_mounts: list = []
+
+
+def _on_tmpfs(path: str) -> bool:
+    """Whether a path lies on tmpfs or ramfs: their contents do not survive a
+    reboot, so a snapshot saves them."""
+    if not _mounts:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                _dev, mnt, fstype = line.split()[:3]
+                _mounts.append((mnt.replace("\\040", " "), fstype))
+    best = max((m for m in _mounts if path == m[0] or path.startswith(m[0].rstrip("/") + "/")),
+               key=lambda m: len(m[0]), default=None)
+    return best is not None and best[1] in ("tmpfs", "ramfs")
+
+
+def dump(pid: int, store: Store, kill: bool = False, progress=None) -> tuple[str, DumpStats]:
+    """Snapshot the process pid into store; returns (snapshot id, stats)."""
+    t0 = time.monotonic()
+    validate_target(pid)
+    store.ensure_writable()
+    sid, writer = store.writer(pid)
+    stats = DumpStats()
+    try:
+        with Frozen(pid) as fz:
+            t_freeze = time.monotonic()
+            try:
+                proc = ProcessDumper(pid, fz.tids, writer, stats).dump()
+            except procfs.ProcGone:
+                raise DumpError(f"PID {pid} exited during the dump") from None
+            except engine.EngineError as e:
+                if not os.path.exists(f"/proc/{pid}"):
+                    raise DumpError(f"PID {pid} exited during the dump") from None
+                raise DumpError(f"dump of PID {pid} failed: {e}") from None
+            stats.frozen_s = time.monotonic() - t_freeze
+        image = Image(root_pid=pid, processes=[proc])
+        writer.commit(to_dict(image))
+    except BaseException:
+        writer.abort()
+        raise
+    stats.stored_bytes = writer.block_offsets[-1]
+    stats.wall_s = time.monotonic() - t0
+    if kill:
+        os.kill(pid, signal.SIGKILL)
+    return sid, stats

@@ -1,0 +1,455 @@
+"""Restore: rebuild a process from an Image, syscall by syscall, in a stub
+process that has the original PID (engine/csrc/spawn.c explains the stub).
+
+Order (each step depends on the ones before; see kernel-facts.md):
+  1. spawn the stub with the dumped PID, stopped at its first int3;
+  2. map a scratch page (code + syscall arguments) where the image has nothing;
+  3. unmap the stub, move vvar+vvar_vclock+vdso together to the dumped address
+     (glibc cached the vDSO address; it must not move);
+  4. map every mapping (files passed in from our side with pidfd_getfd), fill
+     pages with process_vm_writev, then set the final protections;
+  5. PR_SET_MM_MAP (brk, arg/env, auxv, exe link), signal handlers, itimers,
+     cwd, umask, rlimits, then the file descriptors;
+  6. threads: clone3(set_tid=[TID]) injected in the main thread; per thread
+     set_tid_address, robust list, rseq, name, sigaltstack, pending signals;
+  7. credentials last (thread by thread: setresuid acts on one thread);
+  8. unmap the scratch page from inside, set registers, xstate and signal masks,
+     and detach: the process runs on from where it was dumped.
+Any failure kills the stub (PTRACE_O_EXITKILL also covers our own death).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import struct
+import time
+from dataclasses import dataclass
+
+from . import engine, procfs
+from . import syscalls as sc
+from ._engine import ffi, lib
+from .image import File, Image, Process, from_dict
+from .storage.snapshot import SnapshotReader
+
+SCRATCH_SIZE = 1 << 20
+VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
+OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
+
+
+class RestoreError(Exception):
+    pass
+
+
+@dataclass
+class RestoreStats:
+    wall_s: float = 0.0
+    pages: int = 0
+
+
+def _check_pids_free(proc: Process) -> None:
+    for t in proc.threads:
+        if os.path.exists(f"/proc/{t.tid}"):
+            try:
+                holder = int(procfs.status(t.tid).get("Tgid", t.tid))
+            except procfs.ProcGone:
+                continue
+            what = "PID" if t.tid == proc.pid else f"TID {t.tid} (thread of PID {proc.pid})"
+            raise RestoreError(
+                f"cannot restore: {what} {t.tid} is in use by process {holder} ({procfs.proc_name(holder)})"
+                if what == "PID" else
+                f"cannot restore: {what} is in use by process {holder} ({procfs.proc_name(holder)})")
+
+
+def _find_hole(busy: list[tuple[int, int]], size: int) -> int:
+    """An address range of `size` bytes free in every listed range set."""
+    busy = sorted(busy)
+    cand = 0x10000000
+    for a, b in busy:
+        if cand + size <= a:
+            break
+        cand = max(cand, (b + 0xFFFF) & ~0xFFFF)
+    if cand + size > 0x7FFFFFFFF000:
+        raise RestoreError("no free address range for the restorer's scratch page")
+    return cand
+
+
+def _fixup_restart(regs: engine.Regs) -> engine.Regs:
+    """A thread stopped inside an interrupted syscall has rax = -ERESTART*:
+    make it re-execute the syscall when it resumes (rip back over the 2-byte
+    `syscall`, rax = the syscall number)."""
+    rax = regs.rax - (1 << 64) if regs.rax >= 1 << 63 else regs.rax
+    orig = regs.orig_rax
+    if orig < 1 << 63 and -rax in (sc.ERESTARTSYS, sc.ERESTARTNOINTR, sc.ERESTARTNOHAND, sc.ERESTART_RESTARTBLOCK):
+        regs.set("rax", orig)
+        regs.set("rip", regs.rip - 2)
+    regs.set("orig_rax", -1)
+    return regs
+
+
+class Restorer:
+    def __init__(self, proc: Process, reader: SnapshotReader, stats: RestoreStats):
+        self.p = proc
+        self.reader = reader
+        self.stats = stats
+        self.s = 0
+        self.t: engine.Tracee | None = None
+        self.rfds: list[int | None] = []  # our fd for each File, opened lazily
+        self.pidfd = -1  # pidfd of us, inside the target
+        self.notes: list[str] = []
+        self.ghosts: list[str] = []
+
+    # -- files on our side --
+    def open_file(self, idx: int) -> int:
+        while len(self.rfds) <= idx:
+            self.rfds.append(None)
+        if self.rfds[idx] is None:
+            self.rfds[idx] = self._open(self.p.files[idx])
+        return self.rfds[idx]
+
+    def _open(self, f: File) -> int:
+        flags = (f.flags & ~OPEN_STRIP) | os.O_CLOEXEC
+        try:
+            if f.kind == "memfd":
+                fd = os.memfd_create(f.path[len("/memfd:"):] or "memfd", os.MFD_CLOEXEC)
+                os.write(fd, self.reader.file_content(f.content)) if f.content else None
+                os.ftruncate(fd, f.size)
+                fd2 = os.open(f"/proc/self/fd/{fd}", flags)
+                os.close(fd)
+                fd = fd2
+            elif f.kind == "reg" and f.deleted:
+                fd = self._ghost(f, flags)
+            elif f.kind == "pipe-ext":
+                fd = self._external_pipe(f, flags)
+            else:
+                if f.content is not None:  # tmpfs: put the saved contents back
+                    with open(f.path, "wb") as out:
+                        out.write(self.reader.file_content(f.content))
+                fd = os.open(f.path, flags)
+            if f.pos and f.kind in ("reg", "memfd", "chr", "dir"):
+                os.lseek(fd, f.pos, os.SEEK_SET)
+            return fd
+        except OSError as e:
+            raise RestoreError(f"cannot reopen {f.path}: {e.strerror}") from None
+
+    def _ghost(self, f: File, flags: int) -> int:
+        """A file that was unlinked while open: recreate it with its saved
+        contents under its old name (or beside it), open, unlink."""
+        path = f.path
+        if os.path.exists(path):
+            path = f"{f.path}.snapshotd-ghost-{os.getpid()}"
+        try:
+            wfd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, f.mode)
+        except OSError:
+            path = None
+            wfd = os.open(os.path.dirname(f.path) if os.path.isdir(os.path.dirname(f.path)) else "/tmp",
+                          os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, f.mode)
+        try:
+            if f.content:
+                os.write(wfd, self.reader.file_content(f.content))
+            os.ftruncate(wfd, f.size)
+            fd = os.open(f"/proc/self/fd/{wfd}", flags)
+        finally:
+            os.close(wfd)
+            if path:
+                os.unlink(path)
+        return fd
+
+    def _external_pipe(self, f: File, flags: int) -> int:
+        """A pipe whose other end lives outside the snapshot: reconnect to it
+        if some process still holds it, else give /dev/null."""
+        want = f"pipe:[{f.inode}]"
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == self.s:
+                continue
+            try:
+                for fd in os.listdir(f"/proc/{d}/fd"):
+                    if os.readlink(f"/proc/{d}/fd/{fd}") == want:
+                        return os.open(f"/proc/{d}/fd/{fd}", flags)
+            except OSError:
+                continue
+        self.notes.append(f"pipe {want} no longer exists: fd replaced by /dev/null")
+        return os.open("/dev/null", flags)
+
+    def give_fd(self, rfd: int) -> int:
+        """Copy our fd rfd into the target (pidfd_getfd); returns its number there."""
+        return self.t.call("pidfd_getfd", sc.PIDFD_GETFD, self.pidfd, rfd, 0)
+
+    # -- steps --
+    def spawn(self):
+        out = ffi.new("int *")
+        r = lib.snp_spawn_stub(self.p.pid, out)
+        if r == -17:  # EEXIST
+            _check_pids_free(self.p)
+            raise RestoreError(f"cannot restore: PID {self.p.pid} is in use")
+        engine.check(r, f"create a process with PID {self.p.pid}")
+        self.s = out[0]
+        code = engine.getregs(self.s).rip  # the stub stops just after its int3, at "syscall; int3"
+        self.t = engine.Tracee(self.s, code=code)
+
+    def setup_scratch(self):
+        busy = [(m.start, m.end) for m in self.p.mappings]
+        busy += [(m.start, m.end) for m in procfs.maps(self.s, with_flags=False)]
+        addr = _find_hole(busy, SCRATCH_SIZE)
+        prot = sc.PROT_READ | sc.PROT_WRITE | sc.PROT_EXEC
+        got = self.t.call("mmap scratch", sc.MMAP, addr, SCRATCH_SIZE, prot,
+                          sc.MAP_PRIVATE | sc.MAP_ANONYMOUS | sc.MAP_FIXED, -1, 0)
+        engine.mem_write(self.s, got, engine.SYSCALL_INT3)
+        self.t.code, self.t.scratch, self.t.scratch_size = got, got + 4096, SCRATCH_SIZE - 4096
+        self.scratch = (got, got + SCRATCH_SIZE)
+        self.pidfd = self.t.call("pidfd_open", sc.PIDFD_OPEN, os.getpid(), 0)
+
+    def clear_stub(self):
+        """Unmap everything of the stub but the vDSO group and the scratch."""
+        for m in procfs.maps(self.s, with_flags=False):
+            if m.path in VDSO_NAMES or m.path == "[vsyscall]" or m.start == self.scratch[0]:
+                continue
+            self.t.call(f"munmap {m.path}", sc.MUNMAP, m.start, m.end - m.start)
+
+    def move_vdso(self):
+        cur = {m.path: m for m in procfs.maps(self.s, with_flags=False) if m.path in VDSO_NAMES}
+        want = {m.path: m for m in self.p.mappings if m.path in VDSO_NAMES}
+        if not want:
+            for m in cur.values():
+                self.t.call("munmap vdso", sc.MUNMAP, m.start, m.end - m.start)
+            return
+        for name in VDSO_NAMES:
+            if (name in cur) != (name in want) or (
+                    name in cur and cur[name].end - cur[name].start != want[name].end - want[name].start):
+                raise RestoreError("the vDSO layout of this kernel differs from the snapshot's; restore on the kernel it was taken on")
+        if all(cur[n].start == want[n].start for n in cur):
+            return
+        # move the group to a free spot first, then to the dumped address:
+        # the old and new places may overlap
+        lo = min(m.start for m in cur.values())
+        hi = max(m.end for m in cur.values())
+        busy = [(m.start, m.end) for m in self.p.mappings] + [self.scratch] + [(lo, hi)]
+        tmp = _find_hole(busy, hi - lo)
+        for stage in ("tmp", "final"):
+            for name in VDSO_NAMES:
+                if name not in cur:
+                    continue
+                m = cur[name]
+                size = m.end - m.start
+                src = m.start if stage == "tmp" else tmp + (m.start - lo)
+                dst = tmp + (m.start - lo) if stage == "tmp" else want[name].start
+                self.t.call(f"mremap {name}", sc.MREMAP, src, size, size, sc.MREMAP_MAYMOVE | sc.MREMAP_FIXED, dst)
+
+    def map_memory(self):
+        p = self.p
+        self.fix_prot = []
+        for m in p.mappings:
+            if m.pages == "none":
+                continue
+            size = m.end - m.start
+            flags = sc.MAP_FIXED | (sc.MAP_SHARED if m.shared else sc.MAP_PRIVATE)
+            if "gd" in m.vmflags:
+                flags |= sc.MAP_GROWSDOWN
+            if "nr" in m.vmflags:
+                flags |= sc.MAP_NORESERVE
+            prot = m.prot
+            fd = -1
+            if m.file is None:
+                flags |= sc.MAP_ANONYMOUS
+            else:
+                fd = self.give_fd(self.open_file(m.file))
+            if m.pages in ("anon", "cow") and prot != prot | sc.PROT_READ | sc.PROT_WRITE:
+                prot |= sc.PROT_READ | sc.PROT_WRITE  # filled first, protected after
+                self.fix_prot.append(m)
+            try:
+                self.t.call(f"mmap {m.start:#x}-{m.end:#x} {m.path}", sc.MMAP, m.start, size, prot, flags, fd,
+                            m.offset if m.file is not None else 0)
+            finally:
+                if fd >= 0:
+                    self.t.call("close", sc.CLOSE, fd)
+        memfd = os.open(f"/proc/{self.s}/mem", os.O_RDWR)
+        try:
+            for addrs, data in self.reader.iter_pages(p.pid):
+                engine.check(lib.snp_write_pages(self.s, memfd, ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data),
+                                                 len(addrs)), "write pages")
+                self.stats.pages += len(addrs)
+        finally:
+            os.close(memfd)
+        for m in self.fix_prot:
+            self.t.call("mprotect", sc.MPROTECT, m.start, m.end - m.start, m.prot)
+        advice = {"dd": sc.MADV_DONTDUMP, "dc": sc.MADV_DONTFORK, "wf": sc.MADV_WIPEONFORK,
+                  "hg": sc.MADV_HUGEPAGE, "nh": sc.MADV_NOHUGEPAGE}
+        for m in p.mappings:
+            for flag, adv in advice.items():
+                if flag in m.vmflags and m.pages != "none":
+                    self.t.syscall(sc.MADVISE, m.start, m.end - m.start, adv)
+
+    def set_mm(self):
+        mm = self.p.mm
+        auxv = mm["auxv"]
+        auxv_addr = self.t.put(1024, auxv)
+        exe_fd = self.give_fd(self.open_file(self.p.exe_file)) if self.p.exe_file is not None else -1
+        st = struct.pack("<11QQII", mm["start_code"], mm["end_code"], mm["start_data"], mm["end_data"],
+                         mm["start_brk"], mm["brk"], mm["start_stack"], mm["arg_start"], mm["arg_end"],
+                         mm["env_start"], mm["env_end"], auxv_addr, len(auxv), exe_fd & 0xFFFFFFFF)
+        addr = self.t.put(0, st)
+        try:
+            self.t.call("prctl(PR_SET_MM_MAP)", sc.PRCTL, sc.PR_SET_MM, sc.PR_SET_MM_MAP, addr, len(st), 0)
+        finally:
+            if exe_fd >= 0:
+                self.t.call("close", sc.CLOSE, exe_fd)
+
+    def set_process_state(self):
+        p, t = self.p, self.t
+        # handlers: the dumped ones, and the default for what the stub inherited
+        st = procfs.status(self.s)
+        inherited = int(st["SigIgn"], 16) | int(st["SigCgt"], 16)
+        for sig in range(1, sc.NSIG + 1):
+            if sig in (sc.SIGKILL, sc.SIGSTOP):
+                continue
+            act = p.sigactions.get(str(sig))
+            if act is None and not inherited & (1 << (sig - 1)):
+                continue
+            addr = t.put(0, struct.pack("<4Q", *(act or (0, 0, 0, 0))))
+            t.call(f"rt_sigaction({sig})", sc.RT_SIGACTION, sig, addr, 0, 8)
+        for which, val in enumerate(p.itimers):
+            if any(val):
+                t.call("setitimer", sc.SETITIMER, which, t.put(0, struct.pack("<4q", *val)), 0)
+        t.call("umask", sc.UMASK, p.umask)
+        if p.cwd.endswith(" (deleted)") or not os.path.isdir(p.cwd):
+            self.notes.append(f"working directory {p.cwd} is gone; using /")
+            cwd = "/"
+        else:
+            cwd = p.cwd
+        t.call(f"chdir({cwd})", sc.CHDIR, t.put(0, cwd.encode() + b"\0"))
+        if p.personality:
+            t.syscall(sc.PERSONALITY, p.personality)
+        for r, (soft, hard) in p.rlimits.items():
+            try:
+                resource.prlimit(self.s, int(r), (soft, hard))
+            except (OSError, ValueError) as e:
+                self.notes.append(f"rlimit {r} not restored ({e})")
+
+    def restore_fds(self):
+        p, t = self.p, self.t
+        if not p.fds:
+            return
+        # park our pidfd above every fd the process uses
+        top = max(f.fd for f in p.fds) + 1
+        if self.pidfd < top:
+            nfd = t.call("fcntl(F_DUPFD_CLOEXEC)", sc.FCNTL, self.pidfd, 1030, top)
+            t.call("close", sc.CLOSE, self.pidfd)
+            self.pidfd = nfd
+        for f in sorted(p.fds, key=lambda f: f.fd):
+            got = self.give_fd(self.open_file(f.file))
+            if got != f.fd:
+                t.call(f"dup3 to fd {f.fd}", sc.DUP3, got, f.fd, sc.O_CLOEXEC if f.cloexec else 0)
+                t.call("close", sc.CLOSE, got)
+            elif not f.cloexec:  # pidfd_getfd sets FD_CLOEXEC
+                t.call("fcntl(F_SETFD)", sc.FCNTL, f.fd, sc.F_SETFD, 0)
+
+    def create_threads(self):
+        t = self.t
+        for th in self.p.threads[1:]:
+            args = struct.pack("<11Q", sc.THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            settid = t.put(256, struct.pack("<i", th.tid))
+            args = struct.pack("<11Q", sc.THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, settid, 1, 0)
+            got = t.call(f"clone3(set_tid={th.tid})", sc.CLONE3, t.put(0, args), len(args))
+            if got != th.tid:
+                raise RestoreError(f"thread got TID {got} instead of {th.tid}")
+            status = ffi.new("int *")
+            engine.check(lib.snp_wait_stop(th.tid, status), f"wait for new thread {th.tid}")
+
+    def thread_state(self, th):
+        t, tid = self.t, th.tid
+        if th.tid_address:
+            t.call("set_tid_address", sc.SET_TID_ADDRESS, th.tid_address, tid=tid)
+        head, ln = th.robust_list
+        if head:
+            t.call("set_robust_list", sc.SET_ROBUST_LIST, head, ln, tid=tid)
+        if th.rseq:
+            r = th.rseq
+            t.call("rseq", sc.RSEQ, r["ptr"], r["len"], 0, r["sig"], tid=tid)
+        t.call("PR_SET_NAME", sc.PRCTL, sc.PR_SET_NAME, t.put(0, th.comm.encode()[:15] + b"\0"), tid=tid)
+        sp, flags, size = th.sigaltstack
+        if not flags & 2:  # SS_DISABLE
+            t.call("sigaltstack", sc.SIGALTSTACK, t.put(0, struct.pack("<QiiQ", sp, flags & ~1, 0, size)), 0, tid=tid)
+        for info in th.pending:
+            sig = struct.unpack_from("<i", info)[0]
+            t.call("rt_tgsigqueueinfo", sc.RT_TGSIGQUEUEINFO, self.p.pid, tid, sig, t.put(0, info), tid=tid)
+
+    def set_creds(self, tid: int):
+        c, t = self.p.creds, self.t
+        uid, gid = c["uid"], c["gid"]
+        if uid[:3] == [0, 0, 0] and gid[:3] == [0, 0, 0] and not c["groups"]:
+            return
+        groups = c["groups"]
+        t.call("setgroups", sc.SETGROUPS, len(groups), t.put(0, struct.pack(f"<{len(groups)}I", *groups)), tid=tid)
+        t.call("setresgid", sc.SETRESGID, *gid[:3], tid=tid)
+        t.call("setresuid", sc.SETRESUID, *uid[:3], tid=tid)
+
+    def finish(self):
+        p, t = self.p, self.t
+        for info in p.shared_pending:
+            sig = struct.unpack_from("<i", info)[0]
+            t.call("rt_sigqueueinfo", sc.RT_SIGQUEUEINFO, p.pid, sig, t.put(0, info))
+        if self.pidfd >= 0:
+            t.call("close pidfd", sc.CLOSE, self.pidfd)
+            self.pidfd = -1
+        for th in p.threads:
+            self.set_creds(th.tid)
+        if p.creds.get("uid", [0])[1] != 0:
+            t.syscall(sc.PRCTL, sc.PR_SET_DUMPABLE, p.creds.get("dumpable", 1))
+        # the main thread unmaps the scratch page it runs in: it comes back in a
+        # SIGSEGV stop (the int3 is gone), which detaching with signal 0 drops
+        r = t.syscall(sc.MUNMAP, self.scratch[0], SCRATCH_SIZE, expect_segv=True)
+        if r < 0:
+            raise RestoreError(f"munmap of the scratch page failed: {os.strerror(-r)}")
+        for th in p.threads:
+            engine.setregs(th.tid, _fixup_restart(engine.Regs(th.regs)))
+            engine.setxstate(th.tid, th.xstate)
+            engine.setsigmask(th.tid, th.sigmask)
+        for th in reversed(p.threads):
+            engine.detach(th.tid, 0)
+
+    def run(self) -> int:
+        self.spawn()
+        try:
+            self.setup_scratch()
+            self.clear_stub()
+            self.move_vdso()
+            self.map_memory()
+            self.set_mm()
+            self.set_process_state()
+            self.restore_fds()
+            self.create_threads()
+            for th in self.p.threads:
+                self.thread_state(th)
+            self.finish()
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            for fd in self.rfds:
+                if fd is not None:
+                    os.close(fd)
+        return self.s
+
+    def kill(self):
+        if self.s:
+            try:
+                os.kill(self.s, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            status = ffi.new("int *")
+            lib.snp_wait_stop(self.s, status)
+
+
+def restore(reader: SnapshotReader) -> tuple[int, RestoreStats, list[str]]:
+    t0 = time.monotonic()
+    img: Image = from_dict(reader.image())
+    proc = img.processes[0]
+    _check_pids_free(proc)
+    stats = RestoreStats()
+    r = Restorer(proc, reader, stats)
+    try:
+        pid = r.run()
+    except engine.EngineError as e:
+        raise RestoreError(f"restore of PID {proc.pid} failed: {e}") from None
+    stats.wall_s = time.monotonic() - t0
+    return pid, stats, r.notes

@@ -1,0 +1,301 @@
+"""One snapshot = one immutable HDF5 file (layout: docs/FORMAT.md).
+
+SnapshotWriter takes process metadata (the image) and page data separately:
+pages go into a content-addressed pool of zstd-compressed blocks, each
+process's address space is a list (page address, pool reference).  The file
+is written under a temporary name, fsynced, renamed, and the directory
+fsynced: a snapshot is either complete and visible, or absent."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import zstandard
+
+from ..pagehash import HASH_SIZE, PAGE, ZERO_HASH, hash_pages
+
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # shared filesystems: no flock
+import h5py  # noqa: E402  (after the locking switch)
+
+FORMAT_NAME = "snapshotd-snapshot"
+FORMAT_VERSION = 1
+PAGES_PER_BLOCK = 256  # 1 MiB of pages per zstd frame: large enough to compress well
+ZERO_REF = np.uint64(0xFFFFFFFFFFFFFFFF)  # page reference meaning "all zero"
+ZSTD_LEVEL = 1
+
+_tls = threading.local()
+
+
+def _compress(buf: bytes) -> bytes:
+    c = getattr(_tls, "cctx", None)
+    if c is None:
+        c = _tls.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return c.compress(buf)
+
+
+class FormatError(Exception):
+    """A file that is not a snapshot, or one written by a newer snapshotd."""
+
+
+class DamagedError(Exception):
+    """Stored data does not match its hash, or is missing."""
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SnapshotWriter:
+    def __init__(self, final_path: str, attrs: dict):
+        self.final_path = final_path
+        d = os.path.dirname(final_path)
+        self.tmp_path = os.path.join(d, f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
+        self.h5 = h5py.File(self.tmp_path, "w", libver="latest")
+        self.attrs = attrs
+        self.index: dict[bytes, int] = {}  # page hash -> pool reference
+        self.pool_hashes: list[np.ndarray] = []
+        self.npool = 0
+        self.pending: list[np.ndarray] = []  # page rows waiting to fill a block
+        self.npending = 0
+        self.blocks = self.h5.create_dataset("pool/blocks", (0,), maxshape=(None,), dtype=np.uint8, chunks=(1 << 20,))
+        self.block_offsets = [0]
+        self.exec = ThreadPoolExecutor(max_workers=2)
+        self.futures: deque = deque()
+        self.page_tables: dict[int, list] = {}
+        self.bytes_in = 0
+
+    # -- pages --
+    def _refs_for(self, data: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Pool references for pages (n, 4096) with their hashes, adding new
+        contents to the pool."""
+        n = len(hashes)
+        refs = np.empty(n, dtype=np.uint64)
+        new_rows = []
+        index = self.index
+        hb = hashes.tobytes()
+        for i in range(n):
+            h = hb[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            if h == ZERO_HASH:
+                refs[i] = ZERO_REF
+                continue
+            r = index.get(h)
+            if r is None:
+                r = index[h] = self.npool + len(new_rows)
+                new_rows.append(i)
+            refs[i] = r
+        if new_rows:
+            rows = np.asarray(new_rows)
+            self._add_to_pool(data[rows], hashes[rows])
+        return refs
+
+    def _add_to_pool(self, pages: np.ndarray, hashes: np.ndarray) -> None:
+        self.pool_hashes.append(hashes)
+        self.npool += len(pages)
+        self.bytes_in += len(pages) * PAGE
+        self.pending.append(pages)
+        self.npending += len(pages)
+        while self.npending >= PAGES_PER_BLOCK:
+            self._flush_block(PAGES_PER_BLOCK)
+
+    def _flush_block(self, count: int) -> None:
+        allp = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        block, rest = allp[:count], allp[count:]
+        self.pending = [rest] if len(rest) else []
+        self.npending = len(rest)
+        self.futures.append(self.exec.submit(_compress, block.tobytes()))
+        self._drain(wait=len(self.futures) > 4)
+
+    def _drain(self, wait: bool) -> None:
+        while self.futures and (wait or self.futures[0].done()):
+            blob = self.futures.popleft().result()
+            off = self.block_offsets[-1]
+            self.blocks.resize((off + len(blob),))
+            self.blocks[off:] = np.frombuffer(blob, dtype=np.uint8)
+            self.block_offsets.append(off + len(blob))
+            wait = wait and len(self.futures) > 4
+
+    def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None) -> None:
+        """Pages of process pid: addrs (n,) uint64, data n*4096 bytes."""
+        data = np.frombuffer(data, dtype=np.uint8).reshape(-1, PAGE)
+        if hashes is None:
+            hashes = hash_pages(data)
+        refs = self._refs_for(data, hashes)
+        self.page_tables.setdefault(pid, []).append((np.asarray(addrs, dtype=np.uint64).copy(), refs))
+
+    def add_file(self, key: str, content: bytes) -> None:
+        """File contents (deleted files, memfd, tmpfs): stored as pages too."""
+        size = len(content)
+        padded = content + bytes(-size % PAGE)
+        data = np.frombuffer(padded, dtype=np.uint8).reshape(-1, PAGE)
+        refs = self._refs_for(data, hash_pages(data)) if len(data) else np.empty(0, np.uint64)
+        ds = self.h5.create_dataset(f"files/{key}/ref", data=refs)
+        ds.parent.attrs["size"] = size
+
+    # -- commit --
+    def commit(self, image: dict) -> str:
+        if self.npending:
+            self._flush_block(self.npending)
+        self._drain(wait=True)
+        self.exec.shutdown()
+        h5 = self.h5
+        pool = h5.require_group("pool")
+        hashes = np.concatenate(self.pool_hashes) if self.pool_hashes else np.empty((0, HASH_SIZE), np.uint8)
+        pool.create_dataset("hash", data=hashes)
+        pool.create_dataset("block_offset", data=np.asarray(self.block_offsets, dtype=np.uint64))
+        pool.attrs["pages_per_block"] = PAGES_PER_BLOCK
+        pool.attrs["codec"] = "zstd"
+        for pid, parts in self.page_tables.items():
+            addrs = np.concatenate([a for a, _ in parts])
+            refs = np.concatenate([r for _, r in parts])
+            order = np.argsort(addrs, kind="stable")
+            g = h5.create_group(f"pages/{pid}")
+            g.create_dataset("addr", data=addrs[order])
+            g.create_dataset("ref", data=refs[order])
+        h5.create_dataset("image", data=json.dumps(image, separators=(",", ":")), dtype=h5py.string_dtype())
+        a = h5.attrs
+        a["format"] = FORMAT_NAME
+        a["format_version"] = FORMAT_VERSION
+        a["created"] = time.time()
+        a["hostname"] = socket.gethostname()
+        a["stored_bytes"] = int(self.block_offsets[-1])
+        a["unique_pages"] = int(self.npool)
+        for k, v in self.attrs.items():
+            a[k] = v
+        h5.close()
+        with open(self.tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.rename(self.tmp_path, self.final_path)
+        fsync_dir(os.path.dirname(self.final_path))
+        return self.final_path
+
+    def abort(self) -> None:
+        try:
+            self.exec.shutdown(cancel_futures=True)
+            self.h5.close()
+        except Exception:
+            pass
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
+
+
+class SnapshotReader:
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.h5 = h5py.File(path, "r", locking=False)
+        except OSError as e:
+            raise FormatError(f"{path}: not a readable HDF5 file ({e})") from None
+        a = self.h5.attrs
+        if a.get("format") != FORMAT_NAME:
+            raise FormatError(f"{path}: not a snapshotd snapshot")
+        v = int(a.get("format_version", 0))
+        if v > FORMAT_VERSION:
+            raise FormatError(f"{path}: format version {v} is newer than this snapshotd reads ({FORMAT_VERSION}); upgrade snapshotd")
+        self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()}
+        self._image = None
+        self._block_cache: dict[int, np.ndarray] = {}
+        self._dctx = zstandard.ZstdDecompressor()
+        self._offsets = self.h5["pool/block_offset"][:]
+        self._hashes = self.h5["pool/hash"][:]
+        self._ppb = int(self.h5["pool"].attrs["pages_per_block"])
+
+    def close(self):
+        self.h5.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def image(self) -> dict:
+        if self._image is None:
+            raw = self.h5["image"][()]
+            self._image = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        return self._image
+
+    def page_table(self, pid: int) -> tuple[np.ndarray, np.ndarray]:
+        g = self.h5.get(f"pages/{pid}")
+        if g is None:
+            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+        return g["addr"][:], g["ref"][:]
+
+    def _block(self, b: int) -> np.ndarray:
+        blk = self._block_cache.get(b)
+        if blk is not None:
+            return blk
+        if b + 1 >= len(self._offsets):
+            raise DamagedError(f"{self.path}: page block {b} missing")
+        lo, hi = int(self._offsets[b]), int(self._offsets[b + 1])
+        first = b * self._ppb
+        count = min(self._ppb, len(self._hashes) - first)
+        try:
+            raw = self._dctx.decompress(self.h5["pool/blocks"][lo:hi].tobytes(), max_output_size=count * PAGE)
+        except zstandard.ZstdError as e:
+            raise DamagedError(f"{self.path}: page block {b} does not decompress ({e})") from None
+        pages = np.frombuffer(raw, dtype=np.uint8).reshape(-1, PAGE)
+        if len(pages) != count or not np.array_equal(hash_pages(pages), self._hashes[first : first + count]):
+            raise DamagedError(f"{self.path}: page block {b} does not match its hashes")
+        if len(self._block_cache) > 64:
+            self._block_cache.clear()
+        self._block_cache[b] = pages
+        return pages
+
+    def gather(self, refs: np.ndarray) -> np.ndarray:
+        """Page contents (n, 4096) for pool references; ZERO_REF gives zeros.
+        Every block read is checked against the stored page hashes."""
+        out = np.zeros((len(refs), PAGE), dtype=np.uint8)
+        nz = refs != ZERO_REF
+        if not nz.any():
+            return out
+        idx = np.nonzero(nz)[0]
+        r = refs[idx]
+        if int(r.max()) >= len(self._hashes):
+            raise DamagedError(f"{self.path}: page reference out of range")
+        blocks = r // self._ppb
+        for b in np.unique(blocks):
+            sel = blocks == b
+            pages = self._block(int(b))
+            out[idx[sel]] = pages[(r[sel] - b * self._ppb).astype(np.int64)]
+        return out
+
+    def iter_pages(self, pid: int, chunk: int = 16384):
+        """(addrs, data (n, 4096)) in address order, chunk pages at a time."""
+        addrs, refs = self.page_table(pid)
+        for i in range(0, len(addrs), chunk):
+            yield addrs[i : i + chunk], self.gather(refs[i : i + chunk])
+
+    def file_content(self, key: str) -> bytes:
+        g = self.h5.get(f"files/{key}")
+        if g is None:
+            raise DamagedError(f"{self.path}: saved file contents {key} missing")
+        data = self.gather(g["ref"][:])
+        return data.tobytes()[: int(g.attrs["size"])]
+
+    def verify(self) -> list[str]:
+        """Re-hash every stored block; return the problems found."""
+        problems = []
+        nblocks = len(self._offsets) - 1
+        for b in range(nblocks):
+            try:
+                self._block(b)
+            except DamagedError as e:
+                problems.append(str(e))
+            self._block_cache.clear()
+        try:
+            self.image()
+        except Exception as e:  # noqa: BLE001 - report any decode failure
+            problems.append(f"{self.path}: image unreadable ({e})")
+        return problems
