@@ -275,6 +275,8 @@ class ProcessDumper:
             if m.path.startswith("/SYSV"):
                 raise DumpError(f"PID {self.pid}: SysV shared memory ({m.path}) is not supported yet")
             mp.pages = "anon"  # private anon, heap, stack, or shared anonymous
+            if shared:
+                mp.shmem = os.stat(f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}").st_ino
         else:
             procpath = f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}"
             link = procfs.readlink(procpath)
@@ -284,11 +286,13 @@ class ProcessDumper:
         return mp
 
     def dump_pages(self, mappings: list[Mapping]) -> None:
+        """Stream the pages to keep into the writer, through one reused buffer
+        (fresh memory is slow to fault in on this kind of VM)."""
         n = PAGES_PER_READ
         addrs = np.empty(n, dtype=np.uint64)
         data = np.empty(n * engine.PAGE, dtype=np.uint8)
-        hashes = np.empty((n, 32), dtype=np.uint8)
         nxt = ffi.new("uint64_t *")
+        c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
         memfd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
         pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
         try:
@@ -302,11 +306,11 @@ class ProcessDumper:
                     flags |= lib.SNP_PAGES_USE_MEMFILE
                 a = mp.start
                 while a < mp.end:
-                    got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, mp.end, flags, ffi.from_buffer("uint64_t[]", addrs),
-                                                ffi.from_buffer("uint8_t[]", data), ffi.from_buffer("uint8_t[]", hashes), n, nxt)
+                    got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, mp.end, flags, c_addrs, c_data,
+                                                ffi.NULL, n, nxt)
                     engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
                     if got:
-                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got])
+                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE])
                         self.stats.pages += got
                     a = nxt[0]
         finally:

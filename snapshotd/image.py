@@ -44,6 +44,7 @@ class Mapping:
     # "cow" (private file mapping: only pages no longer backed by the file),
     # "file" (shared file mapping: content lives in the file), "none" (special)
     pages: str = "anon"
+    shmem: int = 0  # shared anonymous memory: inode of its shmem object (views with one inode share pages)
 
 
 @dataclass

@@ -47,8 +47,22 @@ class RestoreStats:
     pages: int = 0
 
 
+def _wait_zombie_gone(pid: int, timeout: float = 3.0) -> None:
+    """A killed process holds its PID until its parent reaps it (PID 1 here
+    can take about a second): wait a little for a zombie to go."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if procfs.stat_fields(pid)[2] not in ("Z", "X"):
+                return
+        except (procfs.ProcGone, ValueError):
+            return
+        time.sleep(0.02)
+
+
 def _check_pids_free(proc: Process) -> None:
     for t in proc.threads:
+        _wait_zombie_gone(t.tid)
         if os.path.exists(f"/proc/{t.tid}"):
             try:
                 holder = int(procfs.status(t.tid).get("Tgid", t.tid))
@@ -97,7 +111,7 @@ class Restorer:
         self.rfds: list[int | None] = []  # our fd for each File, opened lazily
         self.pidfd = -1  # pidfd of us, inside the target
         self.notes: list[str] = []
-        self.ghosts: list[str] = []
+        self.inodes: dict = {}  # (dev, inode) -> our fd of a recreated deleted file or memfd
 
     # -- files on our side --
     def open_file(self, idx: int) -> int:
@@ -110,15 +124,12 @@ class Restorer:
     def _open(self, f: File) -> int:
         flags = (f.flags & ~OPEN_STRIP) | os.O_CLOEXEC
         try:
-            if f.kind == "memfd":
-                fd = os.memfd_create(f.path[len("/memfd:"):] or "memfd", os.MFD_CLOEXEC)
-                os.write(fd, self.reader.file_content(f.content)) if f.content else None
-                os.ftruncate(fd, f.size)
-                fd2 = os.open(f"/proc/self/fd/{fd}", flags)
-                os.close(fd)
-                fd = fd2
-            elif f.kind == "reg" and f.deleted:
-                fd = self._ghost(f, flags)
+            if f.kind == "memfd" or (f.kind == "reg" and f.deleted):
+                # one object per dumped inode, however many fds and mappings use it
+                key = (f.dev, f.inode)
+                if key not in self.inodes:
+                    self.inodes[key] = self._memfd(f) if f.kind == "memfd" else self._ghost(f, os.O_RDWR)
+                fd = os.open(f"/proc/self/fd/{self.inodes[key]}", flags)
             elif f.kind == "pipe-ext":
                 fd = self._external_pipe(f, flags)
             else:
@@ -131,6 +142,13 @@ class Restorer:
             return fd
         except OSError as e:
             raise RestoreError(f"cannot reopen {f.path}: {e.strerror}") from None
+
+    def _memfd(self, f: File) -> int:
+        fd = os.memfd_create(f.path[len("/memfd:"):] or "memfd", os.MFD_CLOEXEC)
+        if f.content:
+            os.write(fd, self.reader.file_content(f.content))
+        os.ftruncate(fd, f.size)
+        return fd
 
     def _ghost(self, f: File, flags: int) -> int:
         """A file that was unlinked while open: recreate it with its saved
@@ -235,9 +253,29 @@ class Restorer:
                 dst = tmp + (m.start - lo) if stage == "tmp" else want[name].start
                 self.t.call(f"mremap {name}", sc.MREMAP, src, size, size, sc.MREMAP_MAYMOVE | sc.MREMAP_FIXED, dst)
 
+    def shmem_fds(self) -> dict:
+        """One shmem object per dumped shared-anonymous inode, as an fd in the
+        target, so that every view maps the same pages (at its own offset)."""
+        sizes: dict = {}
+        for m in self.p.mappings:
+            if m.shared and m.shmem:
+                sizes[m.shmem] = max(sizes.get(m.shmem, 0), m.offset + m.end - m.start)
+        fds = {}
+        for ino, size in sizes.items():
+            addr = self.t.call("mmap shared anon", sc.MMAP, 0, size, sc.PROT_READ | sc.PROT_WRITE,
+                               sc.MAP_SHARED | sc.MAP_ANONYMOUS, -1, 0)
+            rfd = os.open(f"/proc/{self.s}/map_files/{addr:x}-{addr + size:x}", os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fds[ino] = self.give_fd(rfd)
+            finally:
+                os.close(rfd)
+            self.t.call("munmap", sc.MUNMAP, addr, size)
+        return fds
+
     def map_memory(self):
         p = self.p
         self.fix_prot = []
+        shm = self.shmem_fds()
         for m in p.mappings:
             if m.pages == "none":
                 continue
@@ -249,7 +287,9 @@ class Restorer:
                 flags |= sc.MAP_NORESERVE
             prot = m.prot
             fd = -1
-            if m.file is None:
+            if m.shared and m.shmem:
+                fd = shm[m.shmem]
+            elif m.file is None:
                 flags |= sc.MAP_ANONYMOUS
             else:
                 fd = self.give_fd(self.open_file(m.file))
@@ -258,10 +298,12 @@ class Restorer:
                 self.fix_prot.append(m)
             try:
                 self.t.call(f"mmap {m.start:#x}-{m.end:#x} {m.path}", sc.MMAP, m.start, size, prot, flags, fd,
-                            m.offset if m.file is not None else 0)
+                            m.offset if fd >= 0 else 0)
             finally:
-                if fd >= 0:
+                if m.file is not None:
                     self.t.call("close", sc.CLOSE, fd)
+        for fd in shm.values():
+            self.t.call("close", sc.CLOSE, fd)
         memfd = os.open(f"/proc/{self.s}/mem", os.O_RDWR)
         try:
             for addrs, data in self.reader.iter_pages(p.pid):
@@ -425,7 +467,7 @@ class Restorer:
             self.kill()
             raise
         finally:
-            for fd in self.rfds:
+            for fd in [*self.rfds, *self.inodes.values()]:
                 if fd is not None:
                     os.close(fd)
         return self.s

@@ -36,7 +36,12 @@ int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
         return -errno;
     if ((ret = snp_getsigmask(tid, &savedmask)) < 0)
         return ret;
-    if ((ret = snp_setsigmask(tid, ~0ULL)) < 0)
+    /* A fault while its signal is blocked makes the kernel reset the handler
+     * to SIG_DFL (force_sig_info): leave SIGSEGV open when we expect one. */
+    uint64_t block = ~0ULL;
+    if (flags & SNP_INJ_EXPECT_SEGV)
+        block &= ~(1ULL << (SIGSEGV - 1));
+    if ((ret = snp_setsigmask(tid, block)) < 0)
         return ret;
     r = saved;
     r.rip = code_addr;

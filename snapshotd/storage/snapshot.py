@@ -62,75 +62,87 @@ class SnapshotWriter:
         self.tmp_path = os.path.join(d, f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
         self.h5 = h5py.File(self.tmp_path, "w", libver="latest")
         self.attrs = attrs
-        self.index: dict[bytes, int] = {}  # page hash -> pool reference
+        self.index: dict[bytes, int] = {ZERO_HASH: int(ZERO_REF)}  # page hash -> pool reference
         self.pool_hashes: list[np.ndarray] = []
         self.npool = 0
-        self.pending: list[np.ndarray] = []  # page rows waiting to fill a block
-        self.npending = 0
         self.blocks = self.h5.create_dataset("pool/blocks", (0,), maxshape=(None,), dtype=np.uint8, chunks=(1 << 20,))
         self.block_offsets = [0]
+        self.outbuf = bytearray()  # compressed blocks not yet written
         self.exec = ThreadPoolExecutor(max_workers=2)
-        self.futures: deque = deque()
+        self.futures: deque = deque()  # (future, buffer) in block order
+        self.free_bufs: list[np.ndarray] = []
+        self.buf = self._new_buf()  # the block being filled
+        self.nbuf = 0
         self.page_tables: dict[int, list] = {}
         self.bytes_in = 0
 
     # -- pages --
+    def _new_buf(self) -> np.ndarray:
+        return self.free_bufs.pop() if self.free_bufs else np.empty((PAGES_PER_BLOCK, PAGE), dtype=np.uint8)
+
     def _refs_for(self, data: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """Pool references for pages (n, 4096) with their hashes, adding new
-        contents to the pool."""
-        n = len(hashes)
-        refs = np.empty(n, dtype=np.uint64)
-        new_rows = []
+        """Pool references for pages data (n, 4096) with their hashes, adding
+        contents not yet in the pool."""
         index = self.index
-        hb = hashes.tobytes()
-        for i in range(n):
-            h = hb[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-            if h == ZERO_HASH:
-                refs[i] = ZERO_REF
-                continue
-            r = index.get(h)
+        get = index.get
+        refs = []
+        new_rows = []
+        npool = self.npool
+        for i, h in enumerate(hashes.view(f"V{HASH_SIZE}").ravel().tolist()):
+            r = get(h)
             if r is None:
-                r = index[h] = self.npool + len(new_rows)
+                r = index[h] = npool
+                npool += 1
                 new_rows.append(i)
-            refs[i] = r
+            refs.append(r)
         if new_rows:
             rows = np.asarray(new_rows)
-            self._add_to_pool(data[rows], hashes[rows])
-        return refs
+            self.pool_hashes.append(hashes[rows])
+            self.npool = npool
+            self._add_to_pool(data, rows)
+        return np.asarray(refs, dtype=np.uint64)
 
-    def _add_to_pool(self, pages: np.ndarray, hashes: np.ndarray) -> None:
-        self.pool_hashes.append(hashes)
-        self.npool += len(pages)
-        self.bytes_in += len(pages) * PAGE
-        self.pending.append(pages)
-        self.npending += len(pages)
-        while self.npending >= PAGES_PER_BLOCK:
-            self._flush_block(PAGES_PER_BLOCK)
+    def _add_to_pool(self, data: np.ndarray, rows: np.ndarray) -> None:
+        self.bytes_in += len(rows) * PAGE
+        i = 0
+        while i < len(rows):
+            take = min(PAGES_PER_BLOCK - self.nbuf, len(rows) - i)
+            np.take(data, rows[i : i + take], axis=0, out=self.buf[self.nbuf : self.nbuf + take])
+            self.nbuf += take
+            i += take
+            if self.nbuf == PAGES_PER_BLOCK:
+                self._flush_block()
 
-    def _flush_block(self, count: int) -> None:
-        allp = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        block, rest = allp[:count], allp[count:]
-        self.pending = [rest] if len(rest) else []
-        self.npending = len(rest)
-        self.futures.append(self.exec.submit(_compress, block.tobytes()))
-        self._drain(wait=len(self.futures) > 4)
+    def _flush_block(self) -> None:
+        buf, n = self.buf, self.nbuf
+        self.futures.append((self.exec.submit(_compress, memoryview(buf[:n]).cast("B")), buf))
+        self.buf, self.nbuf = self._new_buf(), 0
+        self._drain(wait=True)
 
-    def _drain(self, wait: bool) -> None:
-        while self.futures and (wait or self.futures[0].done()):
-            blob = self.futures.popleft().result()
-            off = self.block_offsets[-1]
-            self.blocks.resize((off + len(blob),))
-            self.blocks[off:] = np.frombuffer(blob, dtype=np.uint8)
-            self.block_offsets.append(off + len(blob))
-            wait = wait and len(self.futures) > 4
+    def _drain(self, wait) -> None:
+        """Write finished blocks in order; with wait, until at most 4 are in
+        flight (none with wait="all")."""
+        keep = 0 if wait == "all" else 4
+        while self.futures and ((wait and len(self.futures) > keep) or self.futures[0][0].done()):
+            fut, buf = self.futures.popleft()
+            blob = fut.result()
+            self.free_bufs.append(buf)
+            self.outbuf += blob
+            self.block_offsets.append(self.block_offsets[-1] + len(blob))
+        if self.outbuf and (len(self.outbuf) >= (16 << 20) or wait == "all"):
+            off = self.blocks.shape[0]  # HDF5 writes in large pieces: far fewer calls
+            self.blocks.resize((off + len(self.outbuf),))
+            self.blocks[off:] = np.frombuffer(self.outbuf, dtype=np.uint8)
+            self.outbuf = bytearray()
 
     def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None) -> None:
-        """Pages of process pid: addrs (n,) uint64, data n*4096 bytes."""
+        """Pages of process pid: addrs (n,) uint64, data n*4096 bytes (may be
+        reused by the caller once this returns)."""
         data = np.frombuffer(data, dtype=np.uint8).reshape(-1, PAGE)
         if hashes is None:
             hashes = hash_pages(data)
         refs = self._refs_for(data, hashes)
-        self.page_tables.setdefault(pid, []).append((np.asarray(addrs, dtype=np.uint64).copy(), refs))
+        self.page_tables.setdefault(pid, []).append((np.array(addrs, dtype=np.uint64), refs))
 
     def add_file(self, key: str, content: bytes) -> None:
         """File contents (deleted files, memfd, tmpfs): stored as pages too."""
@@ -143,9 +155,9 @@ class SnapshotWriter:
 
     # -- commit --
     def commit(self, image: dict) -> str:
-        if self.npending:
-            self._flush_block(self.npending)
-        self._drain(wait=True)
+        if self.nbuf:
+            self._flush_block()
+        self._drain(wait="all")
         self.exec.shutdown()
         h5 = self.h5
         pool = h5.require_group("pool")

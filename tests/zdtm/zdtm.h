@@ -41,7 +41,7 @@ static int zdtm_nfail;
 static char zdtm_faillock;
 
 /* Build the name of a protocol file: relative to the dirfd, or absolute. */
-static const char *zdtm_name(const char *name, char *buf, size_t len)
+static inline const char *zdtm_name(const char *name, char *buf, size_t len)
 {
 	if (zdtm_dirfd >= 0)
 		snprintf(buf, len, "%s", name);
@@ -51,18 +51,18 @@ static const char *zdtm_name(const char *name, char *buf, size_t len)
 }
 
 /* Absolute path of a file inside STATEDIR (for the test's own files). */
-static const char *zdtm_path(const char *name, char *buf, size_t len)
+static inline const char *zdtm_path(const char *name, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s/%s", zdtm_dir, name);
 	return buf;
 }
 
-static int zdtm_at(void)
+static inline int zdtm_at(void)
 {
 	return zdtm_dirfd >= 0 ? zdtm_dirfd : AT_FDCWD;
 }
 
-static void zdtm_init(int argc, char **argv)
+static inline void zdtm_init(int argc, char **argv)
 {
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s STATEDIR\n", argv[0]);
@@ -75,7 +75,7 @@ static void zdtm_init(int argc, char **argv)
 }
 
 /* Reach STATEDIR through an fd (needed after dropping privileges). */
-static void zdtm_use_dirfd(void)
+static inline void zdtm_use_dirfd(void)
 {
 	zdtm_dirfd = open(zdtm_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (zdtm_dirfd < 0) {
@@ -85,7 +85,7 @@ static void zdtm_use_dirfd(void)
 }
 
 /* Write a protocol file atomically: name.tmp, then rename to name. */
-static void zdtm_write_file(const char *name, const char *text)
+static inline void zdtm_write_file(const char *name, const char *text)
 {
 	char tmp[PATH_MAX], fin[PATH_MAX], t[256];
 	int fd;
@@ -108,13 +108,13 @@ static void zdtm_write_file(const char *name, const char *text)
 	}
 }
 
-static void zdtm_ready(void)
+static inline void zdtm_ready(void)
 {
 	zdtm_write_file("ready", "ready\n");
 }
 
 /* Async-signal-safe: 1 once STATEDIR/go exists. */
-static int zdtm_go(void)
+static inline int zdtm_go(void)
 {
 	char p[PATH_MAX];
 
@@ -122,7 +122,7 @@ static int zdtm_go(void)
 }
 
 /* Sleep, restarting after signal interruptions. */
-static void zdtm_sleep_ms(long ms)
+static inline void zdtm_sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 
@@ -130,14 +130,14 @@ static void zdtm_sleep_ms(long ms)
 		;
 }
 
-static void zdtm_wait_go(void)
+static inline void zdtm_wait_go(void)
 {
 	while (!zdtm_go())
 		zdtm_sleep_ms(2);
 }
 
 /* Record a failure.  Thread-safe, but do not call it from signal handlers. */
-static void __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...)
+static inline void __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...)
 {
 	char msg[512];
 	size_t used;
@@ -165,7 +165,7 @@ static void __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...)
 			fail(__VA_ARGS__);                                     \
 	} while (0)
 
-static int zdtm_finish(void)
+static inline int zdtm_finish(void)
 {
 	char buf[sizeof(zdtm_failbuf) + 16];
 
@@ -178,7 +178,7 @@ static int zdtm_finish(void)
 }
 
 /* Read a whole (small) file into buf, NUL-terminated; returns length or -1. */
-static ssize_t zdtm_read(const char *path, char *buf, size_t len)
+static inline ssize_t zdtm_read(const char *path, char *buf, size_t len)
 {
 	ssize_t n, off = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -193,7 +193,7 @@ static ssize_t zdtm_read(const char *path, char *buf, size_t len)
 }
 
 /* Value of a "Key:" line of a /proc status-like file, e.g. "SigBlk:". */
-static int zdtm_status_field(const char *path, const char *key, char *out, size_t len)
+static inline int zdtm_status_field(const char *path, const char *key, char *out, size_t len)
 {
 	static char buf[16384];
 	char *p;
@@ -216,7 +216,7 @@ static int zdtm_status_field(const char *path, const char *key, char *out, size_
  * The /proc/self/maps line of the mapping containing addr (without the
  * trailing newline).  Returns 0 if found.
  */
-static int zdtm_maps_line(const void *addr, char *out, size_t len)
+static inline int zdtm_maps_line(const void *addr, char *out, size_t len)
 {
 	FILE *f = fopen("/proc/self/maps", "re");
 	char line[PATH_MAX + 256];
@@ -240,18 +240,18 @@ static int zdtm_maps_line(const void *addr, char *out, size_t len)
 }
 
 /* Permissions ("rw-p") of the mapping containing addr, or "" if unmapped. */
-static const char *zdtm_maps_perms(const void *addr, char perms[5])
+static inline const char *zdtm_maps_perms(const void *addr, char perms[5])
 {
 	char line[PATH_MAX + 256];
 
 	perms[0] = 0;
 	if (!zdtm_maps_line(addr, line, sizeof(line)))
-		sscanf(line, "%*lx-%*lx %4s", perms);
+		sscanf(line, "%*s %4s", perms);
 	return perms;
 }
 
 /* The file name column of a maps line ("" for anonymous). */
-static const char *zdtm_maps_name(const char *line)
+static inline const char *zdtm_maps_name(const char *line)
 {
 	const char *p = line;
 
@@ -264,7 +264,7 @@ static const char *zdtm_maps_name(const char *line)
 	return p ? p : "";
 }
 
-static pid_t zdtm_gettid(void)
+static inline pid_t zdtm_gettid(void)
 {
 	return (pid_t)syscall(SYS_gettid);
 }

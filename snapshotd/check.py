@@ -1,0 +1,318 @@
+"""`snapshotd check`: probe, for real, the kernel features snapshotd uses.
+
+Each probe is a small function that makes the syscall (on itself or on a child
+it forks) and returns (ok, detail).  Nothing is read from config alone except
+where the kernel offers no side-effect-free probe; /proc/config.gz is quoted
+in the detail where it helps.  x86-64 syscall numbers (asm/unistd_64.h).
+"""
+from __future__ import annotations
+
+import ctypes
+import gzip
+import mmap
+import os
+import random
+import signal
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.ptrace.restype = ctypes.c_long
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+# PyDLL keeps the GIL across the call: the clone3 child returns into Python holding it.
+_pysyscall = ctypes.PyDLL(None, use_errno=True).syscall
+_pysyscall.restype = ctypes.c_long
+
+
+def _sys(nr, *args, fn=_libc.syscall) -> int:
+    """syscall(2) with every int widened to long (variadic ints would leave the upper halves undefined)."""
+    return fn(ctypes.c_long(nr), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+
+PAGE = 4096
+SYS_PROCESS_VM_READV, SYS_KCMP, SYS_USERFAULTFD, SYS_CLONE3, SYS_PIDFD_GETFD = 310, 312, 323, 435, 438
+PTRACE_GETREGSET, PTRACE_SEIZE, PTRACE_INTERRUPT, NT_X86_XSTATE = 0x4204, 0x4206, 0x4207, 0x202
+CAPS = {  # bit: (name, what is lost without it)
+    21: ("CAP_SYS_ADMIN", "no PFNs in pagemap, no exe link change or set_tid unless CAP_CHECKPOINT_RESTORE"),
+    19: ("CAP_SYS_PTRACE", "only processes of the same user, not setuid/undumpable ones, can be dumped"),
+    40: ("CAP_CHECKPOINT_RESTORE", "clone3 set_tid, ns_last_pid, map_files and exe link need CAP_SYS_ADMIN"),
+    24: ("CAP_SYS_RESOURCE", "rlimit hard limits cannot be raised above the restorer's; pipes cannot be resized "
+         "above pipe-max-size; single-field PR_SET_MM_* fail (PR_SET_MM_MAP still works)"),
+}
+
+
+def _errno(what: str) -> str:
+    e = ctypes.get_errno()
+    return f"{what}: {os.strerror(e)} (errno {e})"
+
+
+def _kconfig(name: str) -> str | None:
+    """Value of CONFIG_<name> in /proc/config.gz ('y', 'm', 'not set'), None if unavailable."""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            for line in f:
+                if line.startswith(f"CONFIG_{name}="):
+                    return line.split("=", 1)[1].strip()
+                if line.startswith(f"# CONFIG_{name} is not set"):
+                    return "not set"
+    except OSError:
+        return None
+    return "not set"
+
+
+def _addr(buf) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+class _Child:
+    """A forked child that writes MARKER into self.mark, reports ready, then blocks in read()."""
+    MARKER = b"snapshotd-probe!"
+
+    def __enter__(self):
+        self.mark = ctypes.create_string_buffer(16)
+        r1, w1 = os.pipe()
+        self.r2, self.w2 = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                ctypes.memmove(self.mark, self.MARKER, 16)
+                os.write(w1, b"x")
+                os.read(self.r2, 1)
+            finally:
+                os._exit(0)
+        os.close(w1)
+        os.read(r1, 1)
+        os.close(r1)
+        return self
+
+    def __exit__(self, *exc):
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.r2), os.close(self.w2)
+
+
+def _in_child(fn) -> int:
+    """Run fn() in a forked child; return its exit code (fn returns it, exceptions give 99)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(fn())
+        except BaseException:
+            os._exit(99)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def probe_ptrace():
+    # ptrace(PTRACE_SEIZE) + PTRACE_INTERRUPT on a forked child, then waitpid for the stop;
+    # while it is stopped, PTRACE_GETREGSET(NT_X86_XSTATE) measures the xstate size.
+    with _Child() as c:
+        if _libc.ptrace(PTRACE_SEIZE, c.pid, None, None) != 0:
+            return False, _errno("PTRACE_SEIZE"), None
+        if _libc.ptrace(PTRACE_INTERRUPT, c.pid, None, None) != 0:
+            return False, _errno("PTRACE_INTERRUPT"), None
+        _, st = os.waitpid(c.pid, os.WUNTRACED | 0x40000000)  # __WALL
+        if not os.WIFSTOPPED(st):
+            return False, f"child did not stop (status {st:#x})", None
+        buf = ctypes.create_string_buffer(65536)
+        iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buf), len(buf))
+        xs = None
+        if _libc.ptrace(PTRACE_GETREGSET, c.pid, ctypes.c_void_p(NT_X86_XSTATE), ctypes.addressof(iov)) == 0:
+            xs = (iov[1], struct.unpack_from("<Q", buf, 464)[0])  # sw_reserved word 0 = XCR0
+        return True, f"seized and interrupted child {c.pid}", xs
+
+
+def probe_process_vm_readv():
+    # process_vm_readv(2): read the marker the child wrote after fork.
+    with _Child() as c:
+        out = ctypes.create_string_buffer(16)
+        local = (ctypes.c_uint64 * 2)(ctypes.addressof(out), 16)
+        remote = (ctypes.c_uint64 * 2)(ctypes.addressof(c.mark), 16)
+        n = _sys(SYS_PROCESS_VM_READV, c.pid, local, 1, remote, 1, 0)
+        if n != 16:
+            return False, _errno("process_vm_readv")
+        return out.raw == c.MARKER, "read 16 bytes from a child" if out.raw == c.MARKER else "wrong bytes read"
+
+
+def probe_clone3_set_tid():
+    # clone3(2) with set_tid = [a free PID]: the child must come out at exactly that PID.
+    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    last = ""
+    for _ in range(8):
+        want = random.randint(max(300, pid_max // 2), pid_max - 1)
+        if os.path.exists(f"/proc/{want}"):
+            continue
+        tid = ctypes.c_int32(want)
+        args = (ctypes.c_uint64 * 11)(0, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, ctypes.addressof(tid), 1, 0)
+        r = _sys(SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args), fn=_pysyscall)
+        if r == 0:
+            os._exit(0)
+        if r > 0:
+            os.waitpid(r, 0)
+            return r == want, f"child created at chosen PID {want}" if r == want else f"asked {want}, got {r}"
+        last = _errno(f"clone3(set_tid=[{want}])")
+        if ctypes.get_errno() != 17:  # EEXIST: raced with another fork, try another PID
+            break
+    return False, last
+
+
+def probe_pagemap():
+    # read(/proc/PID/pagemap) of a child: its touched marker page must be present (bit 63), PFN shown.
+    with _Child() as c:
+        with open(f"/proc/{c.pid}/pagemap", "rb") as f:
+            f.seek(ctypes.addressof(c.mark) // PAGE * 8)
+            (e,) = struct.unpack("<Q", f.read(8))
+    if not e >> 63 & 1:
+        return False, f"marker page not reported present (entry {e:#x})"
+    pfn = e & ((1 << 55) - 1)
+    return True, "present bit seen" + ("" if pfn else " (PFNs hidden: no CAP_SYS_ADMIN)")
+
+
+def probe_pr_set_mm_map():
+    # prctl(PR_SET_MM, PR_SET_MM_MAP) in a forked child, setting its own current layout back
+    # (fields from /proc/self/stat, brk from brk(0)), auxv untouched, exe_fd = -1.
+    def child():
+        f = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        g = lambda n: int(f[n - 3])  # noqa: E731  (stat field numbers as in proc(5))
+        brk = _sys(12, 0)
+        m = struct.pack("<11QQII", g(26), g(27), g(45), g(46), g(47), brk, g(28), g(48), g(49), g(50), g(51),
+                        0, 0, 0xFFFFFFFF)
+        buf = ctypes.create_string_buffer(m, len(m))
+        r = _libc.prctl(35, 14, buf, ctypes.c_ulong(len(m)), ctypes.c_ulong(0))  # PR_SET_MM, PR_SET_MM_MAP
+        return 0 if r == 0 else min(ctypes.get_errno(), 98)
+    cfg = _kconfig("CHECKPOINT_RESTORE")
+    rc = _in_child(child)
+    if rc == 0:
+        return True, f"set a child's own mm layout (CONFIG_CHECKPOINT_RESTORE={cfg})"
+    return False, f"prctl(PR_SET_MM_MAP): {os.strerror(rc)} (CONFIG_CHECKPOINT_RESTORE={cfg})"
+
+
+def probe_kcmp():
+    # kcmp(2) KCMP_FILE: a dup compares equal (0), a re-open does not.
+    fd = os.open("/proc/self/stat", os.O_RDONLY)
+    dup, other = os.dup(fd), os.open("/proc/self/stat", os.O_RDONLY)
+    try:
+        me = os.getpid()
+        a = _sys(SYS_KCMP, me, me, 0, fd, dup)
+        b = _sys(SYS_KCMP, me, me, 0, fd, other)
+        if a < 0 or b < 0:
+            return False, _errno("kcmp")
+        return (a == 0 and b != 0), f"KCMP_FILE dup={a} reopen={b}"
+    finally:
+        for x in (fd, dup, other):
+            os.close(x)
+
+
+def probe_pidfd():
+    # pidfd_open(2) on a child, then pidfd_getfd(2) of one of its pipe fds.
+    with _Child() as c:
+        pfd = os.pidfd_open(c.pid)
+        try:
+            fd = _sys(SYS_PIDFD_GETFD, pfd, c.r2, 0)
+            if fd < 0:
+                return False, _errno("pidfd_getfd")
+            os.close(fd)
+            return True, "pidfd_open + pidfd_getfd of a child's fd"
+        finally:
+            os.close(pfd)
+
+
+def probe_uffd_wp_async():
+    # userfaultfd(2) (UFFD_USER_MODE_ONLY) + ioctl UFFDIO_API asking WP_ASYNC | WP_UNPOPULATED.
+    fd = _sys(SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK | 1)
+    if fd < 0:
+        return False, _errno("userfaultfd")
+    try:
+        want = (1 << 15) | (1 << 13)
+        api = (ctypes.c_uint64 * 3)(0xAA, want, 0)
+        if _libc.ioctl(fd, ctypes.c_ulong(0xC018AA3F), api) != 0:  # _IOWR(0xAA, 0x3F, 24)
+            return False, _errno("UFFDIO_API(WP_ASYNC|WP_UNPOPULATED)")
+        return api[1] & want == want, f"features {api[1]:#x}"
+    finally:
+        os.close(fd)
+
+
+def probe_pagemap_scan():
+    # ioctl(/proc/self/pagemap, PAGEMAP_SCAN) over one touched page, asking PAGE_IS_PRESENT.
+    m = mmap.mmap(-1, PAGE)
+    m[0:1] = b"x"
+    region = (ctypes.c_uint64 * 3)()
+    a = _addr(m)
+    # size, flags, start, end, walk_end, vec, vec_len, max_pages, inverted, mask, anyof, return_mask
+    arg = (ctypes.c_uint64 * 12)(96, 0, a, a + PAGE, 0, ctypes.addressof(region), 1, 0, 0, 0, 1 << 3, 1 << 3)
+    try:
+        with open("/proc/self/pagemap", "rb") as f:
+            n = _libc.ioctl(f.fileno(), ctypes.c_ulong(0xC0606610), arg)  # _IOWR('f', 16, 96)
+        if n < 0:
+            return False, _errno("PAGEMAP_SCAN")
+        ok = n == 1 and region[0] == a and region[2] & (1 << 3)
+        return bool(ok), f"{n} region(s), categories {region[2]:#x}"
+    finally:
+        del region, arg
+        m.close()
+
+
+def probe_soft_dirty():
+    # write "4" to /proc/self/clear_refs in a child, write to a page, expect pagemap bit 55.
+    def child():
+        m = mmap.mmap(-1, PAGE)
+        m[0:1] = b"x"
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("4")
+        m[0:1] = b"y"
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(_addr(m) // PAGE * 8)
+            return int(struct.unpack("<Q", f.read(8))[0] >> 55 & 1 == 0)
+    cfg = _kconfig("MEM_SOFT_DIRTY")
+    rc = _in_child(child)
+    return rc == 0, ("bit 55 set after a write" if rc == 0 else
+                     "bit 55 not set after a write" if rc == 1 else f"probe failed ({rc})") + \
+        f" (CONFIG_MEM_SOFT_DIRTY={cfg})"
+
+
+def probe_time_ns():
+    # unshare(CLONE_NEWTIME) in a forked child.
+    rc = _in_child(lambda: 0 if _libc.unshare(0x80) == 0 else min(ctypes.get_errno(), 98))
+    return rc == 0, "unshare(CLONE_NEWTIME) worked" if rc == 0 else f"unshare(CLONE_NEWTIME): {os.strerror(rc)}"
+
+
+def _capeff() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def run_checks() -> list[dict]:
+    out: list[dict] = []
+
+    def add(name, probe, required, consequence):
+        try:
+            ok, detail, *extra = probe()
+        except Exception as e:  # a probe that crashes counts as missing
+            ok, detail, extra = False, f"probe failed: {type(e).__name__}: {e}", []
+        out.append({"name": name, "ok": bool(ok), "detail": detail, "required": required,
+                    "consequence": consequence})
+        return extra[0] if extra else None
+
+    xs = add("ptrace", probe_ptrace, True, "no process can be frozen, dumped or restored")
+    add("process_vm_readv", probe_process_vm_readv, True, "memory of the target cannot be read")
+    add("clone3_set_tid", probe_clone3_set_tid, True, "restored processes cannot get their PIDs back")
+    add("pagemap", probe_pagemap, True, "resident pages cannot be found (dump would copy whole mappings)")
+    add("pr_set_mm_map", probe_pr_set_mm_map, True, "restored processes keep the stub's brk/args/env/auxv")
+    add("kcmp", probe_kcmp, False, "shared files and dup'ed fds cannot be told from re-opened ones")
+    add("pidfd_getfd", probe_pidfd, False, "a tracker cannot take a copy of the target's userfaultfd")
+    add("uffd_wp_async", probe_uffd_wp_async, False, "no dirty-page tracking: incremental snapshots copy all")
+    add("pagemap_scan", probe_pagemap_scan, False, "no dirty-page tracking: incremental snapshots copy all")
+    add("soft_dirty", probe_soft_dirty, False, "none for snapshotd (uffd WP_ASYNC is used instead); CRIU "
+        "pre-dump needs it")
+    add("time_namespace", probe_time_ns, False, "monotonic/boottime clocks jump when restored on another boot")
+    caps = _capeff()
+    for bit, (name, cost) in CAPS.items():
+        out.append({"name": name, "ok": bool(caps >> bit & 1), "detail": f"CapEff={caps:#x}",
+                    "required": False, "consequence": cost})
+    out.append({"name": "xstate", "ok": xs is not None,
+                "detail": f"{xs[0]} bytes, XCR0={xs[1]:#x}" if xs else "NT_X86_XSTATE not readable",
+                "required": False, "consequence": "FPU/AVX registers cannot be saved"})
+    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    out.append({"name": "pid_max", "ok": True, "detail": str(pid_max), "required": False,
+                "consequence": f"PIDs above {pid_max} cannot be restored here"})
+    return out
