@@ -1,9 +1,8 @@
 """`snapshotd check`: probe, for real, the kernel features snapshotd uses.
 
-Each probe is a small function that makes the syscall (on itself or on a child
-it forks) and returns (ok, detail).  Nothing is read from config alone except
-where the kernel offers no side-effect-free probe; /proc/config.gz is quoted
-in the detail where it helps.  x86-64 syscall numbers (asm/unistd_64.h).
+Each probe makes the syscall (on itself or on a child it forks) and returns
+(ok, detail).  /proc/config.gz is only quoted in details.  x86-64 syscall
+numbers (asm/unistd_64.h).
 """
 from __future__ import annotations
 
@@ -12,32 +11,31 @@ import gzip
 import mmap
 import os
 import random
+import re
 import signal
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.ptrace.restype = ctypes.c_long
+_libc.syscall.restype = _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-# PyDLL keeps the GIL across the call: the clone3 child returns into Python holding it.
-_pysyscall = ctypes.PyDLL(None, use_errno=True).syscall
+_pysyscall = ctypes.PyDLL(None, use_errno=True).syscall  # keeps the GIL: a clone3 child returns holding it
 _pysyscall.restype = ctypes.c_long
-
-
-def _sys(nr, *args, fn=_libc.syscall) -> int:
-    """syscall(2) with every int widened to long (variadic ints would leave the upper halves undefined)."""
-    return fn(ctypes.c_long(nr), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
 
 PAGE = 4096
 SYS_PROCESS_VM_READV, SYS_KCMP, SYS_USERFAULTFD, SYS_CLONE3, SYS_PIDFD_GETFD = 310, 312, 323, 435, 438
 PTRACE_GETREGSET, PTRACE_SEIZE, PTRACE_INTERRUPT, NT_X86_XSTATE = 0x4204, 0x4206, 0x4207, 0x202
 CAPS = {  # bit: (name, what is lost without it)
-    21: ("CAP_SYS_ADMIN", "no PFNs in pagemap, no exe link change or set_tid unless CAP_CHECKPOINT_RESTORE"),
+    21: ("CAP_SYS_ADMIN", "no PFNs in pagemap; exe link and set_tid need CAP_CHECKPOINT_RESTORE instead"),
     19: ("CAP_SYS_PTRACE", "only processes of the same user, not setuid/undumpable ones, can be dumped"),
     40: ("CAP_CHECKPOINT_RESTORE", "clone3 set_tid, ns_last_pid, map_files and exe link need CAP_SYS_ADMIN"),
-    24: ("CAP_SYS_RESOURCE", "rlimit hard limits cannot be raised above the restorer's; pipes cannot be resized "
+    24: ("CAP_SYS_RESOURCE", "rlimit hard limits cannot be raised above the restorer's; pipes cannot grow "
          "above pipe-max-size; single-field PR_SET_MM_* fail (PR_SET_MM_MAP still works)"),
 }
+
+
+def _sys(nr, *args, fn=_libc.syscall) -> int:
+    """syscall(2) with ints widened to long (variadic ints leave the upper halves undefined)."""
+    return fn(ctypes.c_long(nr), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
 
 
 def _errno(what: str) -> str:
@@ -45,18 +43,13 @@ def _errno(what: str) -> str:
     return f"{what}: {os.strerror(e)} (errno {e})"
 
 
-def _kconfig(name: str) -> str | None:
-    """Value of CONFIG_<name> in /proc/config.gz ('y', 'm', 'not set'), None if unavailable."""
+def _kconfig(name: str) -> str:
+    """CONFIG_<name> from /proc/config.gz: 'y', 'm', 'not set' or 'unknown'."""
     try:
-        with gzip.open("/proc/config.gz", "rt") as f:
-            for line in f:
-                if line.startswith(f"CONFIG_{name}="):
-                    return line.split("=", 1)[1].strip()
-                if line.startswith(f"# CONFIG_{name} is not set"):
-                    return "not set"
+        m = re.search(rf"^CONFIG_{name}=(\S+)", gzip.open("/proc/config.gz", "rt").read(), re.M)
     except OSError:
-        return None
-    return "not set"
+        return "unknown"
+    return m.group(1) if m else "not set"
 
 
 def _addr(buf) -> int:
@@ -75,23 +68,19 @@ class _Child:
         if self.pid == 0:
             try:
                 ctypes.memmove(self.mark, self.MARKER, 16)
-                os.write(w1, b"x")
-                os.read(self.r2, 1)
+                os.write(w1, b"x"), os.read(self.r2, 1)
             finally:
                 os._exit(0)
-        os.close(w1)
-        os.read(r1, 1)
-        os.close(r1)
+        os.close(w1), os.read(r1, 1), os.close(r1)
         return self
 
     def __exit__(self, *exc):
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
+        os.kill(self.pid, signal.SIGKILL), os.waitpid(self.pid, 0)
         os.close(self.r2), os.close(self.w2)
 
 
 def _in_child(fn) -> int:
-    """Run fn() in a forked child; return its exit code (fn returns it, exceptions give 99)."""
+    """Exit code of fn() run in a forked child (99 if it raised)."""
     pid = os.fork()
     if pid == 0:
         try:
@@ -102,21 +91,20 @@ def _in_child(fn) -> int:
 
 
 def probe_ptrace():
-    # ptrace(PTRACE_SEIZE) + PTRACE_INTERRUPT on a forked child, then waitpid for the stop;
-    # while it is stopped, PTRACE_GETREGSET(NT_X86_XSTATE) measures the xstate size.
+    # ptrace(PTRACE_SEIZE) + PTRACE_INTERRUPT on a forked child, waitpid for the stop; while
+    # stopped, PTRACE_GETREGSET(NT_X86_XSTATE) gives the xstate size (and XCR0 at byte 464).
     with _Child() as c:
-        if _libc.ptrace(PTRACE_SEIZE, c.pid, None, None) != 0:
-            return False, _errno("PTRACE_SEIZE"), None
-        if _libc.ptrace(PTRACE_INTERRUPT, c.pid, None, None) != 0:
-            return False, _errno("PTRACE_INTERRUPT"), None
-        _, st = os.waitpid(c.pid, os.WUNTRACED | 0x40000000)  # __WALL
+        for req, name in ((PTRACE_SEIZE, "PTRACE_SEIZE"), (PTRACE_INTERRUPT, "PTRACE_INTERRUPT")):
+            if _libc.ptrace(req, c.pid, None, None) != 0:
+                return False, _errno(name), None
+        _, st = os.waitpid(c.pid, 0x40000000)  # __WALL
         if not os.WIFSTOPPED(st):
             return False, f"child did not stop (status {st:#x})", None
         buf = ctypes.create_string_buffer(65536)
         iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buf), len(buf))
         xs = None
-        if _libc.ptrace(PTRACE_GETREGSET, c.pid, ctypes.c_void_p(NT_X86_XSTATE), ctypes.addressof(iov)) == 0:
-            xs = (iov[1], struct.unpack_from("<Q", buf, 464)[0])  # sw_reserved word 0 = XCR0
+        if _libc.ptrace(PTRACE_GETREGSET, c.pid, NT_X86_XSTATE, ctypes.addressof(iov)) == 0:
+            xs = (iov[1], struct.unpack_from("<Q", buf, 464)[0])
         return True, f"seized and interrupted child {c.pid}", xs
 
 
@@ -126,16 +114,14 @@ def probe_process_vm_readv():
         out = ctypes.create_string_buffer(16)
         local = (ctypes.c_uint64 * 2)(ctypes.addressof(out), 16)
         remote = (ctypes.c_uint64 * 2)(ctypes.addressof(c.mark), 16)
-        n = _sys(SYS_PROCESS_VM_READV, c.pid, local, 1, remote, 1, 0)
-        if n != 16:
+        if _sys(SYS_PROCESS_VM_READV, c.pid, local, 1, remote, 1, 0) != 16:
             return False, _errno("process_vm_readv")
         return out.raw == c.MARKER, "read 16 bytes from a child" if out.raw == c.MARKER else "wrong bytes read"
 
 
 def probe_clone3_set_tid():
     # clone3(2) with set_tid = [a free PID]: the child must come out at exactly that PID.
-    pid_max = int(open("/proc/sys/kernel/pid_max").read())
-    last = ""
+    pid_max, last = int(open("/proc/sys/kernel/pid_max").read()), "no free PID found"
     for _ in range(8):
         want = random.randint(max(300, pid_max // 2), pid_max - 1)
         if os.path.exists(f"/proc/{want}"):
@@ -155,31 +141,27 @@ def probe_clone3_set_tid():
 
 
 def probe_pagemap():
-    # read(/proc/PID/pagemap) of a child: its touched marker page must be present (bit 63), PFN shown.
+    # read(/proc/PID/pagemap) of a child: its touched marker page must be present (bit 63).
     with _Child() as c:
         with open(f"/proc/{c.pid}/pagemap", "rb") as f:
             f.seek(ctypes.addressof(c.mark) // PAGE * 8)
             (e,) = struct.unpack("<Q", f.read(8))
     if not e >> 63 & 1:
         return False, f"marker page not reported present (entry {e:#x})"
-    pfn = e & ((1 << 55) - 1)
-    return True, "present bit seen" + ("" if pfn else " (PFNs hidden: no CAP_SYS_ADMIN)")
+    return True, "present bit seen" + ("" if e & ((1 << 55) - 1) else " (PFNs hidden: no CAP_SYS_ADMIN)")
 
 
 def probe_pr_set_mm_map():
-    # prctl(PR_SET_MM, PR_SET_MM_MAP) in a forked child, setting its own current layout back
+    # prctl(PR_SET_MM, PR_SET_MM_MAP) in a forked child, setting its own layout back
     # (fields from /proc/self/stat, brk from brk(0)), auxv untouched, exe_fd = -1.
     def child():
         f = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
-        g = lambda n: int(f[n - 3])  # noqa: E731  (stat field numbers as in proc(5))
-        brk = _sys(12, 0)
-        m = struct.pack("<11QQII", g(26), g(27), g(45), g(46), g(47), brk, g(28), g(48), g(49), g(50), g(51),
-                        0, 0, 0xFFFFFFFF)
-        buf = ctypes.create_string_buffer(m, len(m))
-        r = _libc.prctl(35, 14, buf, ctypes.c_ulong(len(m)), ctypes.c_ulong(0))  # PR_SET_MM, PR_SET_MM_MAP
+        g = lambda n: int(f[n - 3])  # noqa: E731  (field numbers as in proc(5))
+        m = struct.pack("<11QQII", g(26), g(27), g(45), g(46), g(47), _sys(12, 0), g(28), g(48), g(49), g(50),
+                        g(51), 0, 0, 0xFFFFFFFF)
+        r = _libc.prctl(35, 14, ctypes.create_string_buffer(m, len(m)), ctypes.c_ulong(len(m)), ctypes.c_ulong(0))
         return 0 if r == 0 else min(ctypes.get_errno(), 98)
-    cfg = _kconfig("CHECKPOINT_RESTORE")
-    rc = _in_child(child)
+    cfg, rc = _kconfig("CHECKPOINT_RESTORE"), _in_child(child)
     if rc == 0:
         return True, f"set a child's own mm layout (CONFIG_CHECKPOINT_RESTORE={cfg})"
     return False, f"prctl(PR_SET_MM_MAP): {os.strerror(rc)} (CONFIG_CHECKPOINT_RESTORE={cfg})"
@@ -188,17 +170,11 @@ def probe_pr_set_mm_map():
 def probe_kcmp():
     # kcmp(2) KCMP_FILE: a dup compares equal (0), a re-open does not.
     fd = os.open("/proc/self/stat", os.O_RDONLY)
-    dup, other = os.dup(fd), os.open("/proc/self/stat", os.O_RDONLY)
-    try:
-        me = os.getpid()
-        a = _sys(SYS_KCMP, me, me, 0, fd, dup)
-        b = _sys(SYS_KCMP, me, me, 0, fd, other)
-        if a < 0 or b < 0:
-            return False, _errno("kcmp")
-        return (a == 0 and b != 0), f"KCMP_FILE dup={a} reopen={b}"
-    finally:
-        for x in (fd, dup, other):
-            os.close(x)
+    dup, other, me = os.dup(fd), os.open("/proc/self/stat", os.O_RDONLY), os.getpid()
+    a, b = _sys(SYS_KCMP, me, me, 0, fd, dup), _sys(SYS_KCMP, me, me, 0, fd, other)
+    err = _errno("kcmp")
+    os.close(fd), os.close(dup), os.close(other)
+    return (False, err) if a < 0 or b < 0 else (a == 0 and b != 0, f"KCMP_FILE dup={a} reopen={b}")
 
 
 def probe_pidfd():
@@ -209,8 +185,7 @@ def probe_pidfd():
             fd = _sys(SYS_PIDFD_GETFD, pfd, c.r2, 0)
             if fd < 0:
                 return False, _errno("pidfd_getfd")
-            os.close(fd)
-            return True, "pidfd_open + pidfd_getfd of a child's fd"
+            return True, "pidfd_open + pidfd_getfd of a child's fd", os.close(fd)
         finally:
             os.close(pfd)
 
@@ -231,11 +206,9 @@ def probe_uffd_wp_async():
 
 
 def probe_pagemap_scan():
-    # ioctl(/proc/self/pagemap, PAGEMAP_SCAN) over one touched page, asking PAGE_IS_PRESENT.
+    # ioctl(/proc/self/pagemap, PAGEMAP_SCAN) over one touched page, asking PAGE_IS_PRESENT (1<<3).
     m = mmap.mmap(-1, PAGE)
-    m[0:1] = b"x"
-    region = (ctypes.c_uint64 * 3)()
-    a = _addr(m)
+    m[0:1], a, region = b"x", _addr(m), (ctypes.c_uint64 * 3)()
     # size, flags, start, end, walk_end, vec, vec_len, max_pages, inverted, mask, anyof, return_mask
     arg = (ctypes.c_uint64 * 12)(96, 0, a, a + PAGE, 0, ctypes.addressof(region), 1, 0, 0, 0, 1 << 3, 1 << 3)
     try:
@@ -243,10 +216,8 @@ def probe_pagemap_scan():
             n = _libc.ioctl(f.fileno(), ctypes.c_ulong(0xC0606610), arg)  # _IOWR('f', 16, 96)
         if n < 0:
             return False, _errno("PAGEMAP_SCAN")
-        ok = n == 1 and region[0] == a and region[2] & (1 << 3)
-        return bool(ok), f"{n} region(s), categories {region[2]:#x}"
+        return bool(n == 1 and region[0] == a and region[2] & 8), f"{n} region(s), categories {region[2]:#x}"
     finally:
-        del region, arg
         m.close()
 
 
@@ -256,16 +227,14 @@ def probe_soft_dirty():
         m = mmap.mmap(-1, PAGE)
         m[0:1] = b"x"
         with open("/proc/self/clear_refs", "w") as f:
-            f.write("4")
+            f.write("4")  # CLEAR_REFS_SOFT_DIRTY
         m[0:1] = b"y"
         with open("/proc/self/pagemap", "rb") as f:
             f.seek(_addr(m) // PAGE * 8)
             return int(struct.unpack("<Q", f.read(8))[0] >> 55 & 1 == 0)
-    cfg = _kconfig("MEM_SOFT_DIRTY")
-    rc = _in_child(child)
-    return rc == 0, ("bit 55 set after a write" if rc == 0 else
-                     "bit 55 not set after a write" if rc == 1 else f"probe failed ({rc})") + \
-        f" (CONFIG_MEM_SOFT_DIRTY={cfg})"
+    cfg, rc = _kconfig("MEM_SOFT_DIRTY"), _in_child(child)
+    what = {0: "bit 55 set after a write", 1: "bit 55 not set after a write"}.get(rc, f"probe failed ({rc})")
+    return rc == 0, f"{what} (CONFIG_MEM_SOFT_DIRTY={cfg})"
 
 
 def probe_time_ns():
@@ -274,45 +243,40 @@ def probe_time_ns():
     return rc == 0, "unshare(CLONE_NEWTIME) worked" if rc == 0 else f"unshare(CLONE_NEWTIME): {os.strerror(rc)}"
 
 
-def _capeff() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 def run_checks() -> list[dict]:
     out: list[dict] = []
 
-    def add(name, probe, required, consequence):
-        try:
-            ok, detail, *extra = probe()
-        except Exception as e:  # a probe that crashes counts as missing
-            ok, detail, extra = False, f"probe failed: {type(e).__name__}: {e}", []
+    def add(name, ok, detail, required, consequence):
         out.append({"name": name, "ok": bool(ok), "detail": detail, "required": required,
                     "consequence": consequence})
+
+    def probe(name, fn, required, consequence):
+        try:
+            ok, detail, *extra = fn()
+        except Exception as e:  # a probe that crashes counts as missing
+            ok, detail, extra = False, f"probe failed: {type(e).__name__}: {e}", []
+        add(name, ok, detail, required, consequence)
         return extra[0] if extra else None
 
-    xs = add("ptrace", probe_ptrace, True, "no process can be frozen, dumped or restored")
-    add("process_vm_readv", probe_process_vm_readv, True, "memory of the target cannot be read")
-    add("clone3_set_tid", probe_clone3_set_tid, True, "restored processes cannot get their PIDs back")
-    add("pagemap", probe_pagemap, True, "resident pages cannot be found (dump would copy whole mappings)")
-    add("pr_set_mm_map", probe_pr_set_mm_map, True, "restored processes keep the stub's brk/args/env/auxv")
-    add("kcmp", probe_kcmp, False, "shared files and dup'ed fds cannot be told from re-opened ones")
-    add("pidfd_getfd", probe_pidfd, False, "a tracker cannot take a copy of the target's userfaultfd")
-    add("uffd_wp_async", probe_uffd_wp_async, False, "no dirty-page tracking: incremental snapshots copy all")
-    add("pagemap_scan", probe_pagemap_scan, False, "no dirty-page tracking: incremental snapshots copy all")
-    add("soft_dirty", probe_soft_dirty, False, "none for snapshotd (uffd WP_ASYNC is used instead); CRIU "
-        "pre-dump needs it")
-    add("time_namespace", probe_time_ns, False, "monotonic/boottime clocks jump when restored on another boot")
-    caps = _capeff()
+    xs = probe("ptrace", probe_ptrace, True, "no process can be frozen, dumped or restored")
+    probe("process_vm_readv", probe_process_vm_readv, True, "memory of the target cannot be read")
+    probe("clone3_set_tid", probe_clone3_set_tid, True, "restored processes cannot get their PIDs back")
+    probe("pagemap", probe_pagemap, True, "resident pages cannot be found (dump would copy whole mappings)")
+    probe("pr_set_mm_map", probe_pr_set_mm_map, True, "restored processes keep the stub's brk/args/env/auxv")
+    probe("kcmp", probe_kcmp, False, "shared files and dup'ed fds cannot be told from re-opened ones")
+    probe("pidfd_getfd", probe_pidfd, False, "a tracker cannot take a copy of the target's userfaultfd")
+    probe("uffd_wp_async", probe_uffd_wp_async, False, "no dirty-page tracking: incremental snapshots copy all")
+    probe("pagemap_scan", probe_pagemap_scan, False, "no dirty-page tracking: incremental snapshots copy all")
+    probe("soft_dirty", probe_soft_dirty, False, "nothing for snapshotd (it uses uffd WP_ASYNC); CRIU pre-dump needs it")
+    probe("time_namespace", probe_time_ns, False, "monotonic/boottime clocks jump when restored on another boot")
+    caps = 0
+    for line in open("/proc/self/status"):
+        if line.startswith("CapEff:"):
+            caps = int(line.split()[1], 16)
     for bit, (name, cost) in CAPS.items():
-        out.append({"name": name, "ok": bool(caps >> bit & 1), "detail": f"CapEff={caps:#x}",
-                    "required": False, "consequence": cost})
-    out.append({"name": "xstate", "ok": xs is not None,
-                "detail": f"{xs[0]} bytes, XCR0={xs[1]:#x}" if xs else "NT_X86_XSTATE not readable",
-                "required": False, "consequence": "FPU/AVX registers cannot be saved"})
+        add(name, caps >> bit & 1, f"CapEff={caps:#x}", False, cost)
+    add("xstate", xs, f"{xs[0]} bytes, XCR0={xs[1]:#x}" if xs else "NT_X86_XSTATE not readable", False,
+        "FPU/AVX registers cannot be saved")
     pid_max = int(open("/proc/sys/kernel/pid_max").read())
-    out.append({"name": "pid_max", "ok": True, "detail": str(pid_max), "required": False,
-                "consequence": f"PIDs above {pid_max} cannot be restored here"})
+    add("pid_max", True, str(pid_max), False, f"PIDs above {pid_max} cannot be restored on this machine")
     return out
