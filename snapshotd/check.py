@@ -185,7 +185,8 @@ def probe_pidfd():
             fd = _sys(SYS_PIDFD_GETFD, pfd, c.r2, 0)
             if fd < 0:
                 return False, _errno("pidfd_getfd")
-            return True, "pidfd_open + pidfd_getfd of a child's fd", os.close(fd)
+            os.close(fd)
+            return True, "pidfd_open + pidfd_getfd of a child's fd"
         finally:
             os.close(pfd)
 

@@ -123,7 +123,7 @@ void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes)
 {
     struct hash_job a = {data, n, hashes};
     pthread_t th;
-    if (n >= 512 && sysconf(_SC_NPROCESSORS_ONLN) > 1) {
+    if (n >= 128 && sysconf(_SC_NPROCESSORS_ONLN) > 1) {
         long half = n / 2;
         struct hash_job b = {data + (uint64_t)half * PAGE, n - half, hashes + half * 32};
         a.n = half;

@@ -265,11 +265,16 @@ class SnapshotReader:
         self._block_cache[b] = pages
         return pages
 
-    def gather(self, refs: np.ndarray) -> np.ndarray:
+    def gather(self, refs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Page contents (n, 4096) for pool references; ZERO_REF gives zeros.
-        Every block read is checked against the stored page hashes."""
-        out = np.zeros((len(refs), PAGE), dtype=np.uint8)
+        Every block read is checked against the stored page hashes.  `out`
+        may be a reused buffer of at least n pages."""
+        if out is None:
+            out = np.empty((len(refs), PAGE), dtype=np.uint8)
+        out = out[: len(refs)]
         nz = refs != ZERO_REF
+        if not nz.all():
+            out[~nz] = 0
         if not nz.any():
             return out
         idx = np.nonzero(nz)[0]
@@ -286,8 +291,19 @@ class SnapshotReader:
     def iter_pages(self, pid: int, chunk: int = 16384):
         """(addrs, data (n, 4096)) in address order, chunk pages at a time."""
         addrs, refs = self.page_table(pid)
-        for i in range(0, len(addrs), chunk):
-            yield addrs[i : i + chunk], self.gather(refs[i : i + chunk])
+        if not len(addrs):
+            return
+        # two reused buffers (fresh memory is slow to fault in): the next chunk
+        # is decompressed and verified in a thread while the caller uses this one
+        bufs = [np.empty((min(chunk, len(addrs)), PAGE), dtype=np.uint8) for _ in range(2)]
+        starts = range(0, len(addrs), chunk)
+        with ThreadPoolExecutor(max_workers=1) as ex:
+            fut = ex.submit(self.gather, refs[:chunk], bufs[0])
+            for k, i in enumerate(starts):
+                data = fut.result()
+                if i + chunk < len(addrs):
+                    fut = ex.submit(self.gather, refs[i + chunk : i + 2 * chunk], bufs[(k + 1) % 2])
+                yield addrs[i : i + chunk], data
 
     def file_content(self, key: str) -> bytes:
         g = self.h5.get(f"files/{key}")
