@@ -29,7 +29,7 @@ ffibuilder.cdef(
     int snp_setsigmask(int tid, uint64_t mask);
     int snp_get_rseq(int tid, uint64_t out[3]);
     int snp_get_robust_list(int tid, uint64_t out[2]);
-    int snp_peek_siginfo(int tid, int shared, void *buf, int max);
+    int snp_peek_siginfo(int tid, int shared, long offset, void *buf, int max);
     int snp_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx2);
     int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
                    int flags, int64_t *result, int *new_thread);

@@ -95,15 +95,16 @@ def get_robust_list(tid: int) -> tuple[int, int]:
 
 
 def peek_siginfo(tid: int, shared: bool) -> list[bytes]:
-    """Queued signals (struct siginfo, 128 bytes each), oldest first."""
+    """Queued signals (struct siginfo, 128 bytes each), oldest first, without
+    dequeuing them (PTRACE_PEEKSIGINFO, 32 per call from a moving offset)."""
     out: list[bytes] = []
     buf = ffi.new("char[]", 128 * 32)
-    # PTRACE_PEEKSIGINFO has no offset loop here: 32 at a time from offset 0
-    n = check(lib.snp_peek_siginfo(tid, 1 if shared else 0, buf, 32), f"PTRACE_PEEKSIGINFO {tid}")
-    raw = ffi.buffer(buf, 128 * n)[:]
-    for i in range(n):
-        out.append(raw[128 * i : 128 * (i + 1)])
-    return out
+    while True:
+        n = check(lib.snp_peek_siginfo(tid, 1 if shared else 0, len(out), buf, 32), f"PTRACE_PEEKSIGINFO {tid}")
+        raw = ffi.buffer(buf, 128 * n)[:]
+        out += [raw[128 * i : 128 * (i + 1)] for i in range(n)]
+        if n < 32:
+            return out
 
 
 def seize(tid: int) -> None:

@@ -24,7 +24,7 @@ int snp_getsigmask(int tid, uint64_t *mask);
 int snp_setsigmask(int tid, uint64_t mask);
 int snp_get_rseq(int tid, uint64_t out[3]);     /* ptr, len|flags<<32, sig */
 int snp_get_robust_list(int tid, uint64_t out[2]);
-int snp_peek_siginfo(int tid, int shared, void *buf, int max); /* 128 B each */
+int snp_peek_siginfo(int tid, int shared, long offset, void *buf, int max); /* 128 B each */
 int snp_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx2);
 
 /* ---- inject.c: run one syscall inside a stopped thread ---- */

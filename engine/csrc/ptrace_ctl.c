@@ -134,13 +134,13 @@ int snp_get_robust_list(int tid, uint64_t out[2])
 
 /* PTRACE_PEEKSIGINFO: the queued (pending) signals of a thread, or of the
  * whole process with shared != 0, without dequeuing them. */
-int snp_peek_siginfo(int tid, int shared, void *buf, int max)
+int snp_peek_siginfo(int tid, int shared, long offset, void *buf, int max)
 {
     struct {
         uint64_t off;
         uint32_t flags;
         int32_t nr;
-    } a = {0, shared ? 1u : 0u, max};
+    } a = {(uint64_t)offset, shared ? 1u : 0u, max};
     long r = ptrace(PTRACE_PEEKSIGINFO, tid, &a, buf);
     return r < 0 ? -errno : (int)r;
 }

@@ -60,12 +60,12 @@ class SnapshotWriter:
         self.final_path = final_path
         d = os.path.dirname(final_path)
         self.tmp_path = os.path.join(d, f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
-        self.h5 = h5py.File(self.tmp_path, "w", libver="latest")
+        self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
         self.attrs = attrs
         self.index: dict[bytes, int] = {ZERO_HASH: int(ZERO_REF)}  # page hash -> pool reference
         self.pool_hashes: list[np.ndarray] = []
         self.npool = 0
-        self.blocks = self.h5.create_dataset("pool/blocks", (0,), maxshape=(None,), dtype=np.uint8, chunks=(1 << 20,))
+        self.blocks = self.h5.create_dataset("pool/blocks", (0,), maxshape=(None,), dtype=np.uint8, chunks=(256 << 10,))
         self.block_offsets = [0]
         self.outbuf = bytearray()  # compressed blocks not yet written
         self.exec = ThreadPoolExecutor(max_workers=2)
@@ -175,18 +175,22 @@ class SnapshotWriter:
             g.create_dataset("ref", data=refs[order])
         h5.create_dataset("image", data=json.dumps(image, separators=(",", ":")), dtype=h5py.string_dtype())
         a = h5.attrs
+        for k, v in self.attrs.items():
+            a[k] = v
         a["format"] = FORMAT_NAME
         a["format_version"] = FORMAT_VERSION
         a["created"] = time.time()
         a["hostname"] = socket.gethostname()
         a["stored_bytes"] = int(self.block_offsets[-1])
         a["unique_pages"] = int(self.npool)
-        for k, v in self.attrs.items():
-            a[k] = v
         h5.close()
         with open(self.tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        os.rename(self.tmp_path, self.final_path)
+        # link(2) never replaces an existing snapshot (rename would)
+        try:
+            os.link(self.tmp_path, self.final_path)
+        finally:
+            os.unlink(self.tmp_path)
         fsync_dir(os.path.dirname(self.final_path))
         return self.final_path
 
@@ -212,7 +216,9 @@ class SnapshotReader:
         a = self.h5.attrs
         if a.get("format") != FORMAT_NAME:
             raise FormatError(f"{path}: not a snapshotd snapshot")
-        v = int(a.get("format_version", 0))
+        if "format_version" not in a:
+            raise FormatError(f"{path}: no format_version attribute; not a complete snapshot")
+        v = int(a["format_version"])
         if v > FORMAT_VERSION:
             raise FormatError(f"{path}: format version {v} is newer than this snapshotd reads ({FORMAT_VERSION}); upgrade snapshotd")
         self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()}

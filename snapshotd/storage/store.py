@@ -30,6 +30,18 @@ class Store:
             raise StoreError(f"store {self.path} is not usable: {e.strerror}") from None
         if not os.access(self.snapdir, os.W_OK | os.X_OK):
             raise StoreError(f"store {self.path} is not writable")
+        self.remove_stale_temps()
+
+    def remove_stale_temps(self) -> None:
+        """Remove temporary files of writers that died (.<id>.h5.tmp-<pid>)."""
+        for n in os.listdir(self.snapdir):
+            if n.startswith(".") and ".tmp-" in n:
+                pid = n.rsplit(".tmp-", 1)[1]
+                if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                    try:
+                        os.unlink(os.path.join(self.snapdir, n))
+                    except FileNotFoundError:
+                        pass
 
     def new_id(self, root_pid: int) -> str:
         return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{root_pid}-{secrets.token_hex(2)}"
