@@ -39,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PAGE = 4096
 IOV_MAX = 1024
+CALL_MAX = 1 << 30
 TARGETS = {"stored/resident": 0.30, "dump/floor": 4.0, "restore/floor": 4.0}
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -107,17 +108,20 @@ def read_floor(pid: int, runs: list[tuple[int, int]], repeats: int = 3) -> tuple
     try:
         base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         ctypes.memset(base, 1, total)  # pre-touch (fresh memory is slow the first time on this VM)
-        batches, off = [], 0
-        for i in range(0, len(runs), IOV_MAX):
-            chunk = runs[i:i + IOV_MAX]
+        pieces = [(a + o, min(CALL_MAX, n - o)) for a, n in runs for o in range(0, n, CALL_MAX)]
+        batches, off, i = [], 0, 0
+        while i < len(pieces):  # <= IOV_MAX iovecs and <= CALL_MAX bytes per call (the kernel caps ~2 GiB)
+            chunk, size = [], 0
+            while i < len(pieces) and len(chunk) < IOV_MAX and size + pieces[i][1] <= CALL_MAX:
+                chunk.append(pieces[i])
+                size += pieces[i][1]
+                i += 1
             loc = (ctypes.c_uint64 * (2 * len(chunk)))()
             rem = (ctypes.c_uint64 * (2 * len(chunk)))()
-            size = 0
             for j, (addr, n) in enumerate(chunk):
                 loc[2 * j], loc[2 * j + 1] = base + off, n
                 rem[2 * j], rem[2 * j + 1] = addr, n
                 off += n
-                size += n
             batches.append((loc, rem, len(chunk), size))
         times = []
         for _ in range(repeats):
@@ -226,6 +230,9 @@ def run(size_mib: int, tmpdir: str | None, keep: bool) -> dict:
         if res["checksum_after"] and not res["checksum_ok"]:
             res["errors"].append(f"checksum mismatch: {sum_before} before, {res['checksum_after']} after")
         res["restored_alive_after_check"] = alive(restored_pid)
+        return res
+    except Exception as e:  # report, with what was measured so far
+        res["errors"].append(f"benchmark failed: {type(e).__name__}: {e}")
         return res
     finally:
         if hog is not None:
