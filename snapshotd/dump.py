@@ -109,6 +109,10 @@ class Frozen:
         self.release()
 
 
+def _rlim(v: int) -> int:
+    return resource.RLIM_INFINITY if v == 0xFFFFFFFFFFFFFFFF else v
+
+
 def _mask(hexstr: str) -> int:
     return int(hexstr, 16)
 
@@ -179,6 +183,15 @@ class ProcessDumper:
     def itimers(self) -> list:
         return [list(struct.unpack("<4q", self.ask("getitimer", sc.GETITIMER, w, SCRATCH, size=32))) for w in (0, 1, 2)]
 
+    def rlimits(self) -> dict:
+        # asked inside the target: prlimit64 on another process needs
+        # CAP_SYS_RESOURCE unless the uids match, and root lacks it here
+        out = {}
+        for r in range(16):
+            soft, hard = struct.unpack("<2Q", self.ask("prlimit64", sc.PRLIMIT64, 0, r, 0, SCRATCH, size=16))
+            out[str(r)] = [_rlim(soft), _rlim(hard)]
+        return out
+
     def mm(self, stf: list[str]) -> dict:
         f = lambda i: int(stf[i - 1])  # noqa: E731 - proc(5) numbering
         brk = self.t.syscall(sc.BRK, 0)
@@ -196,7 +209,7 @@ class ProcessDumper:
             "groups": [int(x) for x in st.get("Groups", "").split()],
             "caps": {k: st.get(k, "0") for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
             "no_new_privs": int(st.get("NoNewPrivs", "0")),
-            "dumpable": 1,
+            "dumpable": self.t.call("PR_GET_DUMPABLE", sc.PRCTL, sc.PR_GET_DUMPABLE),
         }
 
     # -- files --
@@ -328,7 +341,7 @@ class ProcessDumper:
                 pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
                 exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"),
                 umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
-                rlimits={str(r): list(resource.prlimit(pid, r)) for r in range(16)},
+                rlimits=self.rlimits(),
                 mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),
                 personality=int(procfs.read_bytes(f"/proc/{pid}/personality"), 16),
                 threads=threads, mappings=[], files=self.files, fds=[],

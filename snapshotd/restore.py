@@ -435,8 +435,8 @@ class Restorer:
             self.pidfd = -1
         for th in p.threads:
             self.set_creds(th.tid)
-        if p.creds.get("uid", [0])[1] != 0:
-            t.syscall(sc.PRCTL, sc.PR_SET_DUMPABLE, p.creds.get("dumpable", 1))
+        # after the uid change, which resets it (to suid_dumpable)
+        t.call("PR_SET_DUMPABLE", sc.PRCTL, sc.PR_SET_DUMPABLE, p.creds.get("dumpable", 1))
         # the main thread unmaps the scratch page it runs in: it comes back in a
         # SIGSEGV stop (the int3 is gone), which detaching with signal 0 drops
         r = t.syscall(sc.MUNMAP, self.scratch[0], SCRATCH_SIZE, expect_segv=True)

@@ -139,9 +139,26 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+@functools.lru_cache(maxsize=None)
+def _cli_help():
+    res = subprocess.run([sys.executable, "-m", "snapshotd", "--help"],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         timeout=CLI_TIMEOUT, cwd=str(REPO_DIR))
+    return res.returncode, _cli_report(res)
+
+
+def require_cli() -> None:
+    """Fail unless ``python -m snapshotd --help`` works: a bad-input test
+    must not pass just because the CLI cannot start at all."""
+    rc, report = _cli_help()
+    if rc != 0:
+        pytest.fail(f"the snapshotd CLI does not run:\n{report}", pytrace=False)
+
+
 def assert_cli_fails(store, *args: str, timeout: float = CLI_TIMEOUT) -> str:
     """Assert that a CLI call exits non-zero with exactly one non-empty line
     on stderr (a clear message, not a traceback).  Returns that line."""
+    require_cli()
     res = run_cli(store, *args, timeout=timeout)
     report = _cli_report(res)
     assert res.returncode != 0, f"expected a failure\n{report}"

@@ -195,7 +195,7 @@ static inline ssize_t zdtm_read(const char *path, char *buf, size_t len)
 /* Value of a "Key:" line of a /proc status-like file, e.g. "SigBlk:". */
 static inline int zdtm_status_field(const char *path, const char *key, char *out, size_t len)
 {
-	static char buf[16384];
+	char buf[16384];
 	char *p;
 
 	if (zdtm_read(path, buf, sizeof(buf)) < 0)
