@@ -149,6 +149,23 @@ long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero)
     return c;
 }
 
+/* Fill up to IOV_BATCH remote iovecs from page addresses starting at *i,
+ * one iovec per run of consecutive pages; advance *i past them. */
+static int coalesce(const uint64_t *addrs, long n, long *i, struct iovec *remote)
+{
+    int nr = 0;
+    while (*i < n && nr < IOV_BATCH) {
+        long j = *i + 1;
+        while (j < n && addrs[j] == addrs[j - 1] + PAGE)
+            j++;
+        remote[nr].iov_base = (void *)addrs[*i];
+        remote[nr].iov_len = (size_t)(j - *i) * PAGE;
+        nr++;
+        *i = j;
+    }
+    return nr;
+}
+
 /* Read the pages listed in addrs[0..n) into data (page i at data + i*PAGE). */
 static long read_pages(int pid, int memfd, const uint64_t *addrs, uint8_t *data,
                        long n, int use_memfile)
@@ -157,18 +174,7 @@ static long read_pages(int pid, int memfd, const uint64_t *addrs, uint8_t *data,
     while (i < n) {
         struct iovec remote[IOV_BATCH];
         long first = i;
-        int nr = 0;
-        /* coalesce consecutive pages into one remote iovec */
-        while (i < n && nr < IOV_BATCH) {
-            uint64_t a = addrs[i];
-            long j = i + 1;
-            while (j < n && addrs[j] == addrs[j - 1] + PAGE)
-                j++;
-            remote[nr].iov_base = (void *)a;
-            remote[nr].iov_len = (size_t)(j - i) * PAGE;
-            nr++;
-            i = j;
-        }
+        int nr = coalesce(addrs, n, &i, remote);
         uint64_t total = (uint64_t)(i - first) * PAGE;
         uint8_t *dst = data + (uint64_t)first * PAGE;
         ssize_t got = -1;
@@ -259,16 +265,7 @@ int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
     while (i < n) {
         struct iovec remote[IOV_BATCH];
         long first = i;
-        int nr = 0;
-        while (i < n && nr < IOV_BATCH) {
-            long j = i + 1;
-            while (j < n && addrs[j] == addrs[j - 1] + PAGE)
-                j++;
-            remote[nr].iov_base = (void *)addrs[i];
-            remote[nr].iov_len = (size_t)(j - i) * PAGE;
-            nr++;
-            i = j;
-        }
+        int nr = coalesce(addrs, n, &i, remote);
         uint64_t total = (uint64_t)(i - first) * PAGE;
         const uint8_t *src = data + (uint64_t)first * PAGE;
         struct iovec local = {(void *)src, total};
