@@ -94,13 +94,11 @@ def cmd_show(args):
     with store.open(args.snapshot) as r:
         attrs = dict(r.attrs)
         image = r.image()
-    procs = []
-    for p in image["processes"]:
-        procs.append({
+        procs = [{
             "pid": p["pid"], "comm": p["comm"], "exe": p["exe"], "threads": [t["tid"] for t in p["threads"]],
             "mappings": len(p["mappings"]), "fds": [f["fd"] for f in p["fds"]],
-            "resident_pages": None,
-        })
+            "pages": int(len(r.page_table(p["pid"])[0])),
+        } for p in image["processes"]]
     if args.json:
         print(json.dumps({"attrs": attrs, "processes": procs, "image": image if args.full else None}, default=str))
         return
@@ -111,7 +109,7 @@ def cmd_show(args):
     for p in procs:
         print(f"process {p['pid']} ({p['comm']}) {p['exe']}")
         print(f"  threads  {' '.join(map(str, p['threads']))}")
-        print(f"  mappings {p['mappings']}   fds {' '.join(map(str, p['fds']))}")
+        print(f"  mappings {p['mappings']}   pages {p['pages']}   fds {' '.join(map(str, p['fds']))}")
 
 
 def cmd_check(args):
