@@ -24,6 +24,7 @@ import numpy as np
 from . import engine, procfs
 from . import syscalls as sc
 from ._engine import ffi, lib
+from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
 
@@ -308,6 +309,8 @@ class ProcessDumper:
         c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
         memfd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
         pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
+        # progress by address range scanned (sparse areas pass quickly)
+        bar = Progress(f"dump {self.pid}", sum(m.end - m.start for m in mappings if m.pages in ("anon", "cow")))
         try:
             for mp in mappings:
                 if mp.pages not in ("anon", "cow"):
@@ -325,8 +328,10 @@ class ProcessDumper:
                     if got:
                         self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE])
                         self.stats.pages += got
+                    bar.add(nxt[0] - a)
                     a = nxt[0]
         finally:
+            bar.close()
             os.close(memfd)
             os.close(pmfd)
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from . import engine, procfs
 from . import syscalls as sc
 from ._engine import ffi, lib
+from .progress import Progress
 from .image import File, Image, Process, from_dict
 from .storage.snapshot import SnapshotReader
 
@@ -305,12 +306,15 @@ class Restorer:
         for fd in shm.values():
             self.t.call("close", sc.CLOSE, fd)
         memfd = os.open(f"/proc/{self.s}/mem", os.O_RDWR)
+        bar = Progress(f"restore {p.pid}", len(self.reader.page_table(p.pid)[0]) * engine.PAGE)
         try:
             for addrs, data in self.reader.iter_pages(p.pid):
+                bar.add(len(addrs) * engine.PAGE)
                 engine.check(lib.snp_write_pages(self.s, memfd, ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data),
                                                  len(addrs)), "write pages")
                 self.stats.pages += len(addrs)
         finally:
+            bar.close()
             os.close(memfd)
         for m in self.fix_prot:
             self.t.call("mprotect", sc.MPROTECT, m.start, m.end - m.start, m.prot)
