@@ -30,10 +30,11 @@ def assert_untouched(pid):
 def heartbeat(tmp_path):
     """A running target that rewrites a heartbeat file every 10 ms."""
     beat = tmp_path / "heartbeat"
-    code = ("import sys, time\n"
+    code = ("import os, sys, time\n"
             "while True:\n"
-            "    open(sys.argv[1] + '.tmp', 'w').write(repr(time.monotonic()))\n"
-            "    __import__('os').replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+            "    with open(sys.argv[1] + '.tmp', 'w') as f:\n"
+            "        f.write(repr(time.monotonic()))\n"
+            "    os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
             "    time.sleep(0.01)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(beat)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -14,6 +14,7 @@ PROCESS_PROGRAMS = [
     "proc_umask",     # umask 027
     "proc_comm",      # process and thread names
     "proc_creds",     # uid/gid 65534 with saved uid 0, groups, caps
+    "proc_session",   # session and process group ids
 ]
 
 

@@ -2,7 +2,8 @@
  * regs_vector: live AVX-512 (or AVX2) vector registers.
  *
  * One inline-asm loop loads all vector registers (zmm0-31 and mask registers
- * k1-k7 with -mavx512f; ymm0-15 with -mavx2) with distinct values, then
+ * k1-k7 with -mavx512f; ymm0-15 with -mavx2; else xmm0-15) with distinct
+ * values, then
  * repeats: 20000 rounds of reg[i] += reg[last] (64-bit lanes), then the raw
  * access(STATEDIR/go) syscall and a 1 ms nanosleep, until go exists.  The
  * dump can thus hit it computing or in a syscall.  Afterwards all registers
@@ -20,11 +21,16 @@
 #define LANES 8
 #define R(n) "%%zmm" STR(n)
 #define MOV "vmovdqu64 "
-#else
+#elif defined(__AVX2__)
 #define NREG 16
 #define LANES 4
 #define R(n) "%%ymm" STR(n)
 #define MOV "vmovdqu "
+#else /* plain SSE2, always there on x86-64 */
+#define NREG 16
+#define LANES 2
+#define R(n) "%%xmm" STR(n)
+#define MOV "movdqu "
 #endif
 
 #define INNER 20000
@@ -35,7 +41,11 @@ static uint16_t kin[8], kout[8];
 /* load/store of register n at byte offset n*LANES*8 */
 #define LD(n) MOV STR(n) "*" STR(LANES) "*8(%[in]), " R(n) "\n\t"
 #define ST(n) MOV R(n) ", " STR(n) "*" STR(LANES) "*8(%[out])\n\t"
+#if defined(__AVX2__) || defined(__AVX512F__)
 #define ADD(n) "vpaddq " R(LAST) ", " R(n) ", " R(n) "\n\t"
+#else
+#define ADD(n) "paddq " R(LAST) ", " R(n) "\n\t"
+#endif
 
 #define ALL15(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) \
 	X(11) X(12) X(13) X(14)
@@ -76,7 +86,7 @@ int main(int argc, char **argv)
 			init[r][l] = zdtm_mix(r * LANES + l);
 	for (int k = 0; k < 8; k++)
 		kin[k] = (uint16_t)zdtm_mix(1000 + k);
-	fprintf(stderr, "using %s, %d registers\n", NREG == 32 ? "AVX-512" : "AVX2", NREG);
+	fprintf(stderr, "using %d registers of %d bits\n", NREG, LANES * 64);
 
 	zdtm_ready();
 	asm volatile(

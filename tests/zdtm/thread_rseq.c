@@ -7,8 +7,9 @@
  * area: the kernel answers EBUSY only if exactly that area is registered.
  * After go each thread again checks for EBUSY, then pins itself to each
  * allowed CPU in turn and checks that sched_getcpu(), the rseq cpu_id field
- * and field 39 of /proc/thread-self/stat all name that CPU (a stale or
- * unregistered rseq area would report the wrong CPU after a migration).
+ * and field 39 of /proc/thread-self/stat (and /proc/self/stat for the main
+ * thread) all name that CPU (a stale or unregistered rseq area would report
+ * the wrong CPU after a migration).
  */
 #include "zdtm.h"
 #include <pthread.h>
@@ -30,12 +31,12 @@ static int probe(int len)
 	return errno;
 }
 
-static int stat_cpu(void)
+static int stat_cpu(const char *path)
 {
 	char buf[4096], *p;
 	int cpu = -1;
 
-	if (zdtm_read("/proc/thread-self/stat", buf, sizeof(buf)) < 0)
+	if (zdtm_read(path, buf, sizeof(buf)) < 0)
 		return -1;
 	p = strrchr(buf, ')') + 2; /* field 3 */
 	for (int i = 3; i < 39; i++)
@@ -60,11 +61,14 @@ static void check_cpus(const char *who)
 			continue;
 		}
 		sched_yield();
-		int g = sched_getcpu(), s = stat_cpu();
+		int g = sched_getcpu(), s = stat_cpu("/proc/thread-self/stat");
 		int r = __rseq_size ? (int)my_rseq()->cpu_id : cpu;
 		CHECK(g == cpu && s == cpu && r == cpu,
 		      "%s pinned to CPU %d: sched_getcpu %d, stat field 39 %d, rseq cpu_id %d",
 		      who, cpu, g, s, r);
+		if (!strcmp(who, "main")) /* the process-wide view is the main thread's */
+			CHECK(stat_cpu("/proc/self/stat") == cpu, "/proc/self/stat field 39 is %d, "
+			      "main thread pinned to CPU %d", stat_cpu("/proc/self/stat"), cpu);
 		checked++;
 	}
 	sched_setaffinity(0, sizeof(orig), &orig);
