@@ -354,6 +354,10 @@ class Restorer:
             addr = t.put(0, struct.pack("<4Q", *(act or (0, 0, 0, 0))))
             t.call(f"rt_sigaction({sig})", sc.RT_SIGACTION, sig, addr, 0, 8)
         for which, val in enumerate(p.itimers):
+            if val[2:] == [0, 0] and val[:2] != [0, 0]:
+                # expired while frozen: the kernel re-arms ITIMER_REAL only when
+                # the pending SIGALRM is dequeued; a zero value would disarm it
+                val = val[:2] + val[:2]
             if any(val):
                 t.call("setitimer", sc.SETITIMER, which, t.put(0, struct.pack("<4q", *val)), 0)
         t.call("umask", sc.UMASK, p.umask)
