@@ -4,7 +4,6 @@ thread (the tracer is a thread, not a process): dump and restore run them on
 the thread that called them."""
 from __future__ import annotations
 
-import errno
 import os
 import struct
 
@@ -187,6 +186,3 @@ class Tracee:
     def get(self, offset: int, size: int) -> bytes:
         return mem_read(self.pid, self.scratch + offset, size)
 
-
-def errno_name(e: int) -> str:
-    return errno.errorcode.get(e, str(e))

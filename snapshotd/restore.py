@@ -396,7 +396,6 @@ class Restorer:
     def create_threads(self):
         t = self.t
         for th in self.p.threads[1:]:
-            args = struct.pack("<11Q", sc.THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
             settid = t.put(256, struct.pack("<i", th.tid))
             args = struct.pack("<11Q", sc.THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, settid, 1, 0)
             got = t.call(f"clone3(set_tid={th.tid})", sc.CLONE3, t.put(0, args), len(args))
