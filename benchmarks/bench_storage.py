@@ -131,8 +131,9 @@ def table(res: dict) -> str:
     for k, v in r["ratios"].items():
         t = TARGETS[k]
         ok = v >= t if k == "write GB/s" else v <= t
-        shown = f"{v * 100:.2f} %" if "/" in k and k != "four/one" else f"{v:.3f}"
-        tshown = f"{t * 100:.0f} %" if "/" in k and k != "four/one" else f"{t}"
+        pct = k in ("full/resident", "unchanged/full")
+        shown = f"{v * 100:.2f} %" if pct else f"{v:.3f}"
+        tshown = f"{t * 100:.0f} %" if pct else f"{t}"
         lines.append(f"| {k} | {shown} | {'>=' if k == 'write GB/s' else '<='} {tshown} | {'yes' if ok else 'NO'} |")
     return "\n".join(lines)
 
