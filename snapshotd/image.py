@@ -51,7 +51,8 @@ class Mapping:
 class File:
     """An open file (a file description, or the file behind a mapping)."""
 
-    kind: str  # "reg", "dir", "chr", "memfd", "pipe-ext"
+    kind: str  # "reg", "dir", "chr", "memfd", "pipe-ext", or an fd kind of snapshotd/fdkinds/
+    # ("eventfd", "timerfd", "signalfd", "epoll", "inotify", "unix")
     path: str  # path when dumped, without " (deleted)"
     flags: int = 0  # open(2) status flags from fdinfo (without O_CLOEXEC)
     pos: int = 0
@@ -61,6 +62,7 @@ class File:
     mode: int = 0o600
     inode: int = 0
     dev: int = 0
+    state: dict | None = None  # fd kinds: the kind's own record (docs/FORMAT.md 7.7.1)
 
 
 @dataclass
