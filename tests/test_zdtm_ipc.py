@@ -1,9 +1,12 @@
 """ZDTM tests of fd kinds beyond files: event descriptors, unix sockets,
 shared memory; and the refusal of fds snapshotd cannot restore exactly."""
 
+import os
+
 import pytest
 
-from zdtm_harness import run_zdtm
+import zdtm_harness
+from zdtm_harness import READY_TIMEOUT, RESULT_TIMEOUT, Program, assert_cli_fails, dump, run_zdtm
 
 IPC_PROGRAMS = [
     "ipc_eventfd",        # counters, EFD_SEMAPHORE, O_NONBLOCK, 64-bit value
@@ -11,9 +14,55 @@ IPC_PROGRAMS = [
     "ipc_signalfd",       # mask kept; signals read after restore
     "ipc_epoll",          # watched set with data/ET, DEL by fd number
     "ipc_inotify",        # watches with their wd numbers fire after restore
+    "ipc_unix_pair",      # stream/dgram/seqpacket pairs, queues both ways, shutdown, closed peer
+    "ipc_unix_named",     # listeners (path, relative, abstract), accepted pair, bound dgram
 ]
+
+# run by the tests below, not by run_zdtm
+OTHER_PROGRAMS = ["ipc_unsupported"]
 
 
 @pytest.mark.parametrize("name", IPC_PROGRAMS)
 def test_ipc(name, tmp_path, store):
     run_zdtm(name, tmp_path, store)
+
+
+def _start(name, tmp_path):
+    statedir = tmp_path / name
+    statedir.mkdir()
+    prog = Program(name, statedir)
+    prog.start()
+    prog.wait_file("ready", READY_TIMEOUT)
+    return prog
+
+
+def _finish(prog):
+    (prog.statedir / "go").write_text("go\n")
+    result = prog.wait_file("result", RESULT_TIMEOUT).read_text().strip()
+    assert result == "PASS", prog.report(f"result: {result}")
+    prog.wait_exit()
+
+
+def test_dump_leaves_queues_intact(tmp_path, store):
+    """Dump peeks at socket queues and reads fd state without consuming it:
+    the process, left running, still finds every queued message."""
+    prog = _start("ipc_unix_pair", tmp_path)
+    if not zdtm_harness.NO_CR:
+        dump(store, prog.pid)
+        assert prog.alive()
+    _finish(prog)
+
+
+def test_unsupported_fd_is_refused(tmp_path, store):
+    """An fd kind snapshotd cannot restore exactly: the dump fails with one
+    line naming the fd and its type, leaves no snapshot, and the process runs
+    on unchanged (its self-check passes)."""
+    prog = _start("ipc_unsupported", tmp_path)
+    if not zdtm_harness.NO_CR:
+        line = assert_cli_fails(store, "dump", str(prog.pid))
+        assert line == (f"snapshotd: error: PID {prog.pid} fd 20: "
+                        f"socket:[{os.stat(f'/proc/{prog.pid}/fd/20').st_ino}] (AF_NETLINK SOCK_RAW) is not supported"), line
+        assert not list((store / "snapshots").glob("*.h5")) if (store / "snapshots").exists() else True
+        assert prog.alive()
+        assert zdtm_harness.proc_state(prog.pid) in ("S", "R")
+    _finish(prog)

@@ -45,7 +45,7 @@ UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_ICONS, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUT
 TCP_ESTABLISHED, TCP_LISTEN = 1, 10
 SEND_SHUTDOWN = 2
 PEEK_BUF = 1 << 22
-_FAMILIES = {v: k for k, v in vars(socket).items() if k.startswith("AF_") and isinstance(v, int)}
+_FAMILIES = {int(f): f.name for f in socket.AddressFamily}
 _TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 10: "SOCK_PACKET"}
 
 
@@ -129,6 +129,14 @@ def _addr(name: dict):
     return b"\0" + bytes.fromhex(name["abstract"]) if "abstract" in name else name["path"]
 
 
+def _has_peer(s: socket.socket) -> bool:
+    try:
+        s.getpeername()
+        return True
+    except OSError:
+        return False
+
+
 def dump(ctx, fd: int, link: str, info: str) -> dict:
     ours = ctx.grab(fd)
     s = socket.socket(fileno=ours)
@@ -156,9 +164,15 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
                 raise ctx.refuse(fd, f"{link} (listening) has {max(len(d['icons']), d['rqlen'][0])} connections not yet accepted, which is not supported")
             rec["state"], rec["backlog"] = "listen", d["rqlen"][1]
         else:
-            rec["state"] = "connected" if d["state"] == TCP_ESTABLISHED else "unconnected"
-            if rec["state"] == "unconnected" and typ != socket.SOCK_DGRAM and rec["peer"]:
-                rec["state"] = "connected"  # a stream whose peer shut down / closed
+            if typ == socket.SOCK_DGRAM:
+                # datagram sockets show TCP_ESTABLISHED once anyone connect()ed
+                # to them; connected means having a peer.  A dead peer has no
+                # inode any more, but getpeername still answers for it
+                rec["state"] = "connected" if rec["peer"] else "unconnected"
+                if not rec["peer"] and _has_peer(s):
+                    raise ctx.refuse(fd, f"{link} is a datagram socket connected to a closed peer; not supported")
+            else:
+                rec["state"] = "connected" if d["state"] == TCP_ESTABLISHED else "unconnected"
             rec["queue"] = _peek_queue(ctx, fd, link, s, typ == socket.SOCK_STREAM)
         return rec
     finally:
@@ -170,13 +184,11 @@ def check(ctx) -> None:
     this to the tree)."""
     socks = {r["ino"]: (fd, r) for fd, r in ctx.records.items() if "ino" in r and r.get("queue") is not None}
     for fd, r in socks.values():
-        if r["state"] != "connected" and not (r["type"] == socket.SOCK_DGRAM and r["peer"]):
+        if r["state"] != "connected":
             continue
         link = f"socket:[{r['ino']}]"
         if r["peer"] == 0:
-            if r["type"] == socket.SOCK_DGRAM:
-                raise ctx.refuse(fd, f"{link} is a datagram socket connected to a closed peer; not supported")
-            continue
+            continue  # a stream whose peer was closed: restored as such
         if r["peer"] not in socks:
             raise ctx.refuse(fd, f"{link} is connected to socket:[{r['peer']}] outside the process; not supported")
         peer = socks[r["peer"]][1]
