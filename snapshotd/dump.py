@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import engine, fdkinds, procfs
+from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
@@ -299,7 +300,12 @@ class ProcessDumper:
             mp.pages = "none"
         elif m.inode == 0 or m.path.startswith("/dev/zero") or m.path.startswith("/SYSV"):
             if m.path.startswith("/SYSV"):
-                raise DumpError(f"PID {self.pid}: SysV shared memory ({m.path}) is not supported yet")
+                try:
+                    mp.sysv = sysvshm.dump_mapping(self, m, start, end)
+                except fdkinds.Unsupported as e:
+                    raise DumpError(str(e)) from None
+                mp.pages = "sysv"
+                return mp
             mp.pages = "anon"  # private anon, heap, stack, or shared anonymous
             if shared:
                 mp.shmem = os.stat(f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}").st_ino

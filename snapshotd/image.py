@@ -42,9 +42,11 @@ class Mapping:
     vmflags: list = field(default_factory=list)  # smaps VmFlags ("gd", "dd", ...)
     # how the pages of this mapping are stored: "anon" (present, non-zero),
     # "cow" (private file mapping: only pages no longer backed by the file),
-    # "file" (shared file mapping: content lives in the file), "none" (special)
+    # "file" (shared file mapping: content lives in the file), "none" (special),
+    # "sysv" (SysV shared memory: content saved with the segment record)
     pages: str = "anon"
     shmem: int = 0  # shared anonymous memory: inode of its shmem object (views with one inode share pages)
+    sysv: dict | None = None  # pages "sysv": SysV shared memory segment (docs/FORMAT.md 7.6.1)
 
 
 @dataclass

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from . import engine, fdkinds, procfs
+from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
@@ -283,6 +284,12 @@ class Restorer:
         shm = self.shmem_fds()
         for m in p.mappings:
             if m.pages == "none":
+                continue
+            if m.pages == "sysv":
+                try:
+                    sysvshm.attach(self, m)
+                except fdkinds.Failed as e:
+                    raise RestoreError(str(e)) from None
                 continue
             size = m.end - m.start
             flags = sc.MAP_FIXED | (sc.MAP_SHARED if m.shared else sc.MAP_PRIVATE)

@@ -19,7 +19,7 @@ IPC_PROGRAMS = [
 ]
 
 # run by the tests below, not by run_zdtm
-OTHER_PROGRAMS = ["ipc_unsupported"]
+OTHER_PROGRAMS = ["ipc_unsupported", "ipc_shm"]
 
 
 @pytest.mark.parametrize("name", IPC_PROGRAMS)
@@ -66,3 +66,31 @@ def test_unsupported_fd_is_refused(tmp_path, store):
         assert prog.alive()
         assert zdtm_harness.proc_state(prog.pid) in ("S", "R")
     _finish(prog)
+
+
+def _rm_shm(shmid: int) -> None:
+    from snapshotd.fdkinds import _sys
+    try:
+        _sys.shm_rmid(shmid)
+    except OSError:
+        pass
+
+
+def test_shared_memory_after_reboot(tmp_path, store):
+    """POSIX (/dev/shm) and SysV shared memory come back with their contents
+    and ids even when they are gone at restore time (as after a reboot): the
+    test removes the SysV segment and the /dev/shm file between kill and
+    restore."""
+    prog = _start("ipc_shm", tmp_path)
+    id1, id2 = map(int, (prog.statedir / "shmids").read_text().split())
+    try:
+        if not zdtm_harness.NO_CR:
+            snap = dump(store, prog.pid)
+            prog.kill()
+            _rm_shm(id1)
+            os.unlink(f"/dev/shm/snapshotd-zdtm-{prog.pid}-posix")
+            zdtm_harness.restore(store, snap, prog.pid)
+            prog.restored = True
+        _finish(prog)
+    finally:
+        _rm_shm(id1)
