@@ -13,7 +13,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2  # 2: fd kinds (File.state), SysV shared memory (Mapping.sysv)
 
 
 @dataclass
