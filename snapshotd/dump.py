@@ -261,8 +261,8 @@ class ProcessDumper:
                     same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)),
                                           fd=fd)
                 elif same is None:
-                    state = kinds.dump(fd, link)
-                    self.files.append(File(kind=fdkinds.kind_of(link), path=link, flags=flags & ~O_CLOEXEC, state=state))
+                    kind, state = kinds.dump(fd, link)
+                    self.files.append(File(kind=kind, path=link, flags=flags & ~O_CLOEXEC, state=state))
                     same = len(self.files) - 1
                 seen.append((fd, same))
                 out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))

@@ -16,6 +16,7 @@ IPC_PROGRAMS = [
     "ipc_inotify",        # watches with their wd numbers fire after restore
     "ipc_unix_pair",      # stream/dgram/seqpacket pairs, queues both ways, shutdown, closed peer
     "ipc_unix_named",     # listeners (path, relative, abstract), accepted pair, bound dgram
+    "ipc_tcp_listen",     # TCP listeners (v4, v6) and a bound socket; port in TIME_WAIT
 ]
 
 # run by the tests below, not by run_zdtm

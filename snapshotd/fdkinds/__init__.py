@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 
-from . import _sys, epoll, eventfd, inotify, signalfd, timerfd, unix
+import socket
+
+from . import _sys, epoll, eventfd, inotify, signalfd, tcp, timerfd, unix
 from .errors import Failed, Unsupported
 
 # /proc/PID/fd link -> kind module
@@ -26,7 +28,7 @@ _ANON = {
     "anon_inode:[eventpoll]": epoll,
     "anon_inode:inotify": inotify,
 }
-KINDS = {m.KIND: m for m in (eventfd, timerfd, signalfd, epoll, inotify, unix)}
+KINDS = {m.KIND: m for m in (eventfd, timerfd, signalfd, epoll, inotify, unix, tcp)}
 
 
 
@@ -35,12 +37,16 @@ def is_plain(link: str) -> bool:
     return link.startswith("/") or link.startswith("pipe:")
 
 
-def kind_of(link: str) -> str | None:
+def _kind_of(link: str) -> str | None:
     if link in _ANON:
         return _ANON[link].KIND
     if link.startswith("socket:["):
-        return unix.KIND  # other families are refused by unix.dump
+        return "socket"  # unix or tcp, by its family (below)
     return None
+
+
+_FAMILIES = {int(f): f.name for f in socket.AddressFamily}
+_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM", 5: "SOCK_SEQPACKET", 10: "SOCK_PACKET"}
 
 
 class DumpContext:
@@ -61,8 +67,9 @@ class DumpContext:
     def refuse(self, fd: int, what: str) -> Unsupported:
         return Unsupported(f"PID {self.pid} fd {fd}: {what}")
 
-    def dump(self, fd: int, link: str) -> dict:
-        kind = kind_of(link)
+    def dump(self, fd: int, link: str) -> tuple[str, dict]:
+        """(kind, state record) of the target's fd, or Unsupported."""
+        kind = _kind_of(link)
         if kind is None:
             raise self.refuse(fd, f"{link} is not supported")
         try:
@@ -70,9 +77,26 @@ class DumpContext:
                 info = f.read()
         except OSError as e:
             raise self.refuse(fd, f"cannot read fdinfo: {e.strerror}") from None
+        if kind == "socket":
+            kind = self._socket_kind(fd, link)
         state = KINDS[kind].dump(self, fd, link, info)
         self.records[fd] = state
-        return state
+        return kind, state
+
+    def _socket_kind(self, fd: int, link: str) -> str:
+        ours = self.grab(fd)
+        s = socket.socket(fileno=ours)
+        try:
+            fam = s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+            typ = s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+            proto = s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+        finally:
+            s.close()
+        if fam == socket.AF_UNIX and typ in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET):
+            return unix.KIND
+        if fam in (socket.AF_INET, socket.AF_INET6) and typ == socket.SOCK_STREAM and proto in (0, socket.IPPROTO_TCP):
+            return tcp.KIND
+        raise self.refuse(fd, f"{link} ({_FAMILIES.get(fam, f'family {fam}')} {_TYPES.get(typ, f'type {typ}')}) is not supported")
 
     def finish(self) -> None:
         """Checks that need every fd (unix peers inside the process)."""
