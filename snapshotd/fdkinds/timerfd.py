@@ -38,6 +38,12 @@ def restore(rctx, f) -> int:
     fd = _sys.timerfd_create(s["clockid"], os.O_CLOEXEC | (f.flags & os.O_NONBLOCK))
     try:
         value, flags = tuple(s["value"]), s["settime_flags"]
+        if value == (0, 0) and tuple(s["interval"]) != (0, 0):
+            # a periodic timer that expired and was not read since: the kernel
+            # re-arms it only on read (hrtimer_forward in timerfd_read), so it
+            # shows no time left; run it on from one interval away
+            value = tuple(s["interval"])
+            flags &= ~_sys.TFD_TIMER_ABSTIME
         if value != (0, 0) and flags & _sys.TFD_TIMER_ABSTIME:
             # fdinfo gives the remaining time: turn it back into a deadline
             # (TFD_TIMER_CANCEL_ON_SET needs ABSTIME, so keep the flag)

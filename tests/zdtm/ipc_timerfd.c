@@ -4,10 +4,13 @@
  * a: CLOCK_MONOTONIC, first expiry in 300 ms, then every 50 ms;
  * b: CLOCK_REALTIME, TFD_TIMER_ABSTIME deadline 30 s ahead, no interval;
  * c: CLOCK_MONOTONIC one-shot that expired (one unread tick), now disarmed;
- * d: created, never armed, O_NONBLOCK.
+ * d: created, never armed, O_NONBLOCK;
+ * e: CLOCK_MONOTONIC every 20 ms from 1 ms on, never read (the kernel shows
+ *    such a timer with no time left until it is read).
  * After go: timerfd_gettime shows the same intervals and remaining values
  * no larger than before; "c" reads 1; "d" gives EAGAIN; "a" fires and its
- * next expirations come 50 ms apart (5 expirations within 150..600 ms).
+ * next expirations come 50 ms apart (5 expirations within 150..600 ms);
+ * "e" has ticks to read and keeps firing.
  */
 #include "zdtm.h"
 #include <sys/timerfd.h>
@@ -23,17 +26,19 @@ int main(int argc, char **argv)
 	struct itimerspec g, ga0, gb0;
 	struct timespec now, t0, t1;
 	uint64_t v;
-	int a, b, c, d, n = 0;
+	int a, b, c, d, e, n = 0;
+	struct itimerspec se = { { 0, 20000000 }, { 0, 1000000 } };
 
 	zdtm_init(argc, argv);
 	a = timerfd_create(CLOCK_MONOTONIC, 0);
 	b = timerfd_create(CLOCK_REALTIME, 0);
 	c = timerfd_create(CLOCK_MONOTONIC, 0);
 	d = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+	e = timerfd_create(CLOCK_MONOTONIC, 0);
 	clock_gettime(CLOCK_REALTIME, &now);
 	sb.it_value.tv_sec = now.tv_sec + 30;
 	if (a < 0 || b < 0 || c < 0 || d < 0 || timerfd_settime(a, 0, &sa, NULL) ||
-	    timerfd_settime(b, TFD_TIMER_ABSTIME, &sb, NULL))
+	    timerfd_settime(b, TFD_TIMER_ABSTIME, &sb, NULL) || e < 0 || timerfd_settime(e, 0, &se, NULL))
 		return perror("timerfd"), 1;
 	/* a one-shot that expired: one unread tick, disarmed */
 	timerfd_settime(c, 0, &sc, NULL);
@@ -58,6 +63,8 @@ int main(int argc, char **argv)
 	CHECK(read(c, &v, 8) == 8 && v == 1, "c read %llu ticks, want 1", (unsigned long long)v);
 	CHECK(read(d, &v, 8) == -1 && errno == EAGAIN, "d not empty or blocking");
 	CHECK(fcntl(d, F_GETFL) & O_NONBLOCK, "d lost O_NONBLOCK");
+	CHECK(read(e, &v, 8) == 8 && v >= 1, "e: no ticks");
+	CHECK(read(e, &v, 8) == 8 && v >= 1, "e stopped firing");
 	/* a fires; then 5 expirations 50 ms apart */
 	CHECK(read(a, &v, 8) == 8 && v >= 1, "a did not fire");
 	clock_gettime(CLOCK_MONOTONIC, &t0);
