@@ -54,7 +54,7 @@ class File:
     """An open file (a file description, or the file behind a mapping)."""
 
     kind: str  # "reg", "dir", "chr", "memfd", "pipe-ext", or an fd kind of snapshotd/fdkinds/
-    # ("eventfd", "timerfd", "signalfd", "epoll", "inotify", "unix")
+    # ("eventfd", "timerfd", "signalfd", "epoll", "inotify", "unix", "tcp")
     path: str  # path when dumped, without " (deleted)"
     flags: int = 0  # open(2) status flags from fdinfo (without O_CLOEXEC)
     pos: int = 0
