@@ -17,6 +17,7 @@ IPC_PROGRAMS = [
     "ipc_unix_pair",      # stream/dgram/seqpacket pairs, queues both ways, shutdown, closed peer
     "ipc_unix_named",     # listeners (path, relative, abstract), accepted pair, bound dgram
     "ipc_tcp_listen",     # TCP listeners (v4, v6) and a bound socket; port in TIME_WAIT
+    "ipc_tcp_established",  # loopback connection via TCP_REPAIR, queued data both ways
 ]
 
 # run by the tests below, not by run_zdtm
@@ -44,10 +45,12 @@ def _finish(prog):
     prog.wait_exit()
 
 
-def test_dump_leaves_queues_intact(tmp_path, store):
-    """Dump peeks at socket queues and reads fd state without consuming it:
-    the process, left running, still finds every queued message."""
-    prog = _start("ipc_unix_pair", tmp_path)
+@pytest.mark.parametrize("name", ["ipc_unix_pair", "ipc_tcp_established", "ipc_eventfd"])
+def test_dump_leaves_queues_intact(name, tmp_path, store):
+    """Dump peeks at socket queues and reads fd state without consuming it
+    (and puts TCP sockets in and out of repair mode): the process, left
+    running, still finds every queued message and its connections work."""
+    prog = _start(name, tmp_path)
     if not zdtm_harness.NO_CR:
         dump(store, prog.pid)
         assert prog.alive()

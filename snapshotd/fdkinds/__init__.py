@@ -101,6 +101,7 @@ class DumpContext:
     def finish(self) -> None:
         """Checks that need every fd (unix peers inside the process)."""
         unix.check(self)
+        tcp.check(self)
 
     def close(self):
         if self._pidfd >= 0:
