@@ -1,5 +1,6 @@
-"""File descriptor kinds beyond plain files and pipes: event descriptors,
-unix sockets.  One module per kind, each with
+"""File descriptor kinds beyond plain files and pipes: event descriptors
+(eventfd, timerfd, signalfd, epoll, inotify) and sockets (unix, tcp).  One
+module per kind, each with
 
     dump(ctx, fd, link, fdinfo_text) -> dict     (the File.state record)
     restore(rctx, file) -> int                   (an fd on snapshotd's side,
@@ -7,18 +8,19 @@ unix sockets.  One module per kind, each with
                                                   the restorer with pidfd_getfd)
 
 and optionally after_fds(rctx, file, target_fd) for what can only be done
-once every fd of the process is back (epoll's watched set).  Any fd whose
-kind is not handled here, nor by dump.py's files and pipes, is refused at
-dump time with one line naming the fd and its type.
+once every fd of the process is back (epoll's watched set, TCP leaving
+repair mode).  Any fd whose kind is not handled here, nor by dump.py's files
+and pipes, is refused at dump time with one line naming the fd and its type.
+SysV shared memory (sysvshm.py) is a kind of mapping, not of fd, but lives
+here too.
 """
 from __future__ import annotations
 
 import os
-
 import socket
 
 from . import _sys, epoll, eventfd, inotify, signalfd, tcp, timerfd, unix
-from .errors import Failed, Unsupported
+from .errors import Failed, Unsupported  # noqa: F401 - dump.py/restore.py catch them
 
 # /proc/PID/fd link -> kind module
 _ANON = {
@@ -29,7 +31,6 @@ _ANON = {
     "anon_inode:inotify": inotify,
 }
 KINDS = {m.KIND: m for m in (eventfd, timerfd, signalfd, epoll, inotify, unix, tcp)}
-
 
 
 def is_plain(link: str) -> bool:

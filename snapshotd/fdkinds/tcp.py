@@ -32,6 +32,7 @@ import os
 import socket
 import struct
 
+from . import _sys
 from .errors import Failed
 
 KIND = "tcp"
@@ -90,8 +91,6 @@ def _u32(s: socket.socket, opt: int) -> int:
 
 
 def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> dict:
-    from . import _sys
-
     unacked = _sys.ioctl_int(s.fileno(), SIOCOUTQ)
     if unacked:
         raise ctx.refuse(fd, f"{what} has {unacked} bytes not yet acknowledged by its peer, which is not supported")
