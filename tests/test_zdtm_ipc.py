@@ -98,3 +98,56 @@ def test_shared_memory_after_reboot(tmp_path, store):
         _finish(prog)
     finally:
         _rm_shm(id1)
+
+
+_CONNECT_AND_WAIT = """
+import socket, sys, time
+fam, addr = sys.argv[1], sys.argv[2]
+if fam == "unix":
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(addr)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.connect(("127.0.0.1", int(addr)))
+import os; os.dup2(s.fileno(), 9)
+open(sys.argv[3], "w").write("ready")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_peer_outside_the_process_is_refused(family, tmp_path, store):
+    """A connected socket whose peer lives outside the dumped process (here:
+    in the test) is refused, naming the fd; the process keeps running."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    if family == "unix":
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ls.bind(str(tmp_path / "l.sock"))
+        addr = str(tmp_path / "l.sock")
+    else:
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.bind(("127.0.0.1", 0))
+        addr = str(ls.getsockname()[1])
+    ls.listen(1)
+    ready = tmp_path / "ready"
+    p = subprocess.Popen([sys.executable, "-c", _CONNECT_AND_WAIT, family, addr, str(ready)],
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    zdtm_harness.STARTED_PIDS.add(p.pid)
+    try:
+        peer, _ = ls.accept()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if zdtm_harness.NO_CR:
+            return
+        line = assert_cli_fails(store, "dump", str(p.pid))
+        assert line.startswith(f"snapshotd: error: PID {p.pid} fd ") and "outside the process" in line, line
+        assert p.poll() is None
+        peer.sendall(b"still there")  # the connection was not disturbed
+        peer.close()
+    finally:
+        ls.close()
+        p.kill()
+        p.wait()
