@@ -403,7 +403,10 @@ class Restorer:
                 t.call("close", sc.CLOSE, got)
             elif not f.cloexec:  # pidfd_getfd sets FD_CLOEXEC
                 t.call("fcntl(F_SETFD)", sc.FCNTL, f.fd, sc.F_SETFD, 0)
-        fdkinds.after_fds(self)  # epoll watches need their target fds
+        try:
+            fdkinds.after_fds(self)  # epoll watches need their target fds
+        except fdkinds.Failed as e:
+            raise RestoreError(f"cannot restore {e}") from None
 
     def create_threads(self):
         t = self.t

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 
+from .. import engine
 from . import _sys, epoll, eventfd, inotify, signalfd, tcp, timerfd, unix
 from .errors import Failed, Unsupported  # noqa: F401 - dump.py/restore.py catch them
 
@@ -78,9 +79,12 @@ class DumpContext:
                 info = f.read()
         except OSError as e:
             raise self.refuse(fd, f"cannot read fdinfo: {e.strerror}") from None
-        if kind == "socket":
-            kind = self._socket_kind(fd, link)
-        state = KINDS[kind].dump(self, fd, link, info)
+        try:
+            if kind == "socket":
+                kind = self._socket_kind(fd, link)
+            state = KINDS[kind].dump(self, fd, link, info)
+        except OSError as e:
+            raise self.refuse(fd, f"{link}: cannot read its state: {e.strerror or e}") from None
         self.records[fd] = state
         return kind, state
 
@@ -137,4 +141,9 @@ def after_fds(restorer) -> None:
         f = restorer.p.files[fdrec.file]
         hook = getattr(KINDS.get(f.kind), "after_fds", None)
         if hook:
-            hook(c, f, fdrec.fd)
+            try:
+                hook(c, f, fdrec.fd)
+            except engine.EngineError:
+                raise  # an injected syscall failed: restore reports it as such
+            except OSError as e:
+                raise Failed(f"fd {fdrec.fd} ({f.path}): {e.strerror or e}") from None
