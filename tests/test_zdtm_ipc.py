@@ -151,3 +151,53 @@ def test_peer_outside_the_process_is_refused(family, tmp_path, store):
         ls.close()
         p.kill()
         p.wait()
+
+
+_HOLD_STATE = """
+import ctypes, os, socket, sys, time
+kind, statedir = sys.argv[1], sys.argv[2]
+if kind == "scm_rights":
+    a, b = socket.socketpair()
+    socket.send_fds(a, [b"with an fd"], [os.open("/dev/null", os.O_RDONLY)])
+    keep = (a, b)
+elif kind == "inotify_pending":
+    libc = ctypes.CDLL(None)
+    fd = libc.inotify_init1(0)
+    libc.inotify_add_watch(fd, statedir.encode(), 0x100)  # IN_CREATE
+    open(os.path.join(statedir, "new"), "w").close()
+elif kind == "zero_dgram":
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.send(b"")
+open(os.path.join(statedir, "ready"), "w").write("ready")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("scm_rights", "queued file descriptors"),
+    ("inotify_pending", "unread events"),
+    ("zero_dgram", "zero-length datagram"),
+])
+def test_state_that_cannot_be_restored_is_refused(kind, words, tmp_path, store):
+    """Fds of a known kind in a state snapshotd cannot restore exactly (a
+    queued SCM_RIGHTS message, unread inotify events, a zero-length
+    datagram) are refused with one line naming the fd; the process runs on."""
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-c", _HOLD_STATE, kind, str(tmp_path)],
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    zdtm_harness.STARTED_PIDS.add(p.pid)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if zdtm_harness.NO_CR:
+            return
+        line = assert_cli_fails(store, "dump", str(p.pid))
+        assert line.startswith(f"snapshotd: error: PID {p.pid} fd ") and words in line, line
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
