@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine, procfs
+from . import engine, fdkinds, procfs
+from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
@@ -214,12 +215,14 @@ class ProcessDumper:
         }
 
     # -- files --
-    def _file_for(self, procpath: str, link: str, flags: int, pos: int, kind_hint: str | None = None) -> int:
+    def _file_for(self, procpath: str, link: str, flags: int, pos: int, kind_hint: str | None = None,
+                  fd: int | None = None) -> int:
         """Index of a File record for the object behind procpath."""
+        where = f"PID {self.pid}" if fd is None else f"PID {self.pid} fd {fd}"
         try:
             s = os.stat(procpath)
         except OSError as e:
-            raise DumpError(f"PID {self.pid}: cannot stat {link}: {e.strerror}") from None
+            raise DumpError(f"{where}: cannot stat {link}: {e.strerror}") from None
         deleted = link.endswith(" (deleted)")
         path = link[: -len(" (deleted)")] if deleted else link
         if statmod.S_ISREG(s.st_mode):
@@ -231,7 +234,7 @@ class ProcessDumper:
         elif statmod.S_ISFIFO(s.st_mode):
             kind = "pipe-ext"
         else:
-            raise DumpError(f"PID {self.pid}: {link} has a file type snapshotd cannot restore yet")
+            raise DumpError(f"{where}: {link} ({_TYPE_NAMES.get(statmod.S_IFMT(s.st_mode), 'unknown type')}) is not supported")
         f = File(kind=kind, path=path, flags=flags, pos=pos, deleted=deleted or s.st_nlink == 0 and kind == "reg",
                  size=s.st_size, mode=statmod.S_IMODE(s.st_mode), inode=s.st_ino, dev=s.st_dev)
         if kind == "memfd" or (kind == "reg" and (f.deleted or _on_tmpfs(path))):
@@ -247,17 +250,27 @@ class ProcessDumper:
     def dump_fds(self) -> list[Fd]:
         out: list[Fd] = []
         seen: list[tuple[int, int]] = []  # (fd, file index) of earlier fds, for kcmp
-        for fd in procfs.fds(self.pid):
-            link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
-            info = procfs.fdinfo(self.pid, fd)
-            flags = int(info["flags"], 8)
-            if not (link.startswith("/") or link.startswith("pipe:")):
-                raise DumpError(f"PID {self.pid}: fd {fd} is {link}, a kind of file snapshotd cannot snapshot yet")
-            same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, KCMP_FILE, ofd, fd) == 0), None)
-            if same is None:
-                same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)))
-            seen.append((fd, same))
-            out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))
+        kinds = fdkinds.DumpContext(self.pid)  # sockets, event fds: snapshotd/fdkinds/
+        try:
+            for fd in procfs.fds(self.pid):
+                link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
+                info = procfs.fdinfo(self.pid, fd)
+                flags = int(info["flags"], 8)
+                same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, KCMP_FILE, ofd, fd) == 0), None)
+                if same is None and fdkinds.is_plain(link):
+                    same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)),
+                                          fd=fd)
+                elif same is None:
+                    kind, state = kinds.dump(fd, link)
+                    self.files.append(File(kind=kind, path=link, flags=flags & ~O_CLOEXEC, state=state))
+                    same = len(self.files) - 1
+                seen.append((fd, same))
+                out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))
+            kinds.finish()
+        except fdkinds.Unsupported as e:
+            raise DumpError(str(e)) from None
+        finally:
+            kinds.close()
         return out
 
     # -- memory --
@@ -287,7 +300,12 @@ class ProcessDumper:
             mp.pages = "none"
         elif m.inode == 0 or m.path.startswith("/dev/zero") or m.path.startswith("/SYSV"):
             if m.path.startswith("/SYSV"):
-                raise DumpError(f"PID {self.pid}: SysV shared memory ({m.path}) is not supported yet")
+                try:
+                    mp.sysv = sysvshm.dump_mapping(self, m, start, end)
+                except fdkinds.Unsupported as e:
+                    raise DumpError(str(e)) from None
+                mp.pages = "sysv"
+                return mp
             mp.pages = "anon"  # private anon, heap, stack, or shared anonymous
             if shared:
                 mp.shmem = os.stat(f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}").st_ino
@@ -369,6 +387,8 @@ class ProcessDumper:
         self.dump_pages(proc.mappings)
         return proc
 
+
+_TYPE_NAMES = {statmod.S_IFSOCK: "socket", statmod.S_IFBLK: "block device", statmod.S_IFLNK: "symlink"}
 
 SCRATCH = object()  # placeholder argument: "the scratch area's address"
 

@@ -13,7 +13,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2  # 2: fd kinds (File.state), SysV shared memory (Mapping.sysv)
 
 
 @dataclass
@@ -42,16 +42,19 @@ class Mapping:
     vmflags: list = field(default_factory=list)  # smaps VmFlags ("gd", "dd", ...)
     # how the pages of this mapping are stored: "anon" (present, non-zero),
     # "cow" (private file mapping: only pages no longer backed by the file),
-    # "file" (shared file mapping: content lives in the file), "none" (special)
+    # "file" (shared file mapping: content lives in the file), "none" (special),
+    # "sysv" (SysV shared memory: content saved with the segment record)
     pages: str = "anon"
     shmem: int = 0  # shared anonymous memory: inode of its shmem object (views with one inode share pages)
+    sysv: dict | None = None  # pages "sysv": SysV shared memory segment (docs/FORMAT.md 7.6.1)
 
 
 @dataclass
 class File:
     """An open file (a file description, or the file behind a mapping)."""
 
-    kind: str  # "reg", "dir", "chr", "memfd", "pipe-ext"
+    kind: str  # "reg", "dir", "chr", "memfd", "pipe-ext", or an fd kind of snapshotd/fdkinds/
+    # ("eventfd", "timerfd", "signalfd", "epoll", "inotify", "unix", "tcp")
     path: str  # path when dumped, without " (deleted)"
     flags: int = 0  # open(2) status flags from fdinfo (without O_CLOEXEC)
     pos: int = 0
@@ -61,6 +64,7 @@ class File:
     mode: int = 0o600
     inode: int = 0
     dev: int = 0
+    state: dict | None = None  # fd kinds: the kind's own record (docs/FORMAT.md 7.7.1)
 
 
 @dataclass

@@ -26,7 +26,8 @@ import struct
 import time
 from dataclasses import dataclass
 
-from . import engine, procfs
+from . import engine, fdkinds, procfs
+from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
@@ -133,6 +134,8 @@ class Restorer:
                 fd = os.open(f"/proc/self/fd/{self.inodes[key]}", flags)
             elif f.kind == "pipe-ext":
                 fd = self._external_pipe(f, flags)
+            elif f.kind in fdkinds.KINDS:
+                return fdkinds.restore(self, f)
             else:
                 if f.content is not None:  # tmpfs: put the saved contents back
                     with open(f.path, "wb") as out:
@@ -143,6 +146,8 @@ class Restorer:
             return fd
         except OSError as e:
             raise RestoreError(f"cannot reopen {f.path}: {e.strerror}") from None
+        except fdkinds.Failed as e:
+            raise RestoreError(f"cannot restore {f.path}: {e}") from None
 
     def _memfd(self, f: File) -> int:
         fd = os.memfd_create(f.path[len("/memfd:"):] or "memfd", os.MFD_CLOEXEC)
@@ -280,6 +285,12 @@ class Restorer:
         for m in p.mappings:
             if m.pages == "none":
                 continue
+            if m.pages == "sysv":
+                try:
+                    sysvshm.attach(self, m)
+                except fdkinds.Failed as e:
+                    raise RestoreError(str(e)) from None
+                continue
             size = m.end - m.start
             flags = sc.MAP_FIXED | (sc.MAP_SHARED if m.shared else sc.MAP_PRIVATE)
             if "gd" in m.vmflags:
@@ -392,6 +403,10 @@ class Restorer:
                 t.call("close", sc.CLOSE, got)
             elif not f.cloexec:  # pidfd_getfd sets FD_CLOEXEC
                 t.call("fcntl(F_SETFD)", sc.FCNTL, f.fd, sc.F_SETFD, 0)
+        try:
+            fdkinds.after_fds(self)  # epoll watches need their target fds
+        except fdkinds.Failed as e:
+            raise RestoreError(f"cannot restore {e}") from None
 
     def create_threads(self):
         t = self.t
