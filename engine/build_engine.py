@@ -45,9 +45,12 @@ ffibuilder.cdef(
     long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
     uint64_t snp_stub_base(void);
     int snp_spawn_stub(int want_pid, int *out_pid);
+    int snp_adopt_child(int pid);
+    long snp_pipe_peek(int fd, void *buf, long max);
+    int snp_grab_fd(int pid, int fd);
     """
 )
-SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "spawn.c"]
+SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "spawn.c", "pipes.c"]
 ffibuilder.set_source(
     "snapshotd._engine",
     '#include "engine.h"',

@@ -1,4 +1,7 @@
-"""Dump: freeze a process, capture it into an Image plus its pages, let it run on.
+"""Dump: freeze a process tree, capture it into an Image plus its pages, let it run on.
+
+tree.py finds and freezes every descendant; each live process is dumped here,
+one after the other, all staying frozen until the whole tree is captured.
 
 Order while frozen (every thread ptrace-stopped):
   1. map a scratch page in the target (syscall injected at its rip) for the
@@ -27,6 +30,7 @@ from ._engine import ffi, lib
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
+from .tree import FrozenTree, TreeError, capture_pipes, link_shared_files, zombie_record
 
 SCRATCH_SIZE = 64 * 1024
 PAGES_PER_READ = 16384  # 64 MiB windows
@@ -46,6 +50,7 @@ class DumpStats:
     pages: int = 0
     stored_bytes: int = 0
     resident_bytes: int = 0
+    pids: list = field(default_factory=list)  # the tree's processes, root first
     notes: list = field(default_factory=list)
 
 
@@ -229,7 +234,9 @@ class ProcessDumper:
         elif statmod.S_ISCHR(s.st_mode):
             kind = "chr"
         elif statmod.S_ISFIFO(s.st_mode):
-            kind = "pipe-ext"
+            # a named pipe has a path; tree.capture_pipes turns pipes with both
+            # ends in the tree into "pipe"
+            kind = "fifo" if path.startswith("/") else "pipe-ext"
         else:
             raise DumpError(f"PID {self.pid}: {link} has a file type snapshotd cannot restore yet")
         f = File(kind=kind, path=path, flags=flags, pos=pos, deleted=deleted or s.st_nlink == 0 and kind == "reg",
@@ -380,31 +387,51 @@ def _on_tmpfs(path: str) -> bool:
 
 
 def dump(pid: int, store: Store, kill: bool = False, progress=None) -> tuple[str, DumpStats]:
-    """Snapshot the process pid into store; returns (snapshot id, stats)."""
+    """Snapshot the process tree rooted at pid into store (every descendant,
+    zombies included); returns (snapshot id, stats)."""
     t0 = time.monotonic()
     validate_target(pid)
     store.ensure_writable()
     sid, writer = store.writer(pid)
     stats = DumpStats()
     try:
-        with Frozen(pid) as fz:
+        try:
+            tree_ctx = FrozenTree(pid, Frozen)
+            tree_ctx.__enter__()
+        except (TreeError, procfs.ProcGone) as e:
+            raise DumpError(str(e)) from None
+        try:
             t_freeze = time.monotonic()
+            procs = []
+            for p, tids in tree_ctx.members:
+                try:
+                    procs.append(zombie_record(p) if tids is None else ProcessDumper(p, tids, writer, stats).dump())
+                except procfs.ProcGone:
+                    raise DumpError(f"PID {p} exited during the dump") from None
+                except engine.EngineError as e:
+                    if not os.path.exists(f"/proc/{p}"):
+                        raise DumpError(f"PID {p} exited during the dump") from None
+                    raise DumpError(f"dump of PID {p} failed: {e}") from None
             try:
-                proc = ProcessDumper(pid, fz.tids, writer, stats).dump()
-            except procfs.ProcGone:
-                raise DumpError(f"PID {pid} exited during the dump") from None
-            except engine.EngineError as e:
-                if not os.path.exists(f"/proc/{pid}"):
-                    raise DumpError(f"PID {pid} exited during the dump") from None
-                raise DumpError(f"dump of PID {pid} failed: {e}") from None
+                link_shared_files(procs)
+                capture_pipes(procs, writer)
+            except (OSError, procfs.ProcGone) as e:
+                raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
             stats.frozen_s = time.monotonic() - t_freeze
-        image = Image(root_pid=pid, processes=[proc])
+        finally:
+            tree_ctx.release()
+        image = Image(root_pid=pid, processes=procs)
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
         raise
     stats.stored_bytes = writer.block_offsets[-1]
     stats.wall_s = time.monotonic() - t0
+    stats.pids = [p.pid for p in procs]
     if kill:
-        os.kill(pid, signal.SIGKILL)
+        for p in procs:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     return sid, stats

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import engine, procfs
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
 from .image import File, Image, Process, from_dict
+from .restore_shared import SharedObjects
 from .storage.snapshot import SnapshotReader
 
 SCRATCH_SIZE = 1 << 20
@@ -46,6 +46,7 @@ class RestoreError(Exception):
 class RestoreStats:
     wall_s: float = 0.0
     pages: int = 0
+    pids: list = field(default_factory=list)  # every restored process, root first
 
 
 def _wait_zombie_gone(pid: int, timeout: float = 3.0) -> None:
@@ -62,16 +63,19 @@ def _wait_zombie_gone(pid: int, timeout: float = 3.0) -> None:
 
 
 def _check_pids_free(proc: Process) -> None:
-    for t in proc.threads:
-        _wait_zombie_gone(t.tid)
-        if os.path.exists(f"/proc/{t.tid}"):
+    """Fail, naming the holder, if the PID or a TID of proc is taken (a
+    zombie has no threads in the image: just its PID)."""
+    pid = proc.pid
+    for tid in [t.tid for t in proc.threads] or [pid]:
+        _wait_zombie_gone(tid)
+        if os.path.exists(f"/proc/{tid}"):
             try:
-                holder = int(procfs.status(t.tid).get("Tgid", t.tid))
+                holder = int(procfs.status(tid).get("Tgid", tid))
             except procfs.ProcGone:
                 continue
-            what = "PID" if t.tid == proc.pid else f"TID {t.tid} (thread of PID {proc.pid})"
+            what = "PID" if tid == pid else f"TID {tid} (thread of PID {pid})"
             raise RestoreError(
-                f"cannot restore: {what} {t.tid} is in use by process {holder} ({procfs.proc_name(holder)})"
+                f"cannot restore: {what} {tid} is in use by process {holder} ({procfs.proc_name(holder)})"
                 if what == "PID" else
                 f"cannot restore: {what} is in use by process {holder} ({procfs.proc_name(holder)})")
 
@@ -103,7 +107,10 @@ def _fixup_restart(regs: engine.Regs) -> engine.Regs:
 
 
 class Restorer:
-    def __init__(self, proc: Process, reader: SnapshotReader, stats: RestoreStats):
+    """Rebuilds one process in a stub (tree_restore.py creates the stubs and
+    calls build(), then resume() once every process of the tree is built)."""
+
+    def __init__(self, proc: Process, reader: SnapshotReader, stats: RestoreStats, shared: SharedObjects):
         self.p = proc
         self.reader = reader
         self.stats = stats
@@ -111,15 +118,20 @@ class Restorer:
         self.t: engine.Tracee | None = None
         self.rfds: list[int | None] = []  # our fd for each File, opened lazily
         self.pidfd = -1  # pidfd of us, inside the target
-        self.notes: list[str] = []
-        self.inodes: dict = {}  # (dev, inode) -> our fd of a recreated deleted file or memfd
+        self.shared = shared  # objects several processes of the tree use
+        self.notes = shared.notes
 
     # -- files on our side --
     def open_file(self, idx: int) -> int:
         while len(self.rfds) <= idx:
             self.rfds.append(None)
         if self.rfds[idx] is None:
-            self.rfds[idx] = self._open(self.p.files[idx])
+            f = self.p.files[idx]
+            if f.share:  # one description for every process that shares it
+                if f.share not in self.shared.descs:
+                    self.shared.descs[f.share] = self._open(f)
+                return self.shared.descs[f.share]
+            self.rfds[idx] = self._open(f)
         return self.rfds[idx]
 
     def _open(self, f: File) -> int:
@@ -128,9 +140,11 @@ class Restorer:
             if f.kind == "memfd" or (f.kind == "reg" and f.deleted):
                 # one object per dumped inode, however many fds and mappings use it
                 key = (f.dev, f.inode)
-                if key not in self.inodes:
-                    self.inodes[key] = self._memfd(f) if f.kind == "memfd" else self._ghost(f, os.O_RDWR)
-                fd = os.open(f"/proc/self/fd/{self.inodes[key]}", flags)
+                if key not in self.shared.inodes:
+                    self.shared.inodes[key] = self._memfd(f) if f.kind == "memfd" else self._ghost(f, os.O_RDWR)
+                fd = os.open(f"/proc/self/fd/{self.shared.inodes[key]}", flags)
+            elif f.kind in ("pipe", "fifo"):
+                fd = self.shared.pipe_end(f)
             elif f.kind == "pipe-ext":
                 fd = self._external_pipe(f, flags)
             else:
@@ -195,15 +209,9 @@ class Restorer:
         return self.t.call("pidfd_getfd", sc.PIDFD_GETFD, self.pidfd, rfd, 0)
 
     # -- steps --
-    def spawn(self):
-        out = ffi.new("int *")
-        r = lib.snp_spawn_stub(self.p.pid, out)
-        if r == -17:  # EEXIST
-            _check_pids_free(self.p)
-            raise RestoreError(f"cannot restore: PID {self.p.pid} is in use")
-        engine.check(r, f"create a process with PID {self.p.pid}")
-        self.s = out[0]
-        code = engine.getregs(self.s).rip  # the stub stops just after its int3, at "syscall; int3"
+    def attach(self, stub: int, code: int):
+        """Work on the stub with PID stub, whose `code` holds "syscall; int3"."""
+        self.s = stub
         self.t = engine.Tracee(self.s, code=code)
 
     def setup_scratch(self):
@@ -257,20 +265,16 @@ class Restorer:
     def shmem_fds(self) -> dict:
         """One shmem object per dumped shared-anonymous inode, as an fd in the
         target, so that every view maps the same pages (at its own offset)."""
-        sizes: dict = {}
-        for m in self.p.mappings:
-            if m.shared and m.shmem:
-                sizes[m.shmem] = max(sizes.get(m.shmem, 0), m.offset + m.end - m.start)
         fds = {}
-        for ino, size in sizes.items():
-            addr = self.t.call("mmap shared anon", sc.MMAP, 0, size, sc.PROT_READ | sc.PROT_WRITE,
-                               sc.MAP_SHARED | sc.MAP_ANONYMOUS, -1, 0)
-            rfd = os.open(f"/proc/{self.s}/map_files/{addr:x}-{addr + size:x}", os.O_RDWR | os.O_CLOEXEC)
-            try:
-                fds[ino] = self.give_fd(rfd)
-            finally:
-                os.close(rfd)
-            self.t.call("munmap", sc.MUNMAP, addr, size)
+        for ino in {m.shmem for m in self.p.mappings if m.shared and m.shmem}:
+            if ino not in self.shared.shmem:  # the first process of the tree to map it creates it
+                size = self.shared.shmem_size[ino]
+                addr = self.t.call("mmap shared anon", sc.MMAP, 0, size, sc.PROT_READ | sc.PROT_WRITE,
+                                   sc.MAP_SHARED | sc.MAP_ANONYMOUS, -1, 0)
+                self.shared.shmem[ino] = os.open(f"/proc/{self.s}/map_files/{addr:x}-{addr + size:x}",
+                                                 os.O_RDWR | os.O_CLOEXEC)
+                self.t.call("munmap", sc.MUNMAP, addr, size)
+            fds[ino] = self.give_fd(self.shared.shmem[ino])
         return fds
 
     def map_memory(self):
@@ -453,11 +457,10 @@ class Restorer:
             engine.setregs(th.tid, _fixup_restart(engine.Regs(th.regs)))
             engine.setxstate(th.tid, th.xstate)
             engine.setsigmask(th.tid, th.sigmask)
-        for th in reversed(p.threads):
-            engine.detach(th.tid, 0)
 
-    def run(self) -> int:
-        self.spawn()
+    def build(self) -> None:
+        """Everything but letting it run: on return every thread is stopped
+        with its dumped registers.  On failure the caller kills the tree."""
         try:
             self.setup_scratch()
             self.clear_stub()
@@ -470,35 +473,26 @@ class Restorer:
             for th in self.p.threads:
                 self.thread_state(th)
             self.finish()
-        except BaseException:
-            self.kill()
-            raise
         finally:
-            for fd in [*self.rfds, *self.inodes.values()]:
+            for fd in self.rfds:
                 if fd is not None:
                     os.close(fd)
-        return self.s
+            self.rfds = []
 
-    def kill(self):
-        if self.s:
-            try:
-                os.kill(self.s, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            status = ffi.new("int *")
-            lib.snp_wait_stop(self.s, status)
+    def resume(self) -> None:
+        for th in reversed(self.p.threads):
+            engine.detach(th.tid, 0)
 
 
 def restore(reader: SnapshotReader) -> tuple[int, RestoreStats, list[str]]:
+    """Recreate the whole tree of the snapshot; returns (root PID, stats,
+    notes).  stats.pids lists every restored PID, root first."""
+    from .tree_restore import TreeRestorer
+
     t0 = time.monotonic()
     img: Image = from_dict(reader.image())
-    proc = img.processes[0]
-    _check_pids_free(proc)
     stats = RestoreStats()
-    r = Restorer(proc, reader, stats)
-    try:
-        pid = r.run()
-    except engine.EngineError as e:
-        raise RestoreError(f"restore of PID {proc.pid} failed: {e}") from None
+    tr = TreeRestorer(img, reader, stats)
+    pid = tr.run()
     stats.wall_s = time.monotonic() - t0
-    return pid, stats, r.notes
+    return pid, stats, tr.shared.notes

@@ -12,7 +12,13 @@
  *   ELF built below (from a memfd), so its address space holds just the stub,
  *   a stack and the vDSO.  R lets the exec stop pass and catches the stub's
  *   first int3: a signal-delivery stop, from which injection is safe (a stop
- *   inside a syscall would overwrite rax on the way out). */
+ *   inside a syscall would overwrite rax on the way out).
+ *
+ * Children of a restored process are created by its own stub: restore injects
+ * clone3(set_tid=[PID], exit_signal=SIGCHLD) into the parent stub (a fork of
+ * a stub is a stub, already in the right place in the tree), and
+ * PTRACE_O_TRACEFORK, inherited by every forked stub, attaches the child to
+ * us; snp_adopt_child takes it to the same int3 stop. */
 #define _GNU_SOURCE
 #include <elf.h>
 #include <errno.h>
@@ -147,7 +153,8 @@ int snp_spawn_stub(int want_pid, int *out_pid)
     }
     s = res;
     if (ptrace(PTRACE_SEIZE, s, 0,
-               PTRACE_O_TRACEEXEC | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0) {
+               PTRACE_O_TRACEEXEC | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK |
+                   PTRACE_O_EXITKILL) < 0) {
         ret = -errno;
         kill(s, SIGKILL);
         goto out;
@@ -189,4 +196,22 @@ out:
         close(status[1]);
     close(memfd);
     return ret;
+}
+
+/* A child that a stub forked by injection (auto-attached through
+ * PTRACE_O_TRACEFORK): let its initial PTRACE_EVENT_STOP pass; it returns from
+ * the clone into the int3 after the injected `syscall` and stops there with
+ * SIGTRAP, a signal-delivery stop from which injection is safe. */
+int snp_adopt_child(int pid)
+{
+    int st, r;
+    for (;;) {
+        if ((r = snp_wait_stop(pid, &st)) < 0)
+            return r;
+        int event = st >> 16, sig = WSTOPSIG(st);
+        if (!event && sig == SIGTRAP)
+            return 0;
+        if (ptrace(PTRACE_CONT, pid, 0, (event || sig == SIGSTOP) ? 0 : sig) < 0)
+            return -errno;
+    }
 }

@@ -1,0 +1,109 @@
+"""ZDTM process-tree tests: a program and its descendants are dumped as one
+tree, every process of it killed, the tree restored and self-checked."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import zdtm_harness as H
+from zdtm_harness import Program, dump, restore, wait_gone
+
+TREE_PROGRAMS = [
+    "tree_fork_wait",     # a child blocked on its parent, reaped with its status
+]
+
+
+def tree_pids(root: int) -> list[int]:
+    """root and every descendant (zombies included), parents first."""
+    out, i = [root], 0
+    while i < len(out):
+        pid = out[i]
+        i += 1
+        try:
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{t}/children") as f:
+                    out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def ids(pid: int) -> tuple:
+    """(ppid, pgid, sid, state) from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[2]), int(fields[3]), fields[0]
+
+
+def kill_tree(prog: Program, pids: list[int]) -> None:
+    for pid in pids:
+        H.kill_pid(pid)
+    if not prog.restored:
+        prog.proc.wait(timeout=H.GONE_TIMEOUT)
+    for pid in pids:
+        wait_gone(pid)
+
+
+def wait_tree_settled(pids: list[int], want: int, timeout: float = 10.0) -> list[int]:
+    """The program's tree once it has `want` processes."""
+    end = time.monotonic() + timeout
+    while True:
+        got = tree_pids(pids[0])
+        if len(got) >= want or time.monotonic() > end:
+            return got
+        time.sleep(0.01)
+
+
+def run_tree(name: str, tmp_path, store, nprocs: int, kill: bool = True, argv=None) -> Program:
+    """Run zdtm program `name` as a tree of nprocs processes through
+    dump / kill of every process / restore (or, with kill=False, dump only:
+    the dumped tree runs on), then go / result."""
+    statedir = Path(tmp_path) / name
+    statedir.mkdir(parents=True, exist_ok=True)
+    prog = Program(name, statedir)
+    if argv is not None:
+        with open(statedir / "out.log", "ab") as log:
+            prog.proc = subprocess.Popen(argv + [str(statedir)], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, cwd=str(statedir), start_new_session=True)
+        prog.pid = prog.proc.pid
+        H.STARTED_PIDS.add(prog.pid)
+    else:
+        prog.start()
+    prog.wait_file("ready", H.READY_TIMEOUT)
+    pids = wait_tree_settled([prog.pid], nprocs)
+    H.STARTED_PIDS.update(pids)
+    assert len(pids) == nprocs, prog.report(f"tree has {len(pids)} processes {pids}, expected {nprocs}")
+    before = {p: ids(p) for p in pids}
+
+    if not H.NO_CR:
+        snap = dump(store, prog.pid)
+        for p in pids:
+            assert ids(p) == before[p], prog.report(f"PID {p} changed after dump: {ids(p)} vs {before[p]}")
+        if kill:
+            kill_tree(prog, pids)
+            restore(store, snap, prog.pid)
+            prog.restored = True
+            after = tree_pids(prog.pid)
+            assert sorted(after) == sorted(pids), prog.report(f"restored tree {after}, dumped {pids}")
+            for p in pids:
+                if p == prog.pid:  # the restored root is not the test's child: compare all but ppid
+                    assert ids(p)[1:] == before[p][1:], prog.report(f"root {ids(p)} after restore, {before[p]} before")
+                    continue
+                assert ids(p) == before[p], prog.report(
+                    f"PID {p}: (ppid, pgid, sid, state) {ids(p)} after restore, {before[p]} before")
+
+    (statedir / "go").write_text("go\n")
+    result = H._read(prog.wait_file("result", H.RESULT_TIMEOUT)).strip()
+    assert result == "PASS", prog.report(f"result: {result}")
+    prog.wait_exit()
+    for p in pids:
+        wait_gone(p)
+    return prog
+
+
+@pytest.mark.parametrize("name,nprocs", [("tree_fork_wait", 2)])
+def test_tree(name, nprocs, tmp_path, store):
+    run_tree(name, tmp_path, store, nprocs)
