@@ -11,9 +11,19 @@ import pytest
 import zdtm_harness as H
 from zdtm_harness import Program, dump, restore, wait_gone
 
-TREE_PROGRAMS = [
-    "tree_fork_wait",     # a child blocked on its parent, reaped with its status
-]
+# name: number of processes in the tree at dump time
+TREE_SIZES = {
+    "tree_fork_wait": 2,      # a child blocked on its parent, reaped with its status
+    "tree_three_levels": 3,   # parent, child, grandchild, each reaped by its parent
+    "tree_zombie": 3,         # two zombies (exit 7, SIGTERM) reaped after restore
+    "tree_groups": 7,         # groups, a session led by a child, a leaderless group
+    "tree_shared_anon": 2,    # MAP_SHARED|MAP_ANONYMOUS written by both after restore
+    "tree_shared_offset": 2,  # one open file description, offset moved by the child
+    "tree_pipe_queued": 2,    # pipes both ways with bytes queued at dump time
+    "tree_fifo": 2,           # a FIFO with bytes queued, reopened by path
+    "tree_pipeline": 3,       # sh -c 'producer | consumer' completes with the right output
+}
+TREE_PROGRAMS = list(TREE_SIZES)
 
 
 def tree_pids(root: int) -> list[int]:
@@ -32,10 +42,10 @@ def tree_pids(root: int) -> list[int]:
 
 
 def ids(pid: int) -> tuple:
-    """(ppid, pgid, sid, state) from /proc/PID/stat."""
+    """(ppid, pgid, sid, zombie or not) from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[1]), int(fields[2]), int(fields[3]), fields[0]
+    return int(fields[1]), int(fields[2]), int(fields[3]), "zombie" if fields[0] in "ZX" else "alive"
 
 
 def kill_tree(prog: Program, pids: list[int]) -> None:
@@ -104,6 +114,15 @@ def run_tree(name: str, tmp_path, store, nprocs: int, kill: bool = True, argv=No
     return prog
 
 
-@pytest.mark.parametrize("name,nprocs", [("tree_fork_wait", 2)])
-def test_tree(name, nprocs, tmp_path, store):
-    run_tree(name, tmp_path, store, nprocs)
+@pytest.mark.parametrize("name", TREE_PROGRAMS)
+def test_tree(name, tmp_path, store):
+    prog = run_tree(name, tmp_path, store, TREE_SIZES[name])
+    if name == "tree_pipeline":
+        assert "lines=20000 sum=199990000" in prog.log(), prog.report("wrong pipeline output")
+
+
+@pytest.mark.parametrize("name", ["tree_pipe_queued", "tree_fifo", "tree_pipeline"])
+def test_tree_runs_on_after_dump(name, tmp_path, store):
+    """A dump must not consume the bytes queued in pipes: the dumped tree
+    keeps running and still finds them."""
+    run_tree(name, tmp_path, store, TREE_SIZES[name], kill=False)
