@@ -48,12 +48,13 @@ def cmd_dump(args):
 
     sid, st = dump(args.pid, _store(args), kill=args.kill)
     obj = {"id": sid, "pid": args.pid, "frozen_s": round(st.frozen_s, 6), "wall_s": round(st.wall_s, 6),
-           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill)}
+           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill), "pids": st.pids}
     if args.json:
         _emit(args, obj, "")
     else:
-        print(f"dumped PID {args.pid}: {st.pages} pages, {_human(st.stored_bytes)} stored, "
-              f"frozen {st.frozen_s * 1000:.1f} ms, {st.wall_s:.2f} s" + (", process killed" if args.kill else ""),
+        tree = f" and {len(st.pids) - 1} descendants ({' '.join(map(str, st.pids[1:]))})" if len(st.pids) > 1 else ""
+        print(f"dumped PID {args.pid}{tree}: {st.pages} pages, {_human(st.stored_bytes)} stored, "
+              f"frozen {st.frozen_s * 1000:.1f} ms, {st.wall_s:.2f} s" + (", killed" if args.kill else ""),
               file=sys.stderr)
         print(sid)
 
@@ -67,10 +68,11 @@ def cmd_restore(args):
     for n in notes:
         print(f"snapshotd: note: {n}", file=sys.stderr)
     if args.json:
-        _emit(args, {"pid": pid, "snapshot": args.snapshot, "wall_s": round(st.wall_s, 6), "pages": st.pages,
-                     "notes": notes}, "")
+        _emit(args, {"pid": pid, "pids": st.pids, "snapshot": args.snapshot, "wall_s": round(st.wall_s, 6),
+                     "pages": st.pages, "notes": notes}, "")
     else:
-        print(f"restored PID {pid} in {st.wall_s:.2f} s", file=sys.stderr)
+        tree = f" and {len(st.pids) - 1} descendants ({' '.join(map(str, st.pids[1:]))})" if len(st.pids) > 1 else ""
+        print(f"restored PID {pid}{tree} in {st.wall_s:.2f} s", file=sys.stderr)
         print(pid)
 
 
@@ -95,7 +97,8 @@ def cmd_show(args):
         attrs = dict(r.attrs)
         image = r.image()
         procs = [{
-            "pid": p["pid"], "comm": p["comm"], "exe": p["exe"], "threads": [t["tid"] for t in p["threads"]],
+            "pid": p["pid"], "ppid": p["ppid"], "pgid": p["pgid"], "sid": p["sid"], "zombie": p.get("zombie", False),
+            "comm": p["comm"], "exe": p["exe"], "threads": [t["tid"] for t in p["threads"]],
             "mappings": len(p["mappings"]), "fds": [f["fd"] for f in p["fds"]],
             "pages": int(len(r.page_table(p["pid"])[0])),
         } for p in image["processes"]]
@@ -107,7 +110,10 @@ def cmd_show(args):
             print(f"{k:15} {attrs[k]}")
     print(f"{'created':15} {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(attrs.get('created', 0)))}")
     for p in procs:
-        print(f"process {p['pid']} ({p['comm']}) {p['exe']}")
+        if p["zombie"]:
+            print(f"process {p['pid']} ({p['comm']}) zombie, parent {p['ppid']}")
+            continue
+        print(f"process {p['pid']} ({p['comm']}) {p['exe']}  parent {p['ppid']} group {p['pgid']} session {p['sid']}")
         print(f"  threads  {' '.join(map(str, p['threads']))}")
         print(f"  mappings {p['mappings']}   pages {p['pages']}   fds {' '.join(map(str, p['fds']))}")
 
@@ -143,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="snapshot store directory")
         return sp
 
-    d = add("dump", cmd_dump, "Snapshot a running process (it keeps running). Prints the snapshot id.")
+    d = add("dump", cmd_dump, "Snapshot a running process and all its descendants (they keep running). "
+            "Prints the snapshot id.")
     d.add_argument("pid", type=int, metavar="PID")
-    d.add_argument("--kill", action="store_true", help="kill the process after a successful dump (migration)")
-    r = add("restore", cmd_restore, "Recreate a process from a snapshot, with its PID and TIDs. Prints the PID.")
+    d.add_argument("--kill", action="store_true", help="kill the whole tree after a successful dump (migration)")
+    r = add("restore", cmd_restore, "Recreate a process tree from a snapshot, with its PIDs and TIDs. "
+            "Prints the root's PID.")
     r.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, unique id prefix, or path to a .h5 file")
     add("list", cmd_list, "List the snapshots in the store.")
     s = add("show", cmd_show, "Describe one snapshot.")

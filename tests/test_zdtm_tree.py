@@ -126,3 +126,46 @@ def test_tree_runs_on_after_dump(name, tmp_path, store):
     """A dump must not consume the bytes queued in pipes: the dumped tree
     keeps running and still finds them."""
     run_tree(name, tmp_path, store, TREE_SIZES[name], kill=False)
+
+
+def _started_tree(name, tmp_path, store):
+    """Start `name`, dump its tree, kill it; returns (prog, pids, snapshot)."""
+    statedir = Path(tmp_path) / name
+    statedir.mkdir(parents=True, exist_ok=True)
+    prog = Program(name, statedir)
+    prog.start()
+    prog.wait_file("ready", H.READY_TIMEOUT)
+    pids = wait_tree_settled([prog.pid], TREE_SIZES[name])
+    H.STARTED_PIDS.update(pids)
+    snap = dump(store, prog.pid)
+    kill_tree(prog, pids)
+    return prog, pids, snap
+
+
+def test_child_pid_taken(tmp_path, store):
+    """A taken PID of a child is named, and nothing of the tree is created."""
+    from snapshotd._engine import ffi, lib
+
+    _prog, pids, snap = _started_tree("tree_fork_wait", tmp_path, store)
+    out = ffi.new("int *")
+    assert lib.snp_spawn_stub(pids[1], out) == 0  # a process of ours now holds the child's PID
+    try:
+        msg = H.assert_cli_fails(store, "restore", snap)
+        assert f"PID {pids[1]} is in use by process {pids[1]}" in msg, msg
+        for p in pids[:1]:
+            assert not os.path.exists(f"/proc/{p}"), f"PID {p} exists after the failed restore"
+    finally:
+        H.kill_pid(out[0])
+        lib.snp_wait_stop(out[0], ffi.new("int *"))
+
+
+def test_failed_restore_leaves_no_process(tmp_path, store):
+    """A restore that fails half-way (here: the FIFO is gone, found while
+    rebuilding the processes, after every process of the tree was created)
+    kills every process it created."""
+    prog, pids, snap = _started_tree("tree_fifo", tmp_path, store)
+    os.unlink(prog.statedir / "fifo")
+    msg = H.assert_cli_fails(store, "restore", snap)
+    assert "fifo" in msg, msg
+    for p in pids:
+        wait_gone(p)
