@@ -1,8 +1,10 @@
 """Restore: rebuild a process from an Image, syscall by syscall, in a stub
-process that has the original PID (engine/csrc/spawn.c explains the stub).
+process that has the original PID (engine/csrc/spawn.c explains the stub;
+tree_restore.py creates the stubs of a whole tree and drives this module for
+each live process, then resumes them all).
 
 Order (each step depends on the ones before; see kernel-facts.md):
-  1. spawn the stub with the dumped PID, stopped at its first int3;
+  1. the stub with the dumped PID, stopped at an int3 (tree_restore.py);
   2. map a scratch page (code + syscall arguments) where the image has nothing;
   3. unmap the stub, move vvar+vvar_vclock+vdso together to the dumped address
      (glibc cached the vDSO address; it must not move);
@@ -13,9 +15,10 @@ Order (each step depends on the ones before; see kernel-facts.md):
   6. threads: clone3(set_tid=[TID]) injected in the main thread; per thread
      set_tid_address, robust list, rseq, name, sigaltstack, pending signals;
   7. credentials last (thread by thread: setresuid acts on one thread);
-  8. unmap the scratch page from inside, set registers, xstate and signal masks,
-     and detach: the process runs on from where it was dumped.
-Any failure kills the stub (PTRACE_O_EXITKILL also covers our own death).
+  8. unmap the scratch page from inside, set registers, xstate and signal masks;
+  9. resume(): detach, once every process of the tree is built: the process
+     runs on from where it was dumped.
+Any failure kills the whole tree (PTRACE_O_EXITKILL also covers our own death).
 """
 from __future__ import annotations
 
