@@ -22,6 +22,7 @@ TREE_SIZES = {
     "tree_pipe_queued": 2,    # pipes both ways with bytes queued at dump time
     "tree_fifo": 2,           # a FIFO with bytes queued, reopened by path
     "tree_pipeline": 3,       # sh -c 'producer | consumer' completes with the right output
+    "tree_child_threads": 2,  # a child with two running threads
 }
 TREE_PROGRAMS = list(TREE_SIZES)
 
