@@ -219,6 +219,10 @@ class TreeRestorer:
             self.created.append(out[0])
             self.code = engine.getregs(out[0]).rip  # the stub stops just after its int3, at "syscall; int3"
             self.tracees[out[0]] = engine.Tracee(out[0], code=self.code)
+            if (self.root.sid, self.root.pgid) != (self.root.pid, self.root.pid):
+                self.shared.notes.append(
+                    f"PID {self.root.pid} was in session {self.root.sid}, process group {self.root.pgid} (led from "
+                    f"outside the snapshot); it now leads its own session and group, with the members that shared them")
             self.create(self.root, self.root.pid)
             self.set_groups()
             self.verify_ids()
