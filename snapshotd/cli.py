@@ -64,16 +64,21 @@ def cmd_restore(args):
 
     store = _store(args)
     with store.open(args.snapshot) as reader:
-        pid, st, notes = restore(reader)
+        pid, st, notes = restore(reader, pidns=args.pidns)
     for n in notes:
         print(f"snapshotd: note: {n}", file=sys.stderr)
+    outside = st.outside_pids[0] if st.outside_pids else pid
     if args.json:
-        _emit(args, {"pid": pid, "pids": st.pids, "snapshot": args.snapshot, "wall_s": round(st.wall_s, 6),
+        _emit(args, {"pid": pid, "pids": st.pids, "pidns": st.pidns, "outside_pid": outside,
+                     "outside_pids": st.outside_pids, "snapshot": args.snapshot, "wall_s": round(st.wall_s, 6),
                      "pages": st.pages, "notes": notes}, "")
     else:
         tree = f" and {len(st.pids) - 1} descendants ({' '.join(map(str, st.pids[1:]))})" if len(st.pids) > 1 else ""
         print(f"restored PID {pid}{tree} in {st.wall_s:.2f} s", file=sys.stderr)
-        print(pid)
+        if st.pidns:
+            print("in a new PID namespace; seen from outside: "
+                  + ", ".join(f"{a} is {b}" for a, b in zip(st.pids, st.outside_pids)), file=sys.stderr)
+        print(outside)  # the PID to use from here (ps, kill)
 
 
 def cmd_list(args):
@@ -156,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = add("restore", cmd_restore, "Recreate a process tree from a snapshot, with its PIDs and TIDs. "
             "Prints the root's PID.")
     r.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, unique id prefix, or path to a .h5 file")
+    ns = r.add_mutually_exclusive_group()
+    ns.add_argument("--pidns", dest="pidns", action="store_true", default=None,
+                    help="restore into a new PID namespace, where the tree keeps its PIDs (the default when a PID "
+                         "is taken); prints the root's PID as seen from outside")
+    ns.add_argument("--no-pidns", dest="pidns", action="store_false",
+                    help="fail, naming the process that holds it, when a PID is taken")
     add("list", cmd_list, "List the snapshots in the store.")
     s = add("show", cmd_show, "Describe one snapshot.")
     s.add_argument("snapshot", metavar="SNAPSHOT")

@@ -50,6 +50,8 @@ class RestoreStats:
     wall_s: float = 0.0
     pages: int = 0
     pids: list = field(default_factory=list)  # every restored process, root first
+    pidns: bool = False  # restored into a new PID namespace
+    outside_pids: list = field(default_factory=list)  # pids as seen from outside it (the same without pidns)
 
 
 def _wait_zombie_gone(pid: int, timeout: float = 3.0) -> None:
@@ -123,6 +125,10 @@ class Restorer:
         self.pidfd = -1  # pidfd of us, inside the target
         self.shared = shared  # objects several processes of the tree use
         self.notes = shared.notes
+        # TID in the image (and inside the process's PID namespace) -> TID as
+        # we see it, for ptrace and /proc; they differ when the tree is
+        # restored into a new PID namespace
+        self.outer: dict[int, int] = shared.outer
 
     # -- files on our side --
     def open_file(self, idx: int) -> int:
@@ -227,7 +233,9 @@ class Restorer:
         engine.mem_write(self.s, got, engine.SYSCALL_INT3)
         self.t.code, self.t.scratch, self.t.scratch_size = got, got + 4096, SCRATCH_SIZE - 4096
         self.scratch = (got, got + SCRATCH_SIZE)
-        self.pidfd = self.t.call("pidfd_open", sc.PIDFD_OPEN, os.getpid(), 0)
+        # a pidfd of us, left in every stub by spawn.c (pidfd_open(our PID)
+        # would fail inside a new PID namespace)
+        self.pidfd = lib.SNP_STUB_PIDFD
 
     def clear_stub(self):
         """Unmap everything of the stub but the vDSO group and the scratch."""
@@ -408,11 +416,12 @@ class Restorer:
             got = t.call(f"clone3(set_tid={th.tid})", sc.CLONE3, t.put(0, args), len(args))
             if got != th.tid:
                 raise RestoreError(f"thread got TID {got} instead of {th.tid}")
+            self.outer[th.tid] = t.last_new_thread() or got  # PTRACE_GETEVENTMSG: the TID we see
             status = ffi.new("int *")
-            engine.check(lib.snp_wait_stop(th.tid, status), f"wait for new thread {th.tid}")
+            engine.check(lib.snp_wait_stop(self.outer[th.tid], status), f"wait for new thread {th.tid}")
 
     def thread_state(self, th):
-        t, tid = self.t, th.tid
+        t, tid = self.t, self.outer[th.tid]
         if th.tid_address:
             t.call("set_tid_address", sc.SET_TID_ADDRESS, th.tid_address, tid=tid)
         head, ln = th.robust_list
@@ -427,7 +436,7 @@ class Restorer:
             t.call("sigaltstack", sc.SIGALTSTACK, t.put(0, struct.pack("<QiiQ", sp, flags & ~1, 0, size)), 0, tid=tid)
         for info in th.pending:
             sig = struct.unpack_from("<i", info)[0]
-            t.call("rt_tgsigqueueinfo", sc.RT_TGSIGQUEUEINFO, self.p.pid, tid, sig, t.put(0, info), tid=tid)
+            t.call("rt_tgsigqueueinfo", sc.RT_TGSIGQUEUEINFO, self.p.pid, th.tid, sig, t.put(0, info), tid=tid)
 
     def set_creds(self, tid: int):
         c, t = self.p.creds, self.t
@@ -448,7 +457,7 @@ class Restorer:
             t.call("close pidfd", sc.CLOSE, self.pidfd)
             self.pidfd = -1
         for th in p.threads:
-            self.set_creds(th.tid)
+            self.set_creds(self.outer[th.tid])
         # after the uid change, which resets it (to suid_dumpable)
         t.call("PR_SET_DUMPABLE", sc.PRCTL, sc.PR_SET_DUMPABLE, p.creds.get("dumpable", 1))
         # the main thread unmaps the scratch page it runs in: it comes back in a
@@ -457,9 +466,10 @@ class Restorer:
         if r < 0:
             raise RestoreError(f"munmap of the scratch page failed: {os.strerror(-r)}")
         for th in p.threads:
-            engine.setregs(th.tid, _fixup_restart(engine.Regs(th.regs)))
-            engine.setxstate(th.tid, th.xstate)
-            engine.setsigmask(th.tid, th.sigmask)
+            tid = self.outer[th.tid]
+            engine.setregs(tid, _fixup_restart(engine.Regs(th.regs)))
+            engine.setxstate(tid, th.xstate)
+            engine.setsigmask(tid, th.sigmask)
 
     def build(self) -> None:
         """Everything but letting it run: on return every thread is stopped
@@ -484,18 +494,21 @@ class Restorer:
 
     def resume(self) -> None:
         for th in reversed(self.p.threads):
-            engine.detach(th.tid, 0)
+            engine.detach(self.outer[th.tid], 0)
 
 
-def restore(reader: SnapshotReader) -> tuple[int, RestoreStats, list[str]]:
+def restore(reader: SnapshotReader, pidns: bool | None = None) -> tuple[int, RestoreStats, list[str]]:
     """Recreate the whole tree of the snapshot; returns (root PID, stats,
-    notes).  stats.pids lists every restored PID, root first."""
+    notes).  stats.pids lists every restored PID, root first.  pidns: True
+    forces a new PID namespace, False fails when a PID is taken, None uses
+    one only when a PID is taken (stats.outside_pids: the PIDs seen from
+    outside it)."""
     from .tree_restore import TreeRestorer
 
     t0 = time.monotonic()
     img: Image = from_dict(reader.image())
     stats = RestoreStats()
-    tr = TreeRestorer(img, reader, stats)
+    tr = TreeRestorer(img, reader, stats, pidns=pidns)
     pid = tr.run()
     stats.wall_s = time.monotonic() - t0
     return pid, stats, tr.shared.notes

@@ -36,6 +36,7 @@ class SharedObjects:
         # blocks and the pipe (with its bytes) lives until the tree has it
         self.pipes: dict[tuple[int, int], dict[int, int]] = {}
         self.used_ends: set = set()
+        self.outer: dict[int, int] = {}  # PID/TID in the image -> as snapshotd sees it (new PID namespace)
 
     def pipe_end(self, f: File) -> int:
         """Our fd for a new description of one end of a pipe or FIFO."""

@@ -60,7 +60,11 @@ WALL = 0x40000000
 
 
 class TreeRestorer:
-    def __init__(self, img: Image, reader, stats: RestoreStats):
+    def __init__(self, img: Image, reader, stats: RestoreStats, pidns: bool | None = None):
+        """pidns: True forces a new PID namespace, False forbids it, None
+        uses one only if an original PID is taken."""
+        self.pidns = pidns
+        self.init_pid = 0  # the init of the new PID namespace, as we see it
         self.img = img
         self.reader = reader
         self.stats = stats
@@ -76,6 +80,12 @@ class TreeRestorer:
         self.tracees: dict[int, engine.Tracee] = {}  # stubs we trace
         self.created: list[int] = []  # every process we made, for cleanup
         self.code = 0
+        self.outer = self.shared.outer  # PID in the image -> PID as we see it
+
+    def o(self, pid: int) -> int:
+        """The PID we use for ptrace, /proc and kill: the same as in the image
+        unless the tree lives in a new PID namespace."""
+        return self.outer[pid]
 
     # -- ids as they will be after restore --
     def want_sid(self, p: Process) -> int:
@@ -88,8 +98,8 @@ class TreeRestorer:
     def _stack(self, pid: int, data: bytes) -> int:
         """Put data on the stub's stack, well below its stack pointer (the
         stub runs no code of its own that would use it)."""
-        addr = (engine.getregs(pid).rsp - 2048) & ~15
-        engine.mem_write(pid, addr, data)
+        addr = (engine.getregs(self.o(pid)).rsp - 2048) & ~15
+        engine.mem_write(self.o(pid), addr, data)
         return addr
 
     def fork(self, parent: int, child: int) -> None:
@@ -98,18 +108,21 @@ class TreeRestorer:
         base = self._stack(parent, struct.pack("<i", child) + bytes(12))
         args = struct.pack("<11Q", 0, 0, 0, 0, SIGCHLD, 0, 0, 0, base, 1, 0)
         addr = base + 16
-        engine.mem_write(parent, addr, args)
+        engine.mem_write(self.o(parent), addr, args)
         got = t.syscall(sc.CLONE3, addr, len(args))
         if got == -EEXIST:
-            _check_pids_free(self.by_pid[child])
+            if child in self.by_pid:
+                _check_pids_free(self.by_pid[child])
             raise RestoreError(f"cannot restore: PID {child} is in use")
         if got < 0:
             raise RestoreError(f"cannot create PID {child} as a child of PID {parent}: {os.strerror(-got)}")
-        self.created.append(got)
+        seen = t.last_new_thread() or got  # PTRACE_GETEVENTMSG: its PID as we see it
+        self.created.append(seen)
+        self.outer[child] = seen
         if got != child:
             raise RestoreError(f"PID {parent} forked PID {got} instead of {child}")
-        engine.check(lib.snp_adopt_child(child), f"take over the new process {child}")
-        self.tracees[child] = engine.Tracee(child, code=self.code)
+        engine.check(lib.snp_adopt_child(seen), f"take over the new process {child}")
+        self.tracees[child] = engine.Tracee(seen, code=self.code)
 
     def create(self, p: Process, s_in: int) -> None:
         """Create p's children (p's stub exists, in session s_in)."""
@@ -149,10 +162,10 @@ class TreeRestorer:
                 helpers[g] = p.pid
             self.tracees[p.pid].call(f"setpgid(0, {g})", sc.SETPGID, 0, g)
         for g, parent in helpers.items():
-            os.kill(g, signal.SIGKILL)
-            lib.snp_wait_stop(g, ffi.new("int *"))  # its exit, as its tracer
+            os.kill(self.o(g), signal.SIGKILL)
+            lib.snp_wait_stop(self.o(g), ffi.new("int *"))  # its exit, as its tracer
             self.tracees.pop(g)
-            self.created.remove(g)
+            self.created.remove(self.o(g))
             r = self.tracees[parent].syscall(sc.WAIT4, g, 0, WALL, 0)
             if r != g:
                 raise RestoreError(f"cannot reap the helper of process group {g}: {os.strerror(-r) if r < 0 else r}")
@@ -160,9 +173,9 @@ class TreeRestorer:
 
     def verify_ids(self) -> None:
         for p in self.procs:
-            st = procfs.stat_fields(p.pid)
-            got = (int(st[4]), int(st[5]))
-            want = (self.want_pgid(p), self.want_sid(p))
+            st = procfs.stat_fields(self.o(p.pid))
+            got = (int(st[4]), int(st[5]))  # as we see them
+            want = (self.o(self.want_pgid(p)), self.o(self.want_sid(p)))
             if got != want:
                 raise RestoreError(f"PID {p.pid} came back in process group {got[0]}, session {got[1]} instead of "
                                    f"{want[0]}, {want[1]}: snapshotd cannot recreate that arrangement")
@@ -180,20 +193,21 @@ class TreeRestorer:
             t = self.tracees.pop(z.pid)
             t.call("PR_SET_NAME", sc.PRCTL, sc.PR_SET_NAME, self._stack(z.pid, z.comm.encode()[:15] + b"\0"))
             st = z.exit_status
+            zp = self.o(z.pid)
             if st & 0x7F == 0:  # exited: run exit_group(code) on the way out of this stop
-                regs = engine.getregs(z.pid)
+                regs = engine.getregs(zp)
                 regs.set("rip", self.code)
                 regs.set("rax", EXIT_GROUP)
                 regs.set("rdi", (st >> 8) & 0xFF)
                 regs.set("orig_rax", -1)
-                engine.setregs(z.pid, regs)
-                engine.detach(z.pid, 0)
+                engine.setregs(zp, regs)
+                engine.detach(zp, 0)
             else:  # killed by a signal: deliver it, default action, no core file
-                resource.prlimit(z.pid, resource.RLIMIT_CORE, (0, 0))
-                engine.setsigmask(z.pid, 0)
-                engine.detach(z.pid, st & 0x7F)
+                resource.prlimit(zp, resource.RLIMIT_CORE, (0, 0))
+                engine.setsigmask(zp, 0)
+                engine.detach(zp, st & 0x7F)
             end = time.monotonic() + 5
-            while procfs.stat_fields(z.pid)[2] != "Z":
+            while procfs.stat_fields(zp)[2] != "Z":
                 if time.monotonic() > end:
                     raise RestoreError(f"zombie {z.pid} did not exit")
                 time.sleep(0.001)
@@ -206,19 +220,34 @@ class TreeRestorer:
         for p in self.procs:
             _check_pids_free(p)
 
+    def choose_pidns(self) -> None:
+        """Decide whether the tree needs a new PID namespace (a PID is taken)."""
+        if self.pidns is None:
+            try:
+                self.check_free()
+                self.pidns = False
+            except RestoreError as e:
+                self.pidns = True
+                self.shared.notes.append(f"{str(e)[len('cannot restore: '):]}: restoring into a new PID namespace, "
+                                         "where the tree keeps its PIDs")
+        elif not self.pidns:
+            self.check_free()
+
     def run(self) -> int:
-        self.check_free()
+        self.choose_pidns()
         restorers: list[Restorer] = []
         try:
-            out = ffi.new("int *")
-            r = lib.snp_spawn_stub(self.root.pid, out)
+            out, init = ffi.new("int *"), ffi.new("int *")
+            r = lib.snp_spawn_stub(self.root.pid, 1 if self.pidns else 0, out, init)
+            self.init_pid = init[0]
             if r == -EEXIST:
                 _check_pids_free(self.root)
                 raise RestoreError(f"cannot restore: PID {self.root.pid} is in use")
             engine.check(r, f"create a process with PID {self.root.pid}")
             self.created.append(out[0])
+            self.outer[self.root.pid] = out[0]
             self.code = engine.getregs(out[0]).rip  # the stub stops just after its int3, at "syscall; int3"
-            self.tracees[out[0]] = engine.Tracee(out[0], code=self.code)
+            self.tracees[self.root.pid] = engine.Tracee(out[0], code=self.code)
             if (self.root.sid, self.root.pgid) != (self.root.pid, self.root.pid):
                 self.shared.notes.append(
                     f"PID {self.root.pid} was in session {self.root.sid}, process group {self.root.pgid} (led from "
@@ -231,7 +260,7 @@ class TreeRestorer:
                 if p.zombie:
                     continue
                 rs = Restorer(p, self.reader, self.stats, self.shared)
-                rs.attach(p.pid, self.code)
+                rs.attach(self.o(p.pid), self.code)
                 rs.build()
                 restorers.append(rs)
             for rs in reversed(restorers):
@@ -245,6 +274,8 @@ class TreeRestorer:
         finally:
             self.shared.close()
         self.stats.pids = [p.pid for p in self.procs]
+        self.stats.pidns = bool(self.pidns)
+        self.stats.outside_pids = [self.o(p.pid) for p in self.procs]
         return self.root.pid
 
     def kill_all(self) -> None:
@@ -256,4 +287,5 @@ class TreeRestorer:
         for pid in reversed(self.created):
             lib.snp_wait_stop(pid, ffi.new("int *"))  # as tracer (fails harmlessly if detached)
         self.created = []
+        # the namespace's init exits by itself once it has no child left
 

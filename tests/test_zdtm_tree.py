@@ -144,14 +144,15 @@ def _started_tree(name, tmp_path, store):
 
 
 def test_child_pid_taken(tmp_path, store):
-    """A taken PID of a child is named, and nothing of the tree is created."""
+    """--no-pidns: a taken PID of a child is named, and nothing of the tree
+    is created."""
     from snapshotd._engine import ffi, lib
 
     _prog, pids, snap = _started_tree("tree_fork_wait", tmp_path, store)
     out = ffi.new("int *")
-    assert lib.snp_spawn_stub(pids[1], out) == 0  # a process of ours now holds the child's PID
+    assert lib.snp_spawn_stub(pids[1], 0, out, ffi.new("int *")) == 0  # a process of ours now holds the child's PID
     try:
-        msg = H.assert_cli_fails(store, "restore", snap)
+        msg = H.assert_cli_fails(store, "restore", "--no-pidns", snap)
         assert f"PID {pids[1]} is in use by process {pids[1]}" in msg, msg
         for p in pids[:1]:
             assert not os.path.exists(f"/proc/{p}"), f"PID {p} exists after the failed restore"
@@ -170,3 +171,49 @@ def test_failed_restore_leaves_no_process(tmp_path, store):
     assert "fifo" in msg, msg
     for p in pids:
         wait_gone(p)
+
+
+def _outside_view(pid: int) -> list[int]:
+    """NSpid of /proc/PID/status: the PID in each namespace, outermost first."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return [int(x) for x in line.split()[1:]]
+    return []
+
+
+@pytest.mark.parametrize("how", ["taken", "forced"])
+def test_pidns(how, tmp_path, store):
+    """A taken PID (or --pidns) restores the tree into a new PID namespace
+    where it keeps its PIDs: the program still sees its parent and child by
+    their old PIDs and completes; the CLI prints the root's outside PID."""
+    import json
+
+    from snapshotd._engine import ffi, lib
+
+    prog, pids, snap = _started_tree("tree_fork_wait", tmp_path, store)
+    holder = ffi.new("int *")
+    if how == "taken":
+        assert lib.snp_spawn_stub(pids[0], 0, holder, ffi.new("int *")) == 0  # the root's PID is now ours
+    try:
+        args = ["--json", "restore", snap] + (["--pidns"] if how == "forced" else [])
+        res = H.run_cli(store, *args)
+        out = json.loads(res.stdout) if res.returncode == 0 else {}
+        H.STARTED_PIDS.update(out.get("outside_pids", []))
+        assert res.returncode == 0, H._cli_report(res)
+        assert out["pidns"] is True and out["pids"] == pids, out
+        outside = out["outside_pids"]
+        for inside, seen in zip(pids, outside):
+            assert _outside_view(seen) == [seen, inside], f"PID {seen}: NSpid {_outside_view(seen)}, want {inside} inside"
+        if how == "taken":
+            assert "new PID namespace" in res.stderr and str(pids[0]) in res.stderr, res.stderr
+        prog.pid, prog.restored = outside[0], True
+        (prog.statedir / "go").write_text("go\n")
+        result = H._read(prog.wait_file("result", H.RESULT_TIMEOUT)).strip()
+        assert result == "PASS", prog.report(f"result: {result}")
+        for p in outside:
+            wait_gone(p)
+    finally:
+        if holder[0]:
+            H.kill_pid(holder[0])
+            lib.snp_wait_stop(holder[0], ffi.new("int *"))

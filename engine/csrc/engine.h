@@ -51,7 +51,9 @@ long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
 
 /* ---- spawn.c: a fresh stub process with a chosen PID, traced ---- */
 uint64_t snp_stub_base(void);
-int snp_spawn_stub(int want_pid, int *out_pid);
+#define SNP_STUB_PIDFD 3 /* in every stub: a pidfd of the restorer */
+/* new_pidns: in a fresh PID namespace (*out_init: its init, outside PID) */
+int snp_spawn_stub(int want_pid, int new_pidns, int *out_pid, int *out_init);
 int snp_adopt_child(int pid);
 
 /* ---- pipes.c ---- */
