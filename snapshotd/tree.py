@@ -43,6 +43,12 @@ class FrozenTree:
             if pid == self.root:
                 raise TreeError(f"no process with PID {pid}") from None
             return []  # reaped meanwhile (its parent was not frozen yet, or auto-reaps)
+        nspid = procfs.status(pid).get("NSpid", "").split()
+        if len(nspid) > 1:
+            # e.g. a tree restored with --pidns: the image would record the
+            # PIDs we see, not the ones the processes know
+            raise TreeError(f"PID {pid} ({st[1]}) lives in a nested PID namespace (its PID there is {nspid[-1]}); "
+                            "snapshotd cannot dump such processes yet")
         if st[2] in ("Z", "X"):
             if len(procfs.tids(pid)) > 1:
                 raise TreeError(f"PID {pid} ({st[1]}): its main thread exited while other threads run; "
