@@ -30,7 +30,7 @@ from ._engine import ffi, lib
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
-from .tree import FrozenTree, TreeError, capture_pipes, link_shared_files, zombie_record
+from .tree import FrozenTree, SharedPagesOnce, TreeError, capture_pipes, link_shared_files, zombie_record
 
 SCRATCH_SIZE = 64 * 1024
 PAGES_PER_READ = 8192  # 32 MiB windows (the engine works through them 1 MiB at a time)
@@ -124,8 +124,9 @@ def _mask(hexstr: str) -> int:
 
 
 class ProcessDumper:
-    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats):
+    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, shared_pages: SharedPagesOnce | None = None):
         self.pid = pid
+        self.shared_pages = shared_pages or SharedPagesOnce()
         self.tids = tids
         self.writer = writer
         self.stats = stats
@@ -332,20 +333,23 @@ class ProcessDumper:
                     flags |= lib.SNP_PAGES_ANON_ONLY
                 if not mp.prot & sc.PROT_READ:
                     flags |= lib.SNP_PAGES_USE_MEMFILE
-                a = mp.start
-                while a < mp.end:
-                    got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, mp.end, flags, c_addrs, c_data,
-                                                c_hashes, n, nxt)
-                    engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
-                    if got:
-                        rows = None
-                        if mp.pages == "anon":
-                            rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
-                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got],
-                                              rows=rows)
-                        self.stats.pages += got if rows is None else len(rows)
-                    bar.add(nxt[0] - a)
-                    a = nxt[0]
+                todo = self.shared_pages.ranges(pmfd, mp)
+                bar.add((mp.end - mp.start) - sum(hi - lo for lo, hi in todo))  # skipped: already captured
+                for lo, hi in todo:
+                    a = lo
+                    while a < hi:
+                        got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, hi, flags, c_addrs, c_data,
+                                                    c_hashes, n, nxt)
+                        engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
+                        if got:
+                            rows = None
+                            if mp.pages == "anon":
+                                rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
+                            self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got],
+                                                  rows=rows)
+                            self.stats.pages += got if rows is None else len(rows)
+                        bar.add(nxt[0] - a)
+                        a = nxt[0]
         finally:
             bar.close()
             os.close(memfd)
@@ -412,9 +416,11 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None) -> tuple[str
         try:
             t_freeze = time.monotonic()
             procs = []
+            shared_pages = SharedPagesOnce()
             for p, tids in tree_ctx.members:
                 try:
-                    procs.append(zombie_record(p) if tids is None else ProcessDumper(p, tids, writer, stats).dump())
+                    procs.append(zombie_record(p) if tids is None
+                                 else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
                 except procfs.ProcGone:
                     raise DumpError(f"PID {p} exited during the dump") from None
                 except engine.EngineError as e:

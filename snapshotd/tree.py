@@ -13,11 +13,14 @@ from __future__ import annotations
 import fcntl
 import os
 
+import numpy as np
+
 from . import engine, procfs
 from ._engine import ffi, lib
 from .image import File, Process
 
 KCMP_FILE = 0
+PAGE = 4096
 PIPE_MAX = 1 << 20  # largest pipe buffer an unprivileged F_SETPIPE_SZ gives (pipe-max-size)
 
 
@@ -205,3 +208,36 @@ def _peek(users: list, key) -> tuple[bytes, int]:
     finally:
         os.close(ours)
 
+
+
+class SharedPagesOnce:
+    """Pages of shared anonymous memory are captured from the first process
+    of the tree that has them mapped, not again from every process that
+    shares the object (restore writes them once, through that process's
+    view, into the one shmem object all views share).  Decided from
+    /proc/PID/pagemap before reading, so later processes do not even read
+    them."""
+
+    def __init__(self):
+        self.seen: dict[int, np.ndarray] = {}  # shmem inode -> bool per page offset
+
+    def ranges(self, pmfd: int, mp) -> list[tuple[int, int]]:
+        """Address ranges of mapping mp still to capture."""
+        if not (mp.shared and mp.shmem):
+            return [(mp.start, mp.end)]
+        n = (mp.end - mp.start) // PAGE
+        pm = np.frombuffer(os.pread(pmfd, n * 8, mp.start // PAGE * 8), dtype=np.uint64)
+        if len(pm) < n:
+            return [(mp.start, mp.end)]
+        present = (pm >> np.uint64(62)) != 0  # bit 63 present, bit 62 swapped
+        first = mp.offset // PAGE
+        seen = self.seen.get(mp.shmem)
+        if seen is None or len(seen) < first + n:
+            grown = np.zeros(first + n, dtype=bool)
+            if seen is not None:
+                grown[: len(seen)] = seen
+            seen = self.seen[mp.shmem] = grown
+        want = present & ~seen[first : first + n]
+        seen[first : first + n] |= present
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], want.astype(np.int8), [0]))))
+        return [(mp.start + int(s) * PAGE, mp.start + int(e) * PAGE) for s, e in zip(edges[0::2], edges[1::2])]
