@@ -333,23 +333,35 @@ class ProcessDumper:
                     flags |= lib.SNP_PAGES_ANON_ONLY
                 if not mp.prot & sc.PROT_READ:
                     flags |= lib.SNP_PAGES_USE_MEMFILE
-                todo = self.shared_pages.ranges(pmfd, mp)
-                bar.add((mp.end - mp.start) - sum(hi - lo for lo, hi in todo))  # skipped: already captured
-                for lo, hi in todo:
-                    a = lo
-                    while a < hi:
-                        got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, hi, flags, c_addrs, c_data,
-                                                    c_hashes, n, nxt)
-                        engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
-                        if got:
-                            rows = None
-                            if mp.pages == "anon":
-                                rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
-                            self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got],
-                                                  rows=rows)
-                            self.stats.pages += got if rows is None else len(rows)
-                        bar.add(nxt[0] - a)
-                        a = nxt[0]
+                private = mp.pages == "anon" and not mp.shared
+                # windows of the mapping, so that pagemap reads stay small
+                windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
+                    if private else [(mp.start, mp.end)]
+                for wlo, whi in windows:
+                    if private:  # frames already captured from another process of the tree
+                        kaddrs, krefs, todo, pfn = self.shared_pages.split_private(pmfd, wlo, whi)
+                        self.writer.add_refs(self.pid, kaddrs, krefs)
+                        self.stats.pages += len(kaddrs)
+                    else:
+                        todo = self.shared_pages.ranges(pmfd, mp)
+                    bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
+                    for lo, hi in todo:
+                        a = lo
+                        while a < hi:
+                            got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, hi, flags, c_addrs, c_data,
+                                                        c_hashes, n, nxt)
+                            engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
+                            if got:
+                                rows = None
+                                if mp.pages == "anon":
+                                    rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
+                                refs = self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE],
+                                                             hashes[:got], rows=rows)
+                                if private:
+                                    self.shared_pages.remember(pfn, wlo, addrs[:got], rows, refs)
+                                self.stats.pages += got if rows is None else len(rows)
+                            bar.add(nxt[0] - a)
+                            a = nxt[0]
         finally:
             bar.close()
             os.close(memfd)

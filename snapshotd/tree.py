@@ -211,15 +211,57 @@ def _peek(users: list, key) -> tuple[bytes, int]:
 
 
 class SharedPagesOnce:
-    """Pages of shared anonymous memory are captured from the first process
-    of the tree that has them mapped, not again from every process that
-    shares the object (restore writes them once, through that process's
-    view, into the one shmem object all views share).  Decided from
-    /proc/PID/pagemap before reading, so later processes do not even read
-    them."""
+    """Pages the processes of a tree share are read once, decided from
+    /proc/PID/pagemap before reading:
+    - shared anonymous memory: captured from the first process that has a
+      page mapped, not again from the others (restore writes it once,
+      through that process's view, into the one shmem object all views
+      share);
+    - private pages still shared copy-on-write after fork (the same physical
+      frame, pagemap bits 0-54, in several processes, all frozen): read and
+      hashed once, and the other processes' page tables reuse the reference
+      (each process still gets its own private copy at restore)."""
+
+    ZERO = -2  # by_pfn: a zero page, dropped from the page table
 
     def __init__(self):
         self.seen: dict[int, np.ndarray] = {}  # shmem inode -> bool per page offset
+        self.by_pfn: dict[int, int] = {}  # physical frame -> pool reference (or ZERO)
+
+    def split_private(self, pmfd: int, lo: int, hi: int):
+        """For private anonymous [lo, hi): (addresses and references of pages
+        whose frame was captured already, ranges still to read, the frame of
+        every page of [lo, hi))."""
+        n = (hi - lo) // PAGE
+        pm = np.frombuffer(os.pread(pmfd, n * 8, lo // PAGE * 8), dtype=np.uint64)
+        if len(pm) < n:
+            return np.empty(0, np.uint64), np.empty(0, np.uint64), [(lo, hi)], np.zeros(n, np.uint64)
+        present = (pm >> np.uint64(63)) != 0
+        pfn = np.where(present, pm & np.uint64((1 << 55) - 1), np.uint64(0))
+        get = self.by_pfn.get
+        refs = np.fromiter((get(int(f), -1) for f in pfn), dtype=np.int64, count=n)
+        refs[pfn == 0] = -1
+        known = refs != -1
+        keep = known & (refs != self.ZERO)
+        todo = ((pm >> np.uint64(62)) != 0) & ~known  # present or swapped, not seen yet
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], todo.astype(np.int8), [0]))))
+        ranges = [(lo + int(s) * PAGE, lo + int(e) * PAGE) for s, e in zip(edges[0::2], edges[1::2])]
+        addrs = lo + np.flatnonzero(keep).astype(np.uint64) * np.uint64(PAGE)
+        return addrs, refs[keep].astype(np.uint64), ranges, pfn
+
+    def remember(self, pfn: np.ndarray, lo: int, addrs: np.ndarray, rows, refs: np.ndarray) -> None:
+        """Record the frames of pages just captured (addrs, within the range
+        starting at lo whose frames are pfn): rows kept with refs, the other
+        pages were zero."""
+        frames = pfn[((addrs - np.uint64(lo)) // np.uint64(PAGE)).astype(np.int64)]
+        vals = np.full(len(addrs), self.ZERO, dtype=np.int64)
+        if rows is None:
+            vals[:] = refs.astype(np.int64)
+        else:
+            vals[rows] = refs.astype(np.int64)
+        for f, v in zip(frames.tolist(), vals.tolist()):
+            if f:
+                self.by_pfn[f] = v
 
     def ranges(self, pmfd: int, mp) -> list[tuple[int, int]]:
         """Address ranges of mapping mp still to capture."""

@@ -23,6 +23,7 @@ TREE_SIZES = {
     "tree_fifo": 2,           # a FIFO with bytes queued, reopened by path
     "tree_pipeline": 3,       # sh -c 'producer | consumer' completes with the right output
     "tree_child_threads": 2,  # a child with two running threads
+    "tree_cow_private": 2,    # private pages shared copy-on-write, partly rewritten by each
 }
 TREE_PROGRAMS = list(TREE_SIZES)
 
