@@ -411,13 +411,16 @@ def _on_tmpfs(path: str) -> bool:
     return best is not None and best[1] in ("tmpfs", "ramfs")
 
 
-def dump(pid: int, store: Store, kill: bool = False, progress=None) -> tuple[str, DumpStats]:
+def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
+         attrs: dict | None = None) -> tuple[str, DumpStats]:
     """Snapshot the process tree rooted at pid into store (every descendant,
-    zombies included); returns (snapshot id, stats)."""
+    zombies included); returns (snapshot id, stats).  parent: id of the
+    snapshot this one continues (an incremental in its chain); attrs: extra
+    snapshot attributes (job, round)."""
     t0 = time.monotonic()
     validate_target(pid)
     store.ensure_writable()
-    sid, writer = store.writer(pid)
+    sid, writer = store.writer(pid, parent=parent, **(attrs or {}))
     stats = DumpStats()
     try:
         try:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..pagehash import PAGE, hash_pages
-from .fsutil import commit_file, h5py
+from .fsutil import commit_file, h5py, temp_name
 from .pack import DamagedError, FormatError, PackReader, PackWriter, check_format
 from .pageindex import SLOT_SHIFT, ZERO_REF, PageIndex
 
@@ -40,9 +40,9 @@ class SnapshotWriter:
         self.final_path = final_path
         self.packdir = packdir
         self.sid = attrs["id"]
-        self.tmp_path = os.path.join(os.path.dirname(final_path),
-                                     f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
+        self.tmp_path = temp_name(final_path)
         self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
+        os.chmod(self.tmp_path, 0o600)
         self.attrs = attrs
         self.index = index
         self.parent = parent
@@ -183,7 +183,7 @@ class SnapshotWriter:
         a["new_pages"] = int(self.new_pages)
         a["pages"] = int(total)
         h5.close()
-        commit_file(self.tmp_path, self.final_path)
+        commit_file(self.tmp_path, self.final_path, "snapshot")
         return self.final_path
 
     def abort(self) -> None:
@@ -202,6 +202,8 @@ class SnapshotWriter:
 def read_attrs(path: str) -> dict:
     """The attributes of a snapshot file (cheap: no datasets read)."""
     with h5py.File(path, "r", locking=False) as f:
+        if f.attrs.get("format") == FORMAT_NAME and int(f.attrs.get("format_version", 0)) == 1:
+            raise FormatError(f"{path}: format version 1 (pre-release) is no longer read")
         check_format(path, f.attrs, FORMAT_NAME, FORMAT_VERSION)
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
 
