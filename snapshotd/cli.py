@@ -58,12 +58,13 @@ def cmd_dump(args):
         parent = os.path.basename(store.resolve(parent))[:-3]
     sid, st = dump(args.pid, store, kill=args.kill, parent=parent)
     obj = {"id": sid, "pid": args.pid, "parent": parent or "", "frozen_s": round(st.frozen_s, 6), "wall_s": round(st.wall_s, 6),
-           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill)}
+           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill), "pids": st.pids}
     if args.json:
         _emit(args, obj, "")
     else:
-        print(f"dumped PID {args.pid}: {st.pages} pages, {_human(st.stored_bytes)} stored, "
-              f"frozen {st.frozen_s * 1000:.1f} ms, {st.wall_s:.2f} s" + (", process killed" if args.kill else ""),
+        tree = f" and {len(st.pids) - 1} descendants ({' '.join(map(str, st.pids[1:]))})" if len(st.pids) > 1 else ""
+        print(f"dumped PID {args.pid}{tree}: {st.pages} pages, {_human(st.stored_bytes)} stored, "
+              f"frozen {st.frozen_s * 1000:.1f} ms, {st.wall_s:.2f} s" + (", killed" if args.kill else ""),
               file=sys.stderr)
         print(sid)
 
@@ -83,19 +84,25 @@ def cmd_restore(args):
         if reader.missing_packs():
             raise CliError(_damage_report(reader))
         try:
-            pid, st, notes = restore(reader)
+            pid, st, notes = restore(reader, pidns=args.pidns)
         except DamagedError:
             # every page is checked as it is read, before the process runs;
             # the half-built process is gone: report everything that is wrong
             raise CliError(_damage_report(reader)) from None
     for n in notes:
         print(f"snapshotd: note: {n}", file=sys.stderr)
+    outside = st.outside_pids[0] if st.outside_pids else pid
     if args.json:
-        _emit(args, {"pid": pid, "snapshot": args.snapshot, "wall_s": round(st.wall_s, 6), "pages": st.pages,
-                     "notes": notes}, "")
+        _emit(args, {"pid": pid, "pids": st.pids, "pidns": st.pidns, "outside_pid": outside,
+                     "outside_pids": st.outside_pids, "snapshot": args.snapshot, "wall_s": round(st.wall_s, 6),
+                     "pages": st.pages, "notes": notes}, "")
     else:
-        print(f"restored PID {pid} in {st.wall_s:.2f} s", file=sys.stderr)
-        print(pid)
+        tree = f" and {len(st.pids) - 1} descendants ({' '.join(map(str, st.pids[1:]))})" if len(st.pids) > 1 else ""
+        print(f"restored PID {pid}{tree} in {st.wall_s:.2f} s", file=sys.stderr)
+        if st.pidns:
+            print("in a new PID namespace; seen from outside: "
+                  + ", ".join(f"{a} is {b}" for a, b in zip(st.pids, st.outside_pids)), file=sys.stderr)
+        print(outside)  # the PID to use from here (ps, kill)
 
 
 def cmd_list(args):
@@ -122,7 +129,8 @@ def cmd_show(args):
         attrs = dict(r.attrs)
         image = r.image()
         procs = [{
-            "pid": p["pid"], "comm": p["comm"], "exe": p["exe"], "threads": [t["tid"] for t in p["threads"]],
+            "pid": p["pid"], "ppid": p["ppid"], "pgid": p["pgid"], "sid": p["sid"], "zombie": p.get("zombie", False),
+            "comm": p["comm"], "exe": p["exe"], "threads": [t["tid"] for t in p["threads"]],
             "mappings": len(p["mappings"]), "fds": [f["fd"] for f in p["fds"]],
             "pages": int(len(r.page_table(p["pid"])[0])),
         } for p in image["processes"]]
@@ -135,7 +143,10 @@ def cmd_show(args):
             print(f"{k:15} {attrs[k]}")
     print(f"{'created':15} {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(attrs.get('created', 0)))}")
     for p in procs:
-        print(f"process {p['pid']} ({p['comm']}) {p['exe']}")
+        if p["zombie"]:
+            print(f"process {p['pid']} ({p['comm']}) zombie, parent {p['ppid']}")
+            continue
+        print(f"process {p['pid']} ({p['comm']}) {p['exe']}  parent {p['ppid']} group {p['pgid']} session {p['sid']}")
         print(f"  threads  {' '.join(map(str, p['threads']))}")
         print(f"  mappings {p['mappings']}   pages {p['pages']}   fds {' '.join(map(str, p['fds']))}")
 
@@ -236,14 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="snapshot store directory")
         return sp
 
-    d = add("dump", cmd_dump, "Snapshot a running process (it keeps running). Prints the snapshot id.")
+    d = add("dump", cmd_dump, "Snapshot a running process and all its descendants (they keep running). "
+            "Prints the snapshot id.")
     d.add_argument("pid", type=int, metavar="PID")
-    d.add_argument("--kill", action="store_true", help="kill the process after a successful dump (migration)")
+    d.add_argument("--kill", action="store_true", help="kill the whole tree after a successful dump (migration)")
     d.add_argument("--parent", metavar="SNAPSHOT",
                    help="make an incremental snapshot in the chain of SNAPSHOT ('latest': the newest "
                         "snapshot of this PID); only content not yet stored is written")
-    r = add("restore", cmd_restore, "Recreate a process from a snapshot, with its PID and TIDs. Prints the PID.")
+    r = add("restore", cmd_restore, "Recreate a process tree from a snapshot, with its PIDs and TIDs. "
+            "Prints the root's PID.")
     r.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, unique id prefix, or path to a .h5 file")
+    ns = r.add_mutually_exclusive_group()
+    ns.add_argument("--pidns", dest="pidns", action="store_true", default=None,
+                    help="restore into a new PID namespace, where the tree keeps its PIDs (the default when a PID "
+                         "is taken); prints the root's PID as seen from outside")
+    ns.add_argument("--no-pidns", dest="pidns", action="store_false",
+                    help="fail, naming the process that holds it, when a PID is taken")
     add("list", cmd_list, "List the snapshots in the store.")
     s = add("show", cmd_show, "Describe one snapshot.")
     s.add_argument("snapshot", metavar="SNAPSHOT")

@@ -1,4 +1,7 @@
-"""Dump: freeze a process, capture it into an Image plus its pages, let it run on.
+"""Dump: freeze a process tree, capture it into an Image plus its pages, let it run on.
+
+tree.py finds and freezes every descendant; each live process is dumped here,
+one after the other, all staying frozen until the whole tree is captured.
 
 Order while frozen (every thread ptrace-stopped):
   1. map a scratch page in the target (syscall injected at its rip) for the
@@ -28,6 +31,7 @@ from ._engine import ffi, lib
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
+from .tree import FrozenTree, SharedPagesOnce, TreeError, capture_pipes, link_shared_files, zombie_record
 
 SCRATCH_SIZE = 64 * 1024
 PAGES_PER_READ = 8192  # 32 MiB windows (the engine works through them 1 MiB at a time)
@@ -47,6 +51,7 @@ class DumpStats:
     pages: int = 0
     stored_bytes: int = 0
     resident_bytes: int = 0
+    pids: list = field(default_factory=list)  # the tree's processes, root first
     notes: list = field(default_factory=list)
 
 
@@ -120,8 +125,9 @@ def _mask(hexstr: str) -> int:
 
 
 class ProcessDumper:
-    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats):
+    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, shared_pages: SharedPagesOnce | None = None):
         self.pid = pid
+        self.shared_pages = shared_pages or SharedPagesOnce()
         self.tids = tids
         self.writer = writer
         self.stats = stats
@@ -232,7 +238,9 @@ class ProcessDumper:
         elif statmod.S_ISCHR(s.st_mode):
             kind = "chr"
         elif statmod.S_ISFIFO(s.st_mode):
-            kind = "pipe-ext"
+            # a named pipe has a path; tree.capture_pipes turns pipes with both
+            # ends in the tree into "pipe"
+            kind = "fifo" if path.startswith("/") else "pipe-ext"
         else:
             raise DumpError(f"{where}: {link} ({_TYPE_NAMES.get(statmod.S_IFMT(s.st_mode), 'unknown type')}) is not supported")
         f = File(kind=kind, path=path, flags=flags, pos=pos, deleted=deleted or s.st_nlink == 0 and kind == "reg",
@@ -343,20 +351,35 @@ class ProcessDumper:
                     flags |= lib.SNP_PAGES_ANON_ONLY
                 if not mp.prot & sc.PROT_READ:
                     flags |= lib.SNP_PAGES_USE_MEMFILE
-                a = mp.start
-                while a < mp.end:
-                    got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, mp.end, flags, c_addrs, c_data,
-                                                c_hashes, n, nxt)
-                    engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
-                    if got:
-                        rows = None
-                        if mp.pages == "anon":
-                            rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
-                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got],
-                                              rows=rows)
-                        self.stats.pages += got if rows is None else len(rows)
-                    bar.add(nxt[0] - a)
-                    a = nxt[0]
+                private = mp.pages == "anon" and not mp.shared
+                # windows of the mapping, so that pagemap reads stay small
+                windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
+                    if private else [(mp.start, mp.end)]
+                for wlo, whi in windows:
+                    if private:  # frames already captured from another process of the tree
+                        kaddrs, krefs, todo, pfn = self.shared_pages.split_private(pmfd, wlo, whi)
+                        self.writer.add_refs(self.pid, kaddrs, krefs)
+                        self.stats.pages += len(kaddrs)
+                    else:
+                        todo = self.shared_pages.ranges(pmfd, mp)
+                    bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
+                    for lo, hi in todo:
+                        a = lo
+                        while a < hi:
+                            got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, hi, flags, c_addrs, c_data,
+                                                        c_hashes, n, nxt)
+                            engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
+                            if got:
+                                rows = None
+                                if mp.pages == "anon":
+                                    rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
+                                refs = self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE],
+                                                             hashes[:got], rows=rows)
+                                if private:
+                                    self.shared_pages.remember(pfn, wlo, addrs[:got], rows, refs)
+                                self.stats.pages += got if rows is None else len(rows)
+                            bar.add(nxt[0] - a)
+                            a = nxt[0]
         finally:
             bar.close()
             os.close(memfd)
@@ -410,33 +433,55 @@ def _on_tmpfs(path: str) -> bool:
 
 def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
          attrs: dict | None = None) -> tuple[str, DumpStats]:
-    """Snapshot the process pid into store; returns (snapshot id, stats).
-    parent: id of the snapshot this one continues (an incremental in its
-    chain); attrs: extra snapshot attributes (job, round)."""
+    """Snapshot the process tree rooted at pid into store (every descendant,
+    zombies included); returns (snapshot id, stats).  parent: id of the
+    snapshot this one continues (an incremental in its chain); attrs: extra
+    snapshot attributes (job, round)."""
     t0 = time.monotonic()
     validate_target(pid)
     store.ensure_writable()
     sid, writer = store.writer(pid, parent=parent, **(attrs or {}))
     stats = DumpStats()
     try:
-        with Frozen(pid) as fz:
+        try:
+            tree_ctx = FrozenTree(pid, Frozen)
+            tree_ctx.__enter__()
+        except (TreeError, procfs.ProcGone) as e:
+            raise DumpError(str(e)) from None
+        try:
             t_freeze = time.monotonic()
+            procs = []
+            shared_pages = SharedPagesOnce()
+            for p, tids in tree_ctx.members:
+                try:
+                    procs.append(zombie_record(p) if tids is None
+                                 else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+                except procfs.ProcGone:
+                    raise DumpError(f"PID {p} exited during the dump") from None
+                except engine.EngineError as e:
+                    if not os.path.exists(f"/proc/{p}"):
+                        raise DumpError(f"PID {p} exited during the dump") from None
+                    raise DumpError(f"dump of PID {p} failed: {e}") from None
             try:
-                proc = ProcessDumper(pid, fz.tids, writer, stats).dump()
-            except procfs.ProcGone:
-                raise DumpError(f"PID {pid} exited during the dump") from None
-            except engine.EngineError as e:
-                if not os.path.exists(f"/proc/{pid}"):
-                    raise DumpError(f"PID {pid} exited during the dump") from None
-                raise DumpError(f"dump of PID {pid} failed: {e}") from None
+                link_shared_files(procs)
+                capture_pipes(procs, writer)
+            except (OSError, procfs.ProcGone) as e:
+                raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
             stats.frozen_s = time.monotonic() - t_freeze
-        image = Image(root_pid=pid, processes=[proc])
+        finally:
+            tree_ctx.release()
+        image = Image(root_pid=pid, processes=procs)
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
         raise
     stats.stored_bytes = writer.stored_bytes
     stats.wall_s = time.monotonic() - t0
+    stats.pids = [p.pid for p in procs]
     if kill:
-        os.kill(pid, signal.SIGKILL)
+        for p in procs:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     return sid, stats

@@ -87,19 +87,29 @@ class SnapshotWriter:
         return np.asarray(refs, dtype=np.uint64)
 
     def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None,
-                  rows: np.ndarray | None = None) -> None:
+                  rows: np.ndarray | None = None) -> np.ndarray:
         """Pages of process pid: addrs (n,) uint64, data n*4096 bytes (the
         caller may reuse its buffer once this returns), hashes (n, 32) their
         SHA-256 if known (all-zero for a zero page).  With rows, only those
-        pages are part of the snapshot (the others are zero pages to drop)."""
+        pages are part of the snapshot (the others are zero pages to drop).
+        Returns the references of the pages kept (for add_refs)."""
         data = np.frombuffer(data, dtype=np.uint8).reshape(-1, PAGE)
         if not len(data) or (rows is not None and not len(rows)):
-            return
+            return np.empty(0, np.uint64)
         if hashes is None:
             hashes = hash_pages(data)
         refs = self._refs_for(data, hashes, rows)
         a = np.asarray(addrs, dtype=np.uint64)
         self.page_tables.setdefault(pid, []).append((a[rows] if rows is not None else a.copy(), refs))
+        return refs
+
+    def add_refs(self, pid: int, addrs, refs) -> None:
+        """Pages of pid whose contents were already added (references from
+        add_pages): e.g. one physical page that several processes of a tree
+        share copy-on-write after fork."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        if len(addrs):
+            self.page_tables.setdefault(pid, []).append((addrs.copy(), np.asarray(refs, dtype=np.uint64).copy()))
 
     def add_unchanged(self, pid: int, addrs) -> None:
         """Pages of pid known (by a dirty-page tracker) to hold what they held
