@@ -46,9 +46,13 @@ def _emit(args, obj: dict, text: str) -> None:
 def cmd_dump(args):
     from .dump import dump
 
-    sid, st = dump(args.pid, _store(args), kill=args.kill)
+    sid, st = dump(args.pid, _store(args), kill=args.kill, parent=args.parent, capture=args.capture)
+    for n in st.notes:
+        print(f"snapshotd: note: {n}", file=sys.stderr)
     obj = {"id": sid, "pid": args.pid, "frozen_s": round(st.frozen_s, 6), "wall_s": round(st.wall_s, 6),
-           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill)}
+           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill),
+           "kind": "incremental" if args.parent else "full", "tracker": st.tracker, "capture": st.capture,
+           "unchanged_pages": st.unchanged_pages}
     if args.json:
         _emit(args, obj, "")
     else:
@@ -146,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = add("dump", cmd_dump, "Snapshot a running process (it keeps running). Prints the snapshot id.")
     d.add_argument("pid", type=int, metavar="PID")
     d.add_argument("--kill", action="store_true", help="kill the process after a successful dump (migration)")
+    d.add_argument("--parent", metavar="SNAPSHOT",
+                   help="make an incremental snapshot: store only what changed since SNAPSHOT "
+                        "(id, prefix, or 'latest' = the newest snapshot of this PID)")
+    d.add_argument("--capture", choices=("cow", "frozen"), default="cow",
+                   help="cow (default): freeze only for a copy-on-write fork and read memory from it while the "
+                        "process runs; frozen: read all memory while the process is stopped")
     r = add("restore", cmd_restore, "Recreate a process from a snapshot, with its PID and TIDs. Prints the PID.")
     r.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, unique id prefix, or path to a .h5 file")
     add("list", cmd_list, "List the snapshots in the store.")

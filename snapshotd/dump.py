@@ -24,6 +24,11 @@ import numpy as np
 from . import engine, procfs
 from . import syscalls as sc
 from ._engine import ffi, lib
+from .capture import fork_held_child, needs_frozen_read, release_child
+from .incremental import ranges_and, ranges_minus
+from .incremental.parent import ParentPages
+from .incremental.uffd import kept_pages
+from .pagehash import nonzero_mask
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
@@ -47,6 +52,10 @@ class DumpStats:
     stored_bytes: int = 0
     resident_bytes: int = 0
     notes: list = field(default_factory=list)
+    tracker: str = ""  # how changed pages were found: "uffd-wp", "soft-dirty", "hash", "none" (full)
+    capture: str = ""  # "cow" or "frozen"
+    dirty_pages: int = 0  # pages the tracker reported written (and present)
+    unchanged_pages: int = 0  # pages declared unchanged since the parent
 
 
 def validate_target(pid: int) -> None:
@@ -119,8 +128,10 @@ def _mask(hexstr: str) -> int:
 
 
 class ProcessDumper:
-    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats):
+    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, parent: ParentPages | None = None):
         self.pid = pid
+        self.parent = parent  # the parent snapshot's pages of this process (incremental dumps)
+        self.unchanged: list[np.ndarray] = []  # pages found equal to the parent's by hash
         self.tids = tids
         self.writer = writer
         self.stats = stats
@@ -299,66 +310,163 @@ class ProcessDumper:
             mp.pages = "file" if shared else "cow"
         return mp
 
-    def dump_pages(self, mappings: list[Mapping]) -> None:
-        """Stream the pages to keep into the writer, through one reused buffer
-        (fresh memory is slow to fault in on this kind of VM)."""
-        n = PAGES_PER_READ
-        addrs = np.empty(n, dtype=np.uint64)
-        data = np.empty(n * engine.PAGE, dtype=np.uint8)
-        nxt = ffi.new("uint64_t *")
-        c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
-        memfd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
-        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
-        # progress by address range scanned (sparse areas pass quickly)
-        bar = Progress(f"dump {self.pid}", sum(m.end - m.start for m in mappings if m.pages in ("anon", "cow")))
+    # -- pages --
+    def plan_pages(self, mappings: list[Mapping], changes, capture: str) -> list[PagePlan]:
+        """Decide, while frozen, how each mapping's pages are captured: which
+        ranges are read in full (compared with the parent by hash, if there is
+        one), which pages the tracker says were written (read) or not
+        (declared unchanged).  PAGEMAP_SCAN is run on the frozen process, so
+        the plan describes the moment of the freeze."""
+        plans = []
+        pmfd = -1
         try:
             for mp in mappings:
                 if mp.pages not in ("anon", "cow"):
                     continue
+                pl = PagePlan(mp, frozen=capture != "cow" or needs_frozen_read(mp.shared, mp.vmflags))
+                whole = [(mp.start, mp.end)]
+                tracked = [] if (changes is None or self.parent is None or mp.shared) else ranges_and(whole, changes.tracked)
+                pl.full = ranges_minus(whole, tracked)
+                if tracked:
+                    if pmfd < 0:
+                        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+                    w = changes.written
+                    kept = np.concatenate([kept_pages(pmfd, a, b) for a, b in tracked])
+                    wr = np.concatenate([w[np.searchsorted(w, a) : np.searchsorted(w, b)] for a, b in tracked])
+                    dirty = np.isin(kept, wr, assume_unique=True)
+                    pl.written, pl.unchanged = kept[dirty], kept[~dirty]
+                plans.append(pl)
+        finally:
+            if pmfd >= 0:
+                os.close(pmfd)
+        return plans
+
+    def dump_pages(self, plans: list[PagePlan], source: int, frozen: bool) -> None:
+        """Read the pages of the plans whose `frozen` flag matches, from
+        process `source` (the dumped process itself, or its copy-on-write
+        child), into the writer, through reused buffers (fresh memory is slow
+        to fault in on this kind of VM).  Full ranges are found with
+        /proc/PID/pagemap; with a parent, pages whose SHA-256 equals the
+        parent's page at that address are declared unchanged, not stored."""
+        plans = [p for p in plans if p.frozen == frozen]
+        if not plans:
+            return
+        n = PAGES_PER_READ
+        addrs = np.empty(n, dtype=np.uint64)
+        data = np.empty(n * engine.PAGE, dtype=np.uint8)
+        hashes = np.empty((n, 32), dtype=np.uint8)
+        nxt = ffi.new("uint64_t *")
+        c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
+        c_hashes = ffi.from_buffer("uint8_t[]", hashes) if self.parent is not None else ffi.NULL
+        memfd = os.open(f"/proc/{source}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        pmfd = os.open(f"/proc/{source}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        # progress by address range scanned (sparse areas pass quickly)
+        bar = Progress(f"dump {self.pid}", sum(b - a for p in plans for a, b in p.full))
+        try:
+            for pl in plans:
+                mp = pl.mp
                 flags = 0
                 if mp.pages == "cow":
                     flags |= lib.SNP_PAGES_ANON_ONLY | lib.SNP_PAGES_KEEP_ZERO
                 if not mp.prot & sc.PROT_READ:
                     flags |= lib.SNP_PAGES_USE_MEMFILE
-                a = mp.start
-                while a < mp.end:
-                    got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, mp.end, flags, c_addrs, c_data,
-                                                ffi.NULL, n, nxt)
-                    engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
-                    if got:
-                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE])
-                        self.stats.pages += got
-                    bar.add(nxt[0] - a)
-                    a = nxt[0]
+                for start, end in pl.full:
+                    a = start
+                    while a < end:
+                        got = lib.snp_collect_pages(source, memfd, pmfd, a, end, flags, c_addrs, c_data,
+                                                    c_hashes, n, nxt)
+                        engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
+                        if got:
+                            self._add(addrs[:got], data[: got * engine.PAGE],
+                                      hashes[:got] if self.parent is not None else None)
+                        bar.add(nxt[0] - a)
+                        a = nxt[0]
+                for i in range(0, len(pl.written), n):
+                    w = pl.written[i : i + n]
+                    k = len(w)
+                    addrs[:k] = w
+                    engine.check(lib.snp_read_page_list(source, memfd, c_addrs, c_data, k,
+                                                        flags & lib.SNP_PAGES_USE_MEMFILE),
+                                 f"read written pages of PID {self.pid}")
+                    self.stats.dirty_pages += k
+                    if mp.pages == "cow":  # absent would mean "as in the file": keep zero pages
+                        self.writer.add_pages(self.pid, addrs[:k], data[: k * engine.PAGE])
+                        self.stats.pages += k
+                    else:
+                        nz = nonzero_mask(data[: k * engine.PAGE])
+                        if nz.any():
+                            self.writer.add_pages(self.pid, addrs[:k][nz], data[: k * engine.PAGE].reshape(k, -1)[nz])
+                            self.stats.pages += int(nz.sum())
         finally:
             bar.close()
             os.close(memfd)
             os.close(pmfd)
 
-    def dump(self) -> Process:
+    def _add(self, addrs: np.ndarray, data: np.ndarray, hashes: np.ndarray | None) -> None:
+        if hashes is None:
+            self.writer.add_pages(self.pid, addrs, data)
+            self.stats.pages += len(addrs)
+            return
+        same = self.parent.same(addrs, hashes)
+        if same.any():
+            self.unchanged.append(addrs[same].copy())
+        diff = ~same
+        if diff.any():
+            k = len(addrs)
+            self.writer.add_pages(self.pid, addrs[diff], data.reshape(k, -1)[diff], hashes[diff])
+            self.stats.pages += int(diff.sum())
+
+    def add_unchanged(self, plans: list[PagePlan]) -> None:
+        """Declare the pages found unchanged since the parent (by the tracker
+        or by hash) to the writer."""
+        if self.parent is None:
+            return
+        parts = [p.unchanged for p in plans if len(p.unchanged)] + self.unchanged
+        if parts:
+            addrs = np.unique(np.concatenate(parts))
+            self.stats.unchanged_pages += self.parent.add_unchanged(self.writer, addrs)
+
+    def dump_meta(self) -> Process:
+        """Everything but page contents (the scratch page must be mapped)."""
         pid = self.pid
+        st = procfs.status(pid)
+        stf = procfs.stat_fields(pid)
+        threads = [self.dump_thread(t) for t in self.tids]
+        proc = Process(
+            pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
+            exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"),
+            umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
+            rlimits=self.rlimits(),
+            mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),
+            personality=int(procfs.read_bytes(f"/proc/{pid}/personality"), 16),
+            threads=threads, mappings=[], files=self.files, fds=[],
+            shared_pending=engine.peek_siginfo(pid, shared=True) if _mask(st.get("ShdPnd", "0")) else [],
+        )
+        proc.fds = self.dump_fds()
+        proc.exe_file = self._file_for(f"/proc/{pid}/exe", proc.exe, os.O_RDONLY, 0)
+        proc.mappings = self.dump_mappings()
+        return proc
+
+    def dump(self) -> Process:
+        """A full dump while frozen: metadata, then every page."""
         self.map_scratch()
         try:
-            st = procfs.status(pid)
-            stf = procfs.stat_fields(pid)
-            threads = [self.dump_thread(t) for t in self.tids]
-            proc = Process(
-                pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
-                exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"),
-                umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
-                rlimits=self.rlimits(),
-                mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),
-                personality=int(procfs.read_bytes(f"/proc/{pid}/personality"), 16),
-                threads=threads, mappings=[], files=self.files, fds=[],
-                shared_pending=engine.peek_siginfo(pid, shared=True) if _mask(st.get("ShdPnd", "0")) else [],
-            )
-            proc.fds = self.dump_fds()
-            proc.exe_file = self._file_for(f"/proc/{pid}/exe", proc.exe, os.O_RDONLY, 0)
-            proc.mappings = self.dump_mappings()
+            proc = self.dump_meta()
         finally:
             self.unmap_scratch()
-        self.dump_pages(proc.mappings)
+        self.dump_pages(self.plan_pages(proc.mappings, None, "frozen"), self.pid, frozen=True)
         return proc
+
+
+@dataclass
+class PagePlan:
+    """How one mapping's pages are captured (see ProcessDumper.plan_pages)."""
+
+    mp: Mapping
+    frozen: bool  # read while the process is frozen (a fork would not copy it)
+    full: list = field(default_factory=list)  # (start, end) ranges read through pagemap
+    written: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))  # read these pages
+    unchanged: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))  # as in the parent
 
 
 SCRATCH = object()  # placeholder argument: "the scratch area's address"
@@ -379,18 +487,87 @@ def _on_tmpfs(path: str) -> bool:
     return best is not None and best[1] in ("tmpfs", "ramfs")
 
 
-def dump(pid: int, store: Store, kill: bool = False, progress=None) -> tuple[str, DumpStats]:
-    """Snapshot the process pid into store; returns (snapshot id, stats)."""
+CAPTURES = ("cow", "frozen")
+DEFAULT_CAPTURE = "cow"
+
+
+def resolve_parent(store: Store, pid: int, ref: str) -> str:
+    """Snapshot id of the parent named by ref ("latest": the newest snapshot
+    whose root is pid)."""
+    if ref == "latest":
+        mine = [a for a in store.list() if a.get("root_pid") == pid and "error" not in a]
+        if not mine:
+            raise DumpError(f"--parent latest: no snapshot of PID {pid} in store {store.path}")
+        return max(mine, key=lambda a: (a.get("created", 0), a["id"]))["id"]
+    path = store.resolve(ref)
+    sid = os.path.basename(path)[: -len(".h5")]
+    return sid
+
+
+def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
+         tracker=None, capture: str = DEFAULT_CAPTURE) -> tuple[str, DumpStats]:
+    """Snapshot the process pid into store; returns (snapshot id, stats).
+
+    parent: a snapshot of this process (id, prefix or "latest"): make an
+    incremental snapshot storing only what changed since.  tracker: an
+    incremental.Tracker held by the caller across calls (the daemon); started
+    at this snapshot if it is not already tracking since `parent`, else asked
+    what was written.  Without a usable tracker, pages are compared by hash.
+    capture: "cow" (the freeze lasts a fork; pages are read from a held
+    copy-on-write child while the process runs) or "frozen" (read everything
+    while frozen)."""
     t0 = time.monotonic()
     validate_target(pid)
+    if capture not in CAPTURES:
+        raise DumpError(f"unknown capture mode {capture!r} (one of: {', '.join(CAPTURES)})")
     store.ensure_writable()
-    sid, writer = store.writer(pid)
-    stats = DumpStats()
+    parent_sid = resolve_parent(store, pid, parent) if parent else None
+    preader = None
+    if parent_sid:
+        preader = store.open(parent_sid)
+        if not any(p["pid"] == pid for p in preader.image()["processes"]):
+            preader.close()
+            raise DumpError(f"snapshot {parent_sid} has no process {pid}: it cannot be the parent of this dump")
+    use_tracker = tracker is not None and tracker.usable_for(pid, parent_sid)
+    tname = tracker.name if use_tracker else ("hash" if parent_sid else "none")
+    attrs = {"capture": capture, "tracker": tname}
+    if parent_sid:
+        attrs.update(parent=parent_sid, kind="incremental")
+    try:
+        sid, writer = store.writer(pid, **attrs)
+    except BaseException:
+        if preader:
+            preader.close()
+        raise
+    stats = DumpStats(tracker=tname, capture=capture)
+    child = 0
+    pd = None
     try:
         with Frozen(pid) as fz:
             t_freeze = time.monotonic()
             try:
-                proc = ProcessDumper(pid, fz.tids, writer, stats).dump()
+                changes = None
+                if tracker is not None:
+                    tracker.baseline = None  # until this snapshot commits
+                    if use_tracker:
+                        changes = tracker.collect_and_reset()
+                        stats.notes += changes.notes
+                    else:
+                        if tracker.active:
+                            tracker.close()
+                        tracker.start(pid)
+                pd = ProcessDumper(pid, fz.tids, writer, stats,
+                                   parent=ParentPages(preader, pid) if preader else None)
+                pd.map_scratch()
+                try:
+                    proc = pd.dump_meta()
+                    plans = pd.plan_pages(proc.mappings, changes, capture)
+                    pd.dump_pages(plans, pid, frozen=True)
+                    if capture == "cow":
+                        child = fork_held_child(pd.t)
+                finally:
+                    if not child:
+                        pd.unmap_scratch()
             except procfs.ProcGone:
                 raise DumpError(f"PID {pid} exited during the dump") from None
             except engine.EngineError as e:
@@ -398,11 +575,24 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None) -> tuple[str
                     raise DumpError(f"PID {pid} exited during the dump") from None
                 raise DumpError(f"dump of PID {pid} failed: {e}") from None
             stats.frozen_s = time.monotonic() - t_freeze
-        image = Image(root_pid=pid, processes=[proc])
+        if child:
+            try:
+                pd.dump_pages(plans, child, frozen=False)
+            except engine.EngineError as e:
+                raise DumpError(f"dump of PID {pid} failed reading its copy-on-write child: {e}") from None
+        pd.add_unchanged(plans)
+        image = Image(root_pid=pid, processes=[proc], notes=list(stats.notes))
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if child:
+            release_child(pid, child, pd.scratch_range[0], SCRATCH_SIZE)
+        if preader:
+            preader.close()
+    if tracker is not None:
+        tracker.baseline = sid
     stats.stored_bytes = writer.block_offsets[-1]
     stats.wall_s = time.monotonic() - t0
     if kill:
