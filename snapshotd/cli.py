@@ -52,7 +52,7 @@ def cmd_dump(args):
     obj = {"id": sid, "pid": args.pid, "frozen_s": round(st.frozen_s, 6), "wall_s": round(st.wall_s, 6),
            "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill),
            "kind": "incremental" if args.parent else "full", "tracker": st.tracker, "capture": st.capture,
-           "unchanged_pages": st.unchanged_pages}
+           "unchanged_pages": st.unchanged_pages, "new_pages": st.new_pages}
     if args.json:
         _emit(args, obj, "")
     else:

@@ -26,7 +26,6 @@ from . import syscalls as sc
 from ._engine import ffi, lib
 from .capture import fork_held_child, needs_frozen_read, release_child
 from .incremental import ranges_and, ranges_minus
-from .incremental.parent import ParentPages
 from .incremental.uffd import kept_pages
 from .pagehash import nonzero_mask
 from .progress import Progress
@@ -34,7 +33,7 @@ from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
 
 SCRATCH_SIZE = 64 * 1024
-PAGES_PER_READ = 16384  # 64 MiB windows
+PAGES_PER_READ = 8192  # 32 MiB windows (the engine works through them 1 MiB at a time)
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 SPECIAL_MAPS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
@@ -55,7 +54,8 @@ class DumpStats:
     tracker: str = ""  # how changed pages were found: "uffd-wp", "soft-dirty", "hash", "none" (full)
     capture: str = ""  # "cow" or "frozen"
     dirty_pages: int = 0  # pages the tracker reported written (and present)
-    unchanged_pages: int = 0  # pages declared unchanged since the parent
+    unchanged_pages: int = 0  # pages the tracker declared unchanged since the parent
+    new_pages: int = 0  # page contents the store did not hold yet (stored by this dump)
 
 
 def validate_target(pid: int) -> None:
@@ -128,10 +128,9 @@ def _mask(hexstr: str) -> int:
 
 
 class ProcessDumper:
-    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, parent: ParentPages | None = None):
+    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, incremental: bool = False):
         self.pid = pid
-        self.parent = parent  # the parent snapshot's pages of this process (incremental dumps)
-        self.unchanged: list[np.ndarray] = []  # pages found equal to the parent's by hash
+        self.incremental = incremental  # the writer has a parent snapshot of this process
         self.tids = tids
         self.writer = writer
         self.stats = stats
@@ -313,8 +312,8 @@ class ProcessDumper:
     # -- pages --
     def plan_pages(self, mappings: list[Mapping], changes, capture: str) -> list[PagePlan]:
         """Decide, while frozen, how each mapping's pages are captured: which
-        ranges are read in full (compared with the parent by hash, if there is
-        one), which pages the tracker says were written (read) or not
+        ranges are read in full (the store keeps only contents it does not
+        hold yet: that is the hash comparison), which pages the tracker says were written (read) or not
         (declared unchanged).  PAGEMAP_SCAN is run on the frozen process, so
         the plan describes the moment of the freeze."""
         plans = []
@@ -325,7 +324,7 @@ class ProcessDumper:
                     continue
                 pl = PagePlan(mp, frozen=capture != "cow" or needs_frozen_read(mp.shared, mp.vmflags))
                 whole = [(mp.start, mp.end)]
-                tracked = [] if (changes is None or self.parent is None or mp.shared) else ranges_and(whole, changes.tracked)
+                tracked = [] if (changes is None or not self.incremental or mp.shared) else ranges_and(whole, changes.tracked)
                 pl.full = ranges_minus(whole, tracked)
                 if tracked:
                     if pmfd < 0:
@@ -346,8 +345,9 @@ class ProcessDumper:
         process `source` (the dumped process itself, or its copy-on-write
         child), into the writer, through reused buffers (fresh memory is slow
         to fault in on this kind of VM).  Full ranges are found with
-        /proc/PID/pagemap; with a parent, pages whose SHA-256 equals the
-        parent's page at that address are declared unchanged, not stored."""
+        /proc/PID/pagemap; the engine hashes while reading, zero pages come
+        back with an all-zero hash and are dropped (except in file-backed
+        private mappings, where a missing page would read back from the file)."""
         plans = [p for p in plans if p.frozen == frozen]
         if not plans:
             return
@@ -357,7 +357,7 @@ class ProcessDumper:
         hashes = np.empty((n, 32), dtype=np.uint8)
         nxt = ffi.new("uint64_t *")
         c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
-        c_hashes = ffi.from_buffer("uint8_t[]", hashes) if self.parent is not None else ffi.NULL
+        c_hashes = ffi.from_buffer("uint8_t[]", hashes)
         memfd = os.open(f"/proc/{source}/mem", os.O_RDONLY | os.O_CLOEXEC)
         pmfd = os.open(f"/proc/{source}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         # progress by address range scanned (sparse areas pass quickly)
@@ -367,7 +367,7 @@ class ProcessDumper:
                 mp = pl.mp
                 flags = 0
                 if mp.pages == "cow":
-                    flags |= lib.SNP_PAGES_ANON_ONLY | lib.SNP_PAGES_KEEP_ZERO
+                    flags |= lib.SNP_PAGES_ANON_ONLY
                 if not mp.prot & sc.PROT_READ:
                     flags |= lib.SNP_PAGES_USE_MEMFILE
                 for start, end in pl.full:
@@ -377,8 +377,12 @@ class ProcessDumper:
                                                     c_hashes, n, nxt)
                         engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
                         if got:
-                            self._add(addrs[:got], data[: got * engine.PAGE],
-                                      hashes[:got] if self.parent is not None else None)
+                            rows = None  # zero pages come back with an all-zero hash
+                            if mp.pages == "anon":
+                                rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
+                            self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got],
+                                                  rows=rows)
+                            self.stats.pages += got if rows is None else len(rows)
                         bar.add(nxt[0] - a)
                         a = nxt[0]
                 for i in range(0, len(pl.written), n):
@@ -389,42 +393,23 @@ class ProcessDumper:
                                                         flags & lib.SNP_PAGES_USE_MEMFILE),
                                  f"read written pages of PID {self.pid}")
                     self.stats.dirty_pages += k
-                    if mp.pages == "cow":  # absent would mean "as in the file": keep zero pages
-                        self.writer.add_pages(self.pid, addrs[:k], data[: k * engine.PAGE])
-                        self.stats.pages += k
-                    else:
-                        nz = nonzero_mask(data[: k * engine.PAGE])
-                        if nz.any():
-                            self.writer.add_pages(self.pid, addrs[:k][nz], data[: k * engine.PAGE].reshape(k, -1)[nz])
-                            self.stats.pages += int(nz.sum())
+                    rows = None  # "cow": absent would mean "as in the file", so zero pages are kept
+                    if mp.pages == "anon":
+                        rows = np.flatnonzero(nonzero_mask(data[: k * engine.PAGE]))
+                    self.writer.add_pages(self.pid, addrs[:k], data[: k * engine.PAGE], rows=rows)
+                    self.stats.pages += k if rows is None else len(rows)
         finally:
             bar.close()
             os.close(memfd)
             os.close(pmfd)
 
-    def _add(self, addrs: np.ndarray, data: np.ndarray, hashes: np.ndarray | None) -> None:
-        if hashes is None:
-            self.writer.add_pages(self.pid, addrs, data)
-            self.stats.pages += len(addrs)
-            return
-        same = self.parent.same(addrs, hashes)
-        if same.any():
-            self.unchanged.append(addrs[same].copy())
-        diff = ~same
-        if diff.any():
-            k = len(addrs)
-            self.writer.add_pages(self.pid, addrs[diff], data.reshape(k, -1)[diff], hashes[diff])
-            self.stats.pages += int(diff.sum())
-
     def add_unchanged(self, plans: list[PagePlan]) -> None:
-        """Declare the pages found unchanged since the parent (by the tracker
-        or by hash) to the writer."""
-        if self.parent is None:
-            return
-        parts = [p.unchanged for p in plans if len(p.unchanged)] + self.unchanged
+        """Declare the pages the tracker found unchanged since the parent."""
+        parts = [p.unchanged for p in plans if len(p.unchanged)]
         if parts:
             addrs = np.unique(np.concatenate(parts))
-            self.stats.unchanged_pages += self.parent.add_unchanged(self.writer, addrs)
+            self.writer.add_unchanged(self.pid, addrs)
+            self.stats.unchanged_pages += len(addrs)
 
     def dump_meta(self) -> Process:
         """Everything but page contents (the scratch page must be mapped)."""
@@ -495,10 +480,10 @@ def resolve_parent(store: Store, pid: int, ref: str) -> str:
     """Snapshot id of the parent named by ref ("latest": the newest snapshot
     whose root is pid)."""
     if ref == "latest":
-        mine = [a for a in store.list() if a.get("root_pid") == pid and "error" not in a]
-        if not mine:
+        sid = store.latest(root_pid=pid)
+        if not sid:
             raise DumpError(f"--parent latest: no snapshot of PID {pid} in store {store.path}")
-        return max(mine, key=lambda a: (a.get("created", 0), a["id"]))["id"]
+        return sid
     path = store.resolve(ref)
     sid = os.path.basename(path)[: -len(".h5")]
     return sid
@@ -522,23 +507,13 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
         raise DumpError(f"unknown capture mode {capture!r} (one of: {', '.join(CAPTURES)})")
     store.ensure_writable()
     parent_sid = resolve_parent(store, pid, parent) if parent else None
-    preader = None
     if parent_sid:
-        preader = store.open(parent_sid)
-        if not any(p["pid"] == pid for p in preader.image()["processes"]):
-            preader.close()
-            raise DumpError(f"snapshot {parent_sid} has no process {pid}: it cannot be the parent of this dump")
+        with store.open(parent_sid) as preader:
+            if not any(p["pid"] == pid for p in preader.image()["processes"]):
+                raise DumpError(f"snapshot {parent_sid} has no process {pid}: it cannot be the parent of this dump")
     use_tracker = tracker is not None and tracker.usable_for(pid, parent_sid)
     tname = tracker.name if use_tracker else ("hash" if parent_sid else "none")
-    attrs = {"capture": capture, "tracker": tname}
-    if parent_sid:
-        attrs.update(parent=parent_sid, kind="incremental")
-    try:
-        sid, writer = store.writer(pid, **attrs)
-    except BaseException:
-        if preader:
-            preader.close()
-        raise
+    sid, writer = store.writer(pid, parent=parent_sid, capture=capture, tracker=tname)
     stats = DumpStats(tracker=tname, capture=capture)
     child = 0
     pd = None
@@ -556,8 +531,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                         if tracker.active:
                             tracker.close()
                         tracker.start(pid)
-                pd = ProcessDumper(pid, fz.tids, writer, stats,
-                                   parent=ParentPages(preader, pid) if preader else None)
+                pd = ProcessDumper(pid, fz.tids, writer, stats, incremental=parent_sid is not None)
                 pd.map_scratch()
                 try:
                     proc = pd.dump_meta()
@@ -589,11 +563,10 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     finally:
         if child:
             release_child(pid, child, pd.scratch_range[0], SCRATCH_SIZE)
-        if preader:
-            preader.close()
     if tracker is not None:
         tracker.baseline = sid
-    stats.stored_bytes = writer.block_offsets[-1]
+    stats.stored_bytes = writer.stored_bytes
+    stats.new_pages = writer.new_pages
     stats.wall_s = time.monotonic() - t0
     if kill:
         os.kill(pid, signal.SIGKILL)
