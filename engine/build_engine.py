@@ -49,6 +49,9 @@ ffibuilder.cdef(
     long snp_pm_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
                            uint64_t inverted, uint64_t mask, uint64_t anyof,
                            uint64_t *addrs, long max_pages, uint64_t *next);
+    long snp_pm_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
+                             uint64_t inverted, uint64_t mask, uint64_t anyof,
+                             uint64_t *out, long max, uint64_t *next);
     int snp_set_ptrace_options(int tid, long options);
     void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes);
     long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);

@@ -153,9 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--parent", metavar="SNAPSHOT",
                    help="make an incremental snapshot: store only what changed since SNAPSHOT "
                         "(id, prefix, or 'latest' = the newest snapshot of this PID)")
-    d.add_argument("--capture", choices=("cow", "frozen"), default="cow",
-                   help="cow (default): freeze only for a copy-on-write fork and read memory from it while the "
-                        "process runs; frozen: read all memory while the process is stopped")
+    d.add_argument("--capture", choices=("auto", "cow", "frozen"), default="auto",
+                   help="cow: freeze only for a copy-on-write fork and read memory from it while the process "
+                        "runs; frozen: read memory while the process is stopped; auto (default): frozen when few "
+                        "pages must be read (tracked incremental snapshots), else cow")
     r = add("restore", cmd_restore, "Recreate a process from a snapshot, with its PID and TIDs. Prints the PID.")
     r.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, unique id prefix, or path to a .h5 file")
     add("list", cmd_list, "List the snapshots in the store.")

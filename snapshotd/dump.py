@@ -26,7 +26,7 @@ from . import syscalls as sc
 from ._engine import ffi, lib
 from .capture import fork_held_child, needs_frozen_read, release_child
 from .incremental import ranges_and, ranges_minus
-from .incremental.uffd import kept_pages
+from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
 from .pagehash import nonzero_mask
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
@@ -52,7 +52,7 @@ class DumpStats:
     resident_bytes: int = 0
     notes: list = field(default_factory=list)
     tracker: str = ""  # how changed pages were found: "uffd-wp", "soft-dirty", "hash", "none" (full)
-    capture: str = ""  # "cow" or "frozen"
+    capture: str = ""  # "cow" or "frozen" (what "auto" chose)
     dirty_pages: int = 0  # pages the tracker reported written (and present)
     unchanged_pages: int = 0  # pages the tracker declared unchanged since the parent
     new_pages: int = 0  # page contents the store did not hold yet (stored by this dump)
@@ -131,6 +131,7 @@ class ProcessDumper:
     def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, incremental: bool = False):
         self.pid = pid
         self.incremental = incremental  # the writer has a parent snapshot of this process
+        self.deferred: list = []  # pages read while frozen, stored after the process runs again
         self.tids = tids
         self.writer = writer
         self.stats = stats
@@ -329,18 +330,41 @@ class ProcessDumper:
                 if tracked:
                     if pmfd < 0:
                         pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+                    # while frozen only the kernel's answers are collected (runs of
+                    # pages, cheap); page lists are made after the process runs again
                     w = changes.written
-                    kept = np.concatenate([kept_pages(pmfd, a, b) for a, b in tracked])
-                    wr = np.concatenate([w[np.searchsorted(w, a) : np.searchsorted(w, b)] for a, b in tracked])
-                    dirty = np.isin(kept, wr, assume_unique=True)
-                    pl.written, pl.unchanged = kept[dirty], kept[~dirty]
+                    holes = [h for a, b in tracked for h in hole_regions(pmfd, a, b, mp.pages == "cow")]
+                    pl.kept = ranges_minus(tracked, holes)
+                    pl.written = np.concatenate([w[np.searchsorted(w, a) : np.searchsorted(w, b)] for a, b in tracked])
                 plans.append(pl)
         finally:
             if pmfd >= 0:
                 os.close(pmfd)
         return plans
 
-    def dump_pages(self, plans: list[PagePlan], source: int, frozen: bool) -> None:
+    def pages_to_read(self, plans: list[PagePlan]) -> int:
+        """Pages a frozen capture would read: written pages, plus the present
+        pages of the ranges read in full (PAGEMAP_SCAN: cheap)."""
+        n = sum(len(pl.written) for pl in plans)
+        ps = PAGE_IS_PRESENT | PAGE_IS_SWAPPED
+        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for pl in plans:
+                for a, b in pl.full:
+                    r = scan_regions(pmfd, a, b, 0, 0, 0, ps)
+                    n += int(((r[:, 1] - r[:, 0]) // engine.PAGE).sum()) if len(r) else 0
+                    if n > AUTO_FROZEN_MAX_PAGES:
+                        return n
+        finally:
+            os.close(pmfd)
+        return n
+
+    def flush_deferred(self) -> None:
+        for args, kw in self.deferred:
+            self.writer.add_pages(self.pid, *args, **kw)
+        self.deferred = []
+
+    def dump_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:
         """Read the pages of the plans whose `frozen` flag matches, from
         process `source` (the dumped process itself, or its copy-on-write
         child), into the writer, through reused buffers (fresh memory is slow
@@ -380,8 +404,8 @@ class ProcessDumper:
                             rows = None  # zero pages come back with an all-zero hash
                             if mp.pages == "anon":
                                 rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
-                            self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got],
-                                                  rows=rows)
+                            self._add_pages((addrs[:got], data[: got * engine.PAGE], hashes[:got]),
+                                            {"rows": rows}, defer)
                             self.stats.pages += got if rows is None else len(rows)
                         bar.add(nxt[0] - a)
                         a = nxt[0]
@@ -396,18 +420,35 @@ class ProcessDumper:
                     rows = None  # "cow": absent would mean "as in the file", so zero pages are kept
                     if mp.pages == "anon":
                         rows = np.flatnonzero(nonzero_mask(data[: k * engine.PAGE]))
-                    self.writer.add_pages(self.pid, addrs[:k], data[: k * engine.PAGE], rows=rows)
+                    self._add_pages((addrs[:k], data[: k * engine.PAGE]), {"rows": rows}, defer)
                     self.stats.pages += k if rows is None else len(rows)
         finally:
             bar.close()
             os.close(memfd)
             os.close(pmfd)
 
+    def _add_pages(self, args: tuple, kw: dict, defer: bool) -> None:
+        if defer:  # copies: the buffers are reused
+            self.deferred.append((tuple(np.array(a) for a in args), kw))
+        else:
+            self.writer.add_pages(self.pid, *args, **kw)
+
     def add_unchanged(self, plans: list[PagePlan]) -> None:
         """Declare the pages the tracker found unchanged since the parent."""
-        parts = [p.unchanged for p in plans if len(p.unchanged)]
+        parts = []
+        for p in plans:
+            if len(p.kept):
+                kept = expand(np.asarray(p.kept, dtype=np.uint64).reshape(-1, 2))
+                if len(p.written):  # both sorted: drop the written pages
+                    i = np.searchsorted(kept, p.written)
+                    hit = i < len(kept)
+                    hit[hit] = kept[i[hit]] == p.written[hit]
+                    keep = np.ones(len(kept), dtype=bool)
+                    keep[i[hit]] = False
+                    kept = kept[keep]
+                parts.append(kept)
         if parts:
-            addrs = np.unique(np.concatenate(parts))
+            addrs = np.concatenate(parts)
             self.writer.add_unchanged(self.pid, addrs)
             self.stats.unchanged_pages += len(addrs)
 
@@ -451,7 +492,8 @@ class PagePlan:
     frozen: bool  # read while the process is frozen (a fork would not copy it)
     full: list = field(default_factory=list)  # (start, end) ranges read through pagemap
     written: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))  # read these pages
-    unchanged: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))  # as in the parent
+    kept: list = field(default_factory=list)  # (start, end) runs of private data pages: those not
+    # written are unchanged since the parent
 
 
 SCRATCH = object()  # placeholder argument: "the scratch area's address"
@@ -472,8 +514,13 @@ def _on_tmpfs(path: str) -> bool:
     return best is not None and best[1] in ("tmpfs", "ramfs")
 
 
-CAPTURES = ("cow", "frozen")
-DEFAULT_CAPTURE = "cow"
+CAPTURES = ("auto", "cow", "frozen")
+DEFAULT_CAPTURE = "auto"
+# "auto" reads while frozen, into memory, when at most this many pages must be
+# read (a tracked incremental: the written pages plus what uncertain regions
+# hold); else it captures copy-on-write.  Reading 1024 scattered pages frozen
+# costs ~1 ms; the fork costs ~20 ms per GiB of 4 KiB-mapped memory (RESULTS.md).
+AUTO_FROZEN_MAX_PAGES = 32768
 
 
 def resolve_parent(store: Store, pid: int, ref: str) -> str:
@@ -499,8 +546,9 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     at this snapshot if it is not already tracking since `parent`, else asked
     what was written.  Without a usable tracker, pages are compared by hash.
     capture: "cow" (the freeze lasts a fork; pages are read from a held
-    copy-on-write child while the process runs) or "frozen" (read everything
-    while frozen)."""
+    copy-on-write child while the process runs), "frozen" (read everything
+    while frozen), or "auto" (the default: frozen when few pages must be read,
+    i.e. a tracked incremental; else cow)."""
     t0 = time.monotonic()
     validate_target(pid)
     if capture not in CAPTURES:
@@ -535,9 +583,18 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                 pd.map_scratch()
                 try:
                     proc = pd.dump_meta()
-                    plans = pd.plan_pages(proc.mappings, changes, capture)
-                    pd.dump_pages(plans, pid, frozen=True)
-                    if capture == "cow":
+                    mode = capture
+                    plans = pd.plan_pages(proc.mappings, changes, "cow" if capture == "auto" else capture)
+                    if capture == "auto":
+                        mode = "frozen" if pd.pages_to_read(plans) <= AUTO_FROZEN_MAX_PAGES else "cow"
+                        if mode == "frozen":
+                            for pl in plans:
+                                pl.frozen = True
+                    stats.capture = mode
+                    writer.attrs["capture"] = mode
+                    # frozen reads are only copied into memory now; hashed and stored once it runs again
+                    pd.dump_pages(plans, pid, frozen=True, defer=mode == "frozen" and capture == "auto")
+                    if mode == "cow":
                         child = fork_held_child(pd.t)
                 finally:
                     if not child:
@@ -554,6 +611,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                 pd.dump_pages(plans, child, frozen=False)
             except engine.EngineError as e:
                 raise DumpError(f"dump of PID {pid} failed reading its copy-on-write child: {e}") from None
+        pd.flush_deferred()
         pd.add_unchanged(plans)
         image = Image(root_pid=pid, processes=[proc], notes=list(stats.notes))
         writer.commit(to_dict(image))

@@ -59,7 +59,7 @@ def no_children(pid):
     return kids
 
 
-@pytest.mark.parametrize("capture", ["cow", "frozen"])
+@pytest.mark.parametrize("capture", ["auto", "cow"])
 def test_chain_with_uffd_tracker(tmp_path, store, capture):
     """Every change of incr_changes under the uffd-wp tracker held across
     dumps; restore from every snapshot of the chain."""
@@ -68,6 +68,7 @@ def test_chain_with_uffd_tracker(tmp_path, store, capture):
     prog = start("incr_changes", tmp_path)
     st = Store(str(store))
     sids, stats = [], []
+    modes = set()
     with TreeTracker("uffd-wp") as tree:
         t = tree.for_pid(prog.pid)
         sid, s = dumpmod.dump(prog.pid, st, tracker=t, capture=capture)
@@ -76,8 +77,10 @@ def test_chain_with_uffd_tracker(tmp_path, store, capture):
             step(prog, gen)
             sid, s = dumpmod.dump(prog.pid, st, parent=sids[-1], tracker=t, capture=capture)
             assert s.tracker == "uffd-wp", s
+            modes.add(s.capture)
             sids.append(sid), stats.append(s)
             assert not no_children(prog.pid), "capture child left behind"
+    assert modes == {"frozen" if capture == "auto" else capture}, modes  # auto: few pages to read
     # the tracker saw the changes: the mremap'd and new mappings were hashed, and
     # the notes say so; the random-write steps read far fewer pages than a full dump
     notes = " ".join(n for s in stats for n in s.notes)
@@ -99,7 +102,7 @@ def test_chain_cli_hash(tmp_path, store):
     for gen in range(1, 10):
         step(prog, gen)
         res = zh.run_cli(store, "--json", "dump", str(prog.pid), "--parent", "latest",
-                         "--capture", "frozen" if gen % 2 else "cow")
+                         "--capture", ("frozen", "cow", "auto")[gen % 3])
         assert res.returncode == 0, res.stderr
         out = json.loads(res.stdout)
         assert out["tracker"] == "hash" and out["kind"] == "incremental", out

@@ -59,6 +59,9 @@ int snp_uffd_writeprotect(int fd, uint64_t start, uint64_t len, int protect);
 long snp_pm_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
                        uint64_t inverted, uint64_t mask, uint64_t anyof,
                        uint64_t *addrs, long max_pages, uint64_t *next);
+long snp_pm_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
+                         uint64_t inverted, uint64_t mask, uint64_t anyof,
+                         uint64_t *out, long max, uint64_t *next);
 int snp_set_ptrace_options(int tid, long options);
 
 /* ---- spawn.c: a fresh stub process with a chosen PID, traced ---- */

@@ -101,6 +101,46 @@ long snp_pm_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, uint64_t fl
     return n;
 }
 
+/* The same walk, returning regions: out[2i], out[2i+1] = start, end of
+ * matching run i (up to max runs); *next as above.  Cheap for dense memory:
+ * one region per run of matching pages. */
+long snp_pm_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
+                         uint64_t inverted, uint64_t mask, uint64_t anyof,
+                         uint64_t *out, long max, uint64_t *next)
+{
+    enum { NREG = 512 };
+    struct page_region reg[NREG];
+    long n = 0;
+    uint64_t a = start;
+
+    while (a < end && n < max) {
+        uint64_t room = (uint64_t)(max - n) < NREG ? (uint64_t)(max - n) : NREG;
+        struct pm_scan_arg arg = {
+            .size = sizeof(arg), .flags = flags, .start = a, .end = end,
+            .vec = (uint64_t)(uintptr_t)reg, .vec_len = room,
+            .category_inverted = inverted, .category_mask = mask,
+            .category_anyof_mask = anyof, .return_mask = mask | anyof,
+        };
+        int r = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
+        if (r < 0)
+            return -errno;
+        for (int i = 0; i < r; i++) {
+            if (n > 0 && out[2 * n - 1] == reg[i].start) { /* runs split by the vec boundary */
+                out[2 * n - 1] = reg[i].end;
+                continue;
+            }
+            out[2 * n] = reg[i].start;
+            out[2 * n + 1] = reg[i].end;
+            n++;
+        }
+        if (arg.walk_end <= a)
+            return -EIO;
+        a = arg.walk_end;
+    }
+    *next = a;
+    return n;
+}
+
 int snp_set_ptrace_options(int tid, long options)
 {
     return ptrace(PTRACE_SETOPTIONS, tid, 0, options) < 0 ? -errno : 0;

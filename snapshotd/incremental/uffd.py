@@ -77,11 +77,49 @@ def scan_pages(pmfd: int, start: int, end: int, flags: int, inverted: int, mask:
     return np.concatenate(parts) if parts else np.empty(0, np.uint64)
 
 
-def kept_pages(pmfd: int, start: int, end: int) -> np.ndarray:
-    """Pages in [start, end) holding private anonymous data: present or
-    swapped, neither a page-cache page (PAGE_IS_FILE) nor the zero page."""
-    inv = PAGE_IS_FILE | PAGE_IS_PFNZERO
-    return scan_pages(pmfd, start, end, 0, inv, inv, PAGE_IS_PRESENT | PAGE_IS_SWAPPED)
+def scan_regions(pmfd: int, start: int, end: int, flags: int, inverted: int, mask: int, anyof: int) -> np.ndarray:
+    """(n, 2) [start, end) runs of the pages in [start, end) that PAGEMAP_SCAN matches."""
+    buf = np.empty((SCAN_BATCH, 2), dtype=np.uint64)
+    cbuf = ffi.from_buffer("uint64_t[]", buf)
+    nxt = ffi.new("uint64_t *")
+    parts = []
+    a = start
+    while a < end:
+        n = lib.snp_pm_scan_regions(pmfd, a, end, flags, inverted, mask, anyof, cbuf, SCAN_BATCH, nxt)
+        engine.check(n, f"PAGEMAP_SCAN {a:#x}-{end:#x}")
+        if n:
+            parts.append(buf[:n].copy())
+        a = nxt[0]
+    return np.concatenate(parts) if parts else np.empty((0, 2), np.uint64)
+
+
+def hole_regions(pmfd: int, start: int, end: int, file_backed: bool) -> list:
+    """Sorted, merged runs of pages in [start, end) that hold no private data
+    of their own: absent (neither present nor swapped), the zero page, and,
+    in file-backed mappings, page-cache pages (PAGE_IS_FILE, which costs a
+    page lookup each, so it is asked only there).  Three cheap walks instead
+    of one that tests every page for "file"."""
+    ps = PAGE_IS_PRESENT | PAGE_IS_SWAPPED
+    parts = [scan_regions(pmfd, start, end, 0, ps, ps, 0), scan_regions(pmfd, start, end, 0, 0, PAGE_IS_PFNZERO, 0)]
+    if file_backed:
+        parts.append(scan_regions(pmfd, start, end, 0, 0, PAGE_IS_FILE, 0))
+    allr = sorted(tuple(map(int, r)) for part in parts for r in part)
+    out: list = []
+    for s, e in allr:
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [tuple(r) for r in out]
+
+
+def expand(regions: np.ndarray) -> np.ndarray:
+    """Page addresses of (n, 2) runs, in order."""
+    if not len(regions):
+        return np.empty(0, np.uint64)
+    lens = ((regions[:, 1] - regions[:, 0]) // 4096).astype(np.int64)
+    starts = np.repeat(regions[:, 0] - np.cumsum(np.concatenate(([0], lens[:-1]))).astype(np.uint64) * np.uint64(4096), lens)
+    return starts + np.arange(int(lens.sum()), dtype=np.uint64) * np.uint64(4096)
 
 
 def _trackable(m: procfs.MapLine) -> bool:
