@@ -132,6 +132,8 @@ class ProcessDumper:
         self.pid = pid
         self.incremental = incremental  # the writer has a parent snapshot of this process
         self.deferred: list = []  # pages read while frozen, stored after the process runs again
+        self.vmflags_hint: dict | None = None  # VmFlags by VMA, read just before the freeze
+        self.flags_used: dict = {}
         self.tids = tids
         self.writer = writer
         self.stats = stats
@@ -272,10 +274,30 @@ class ProcessDumper:
         return out
 
     # -- memory --
+    def _maps(self) -> list[procfs.MapLine]:
+        """The mappings with their VmFlags.  /proc/PID/smaps walks every page
+        to count Rss (~60 ms per 4 GiB), so while frozen we read the cheap
+        /proc/PID/maps and take VmFlags from the smaps read just before the
+        freeze (`vmflags_hint`) for mappings with the same bounds; if any
+        mapping is new, smaps is read now.  dump() checks after resume that
+        the flags did not change meanwhile."""
+        if self.vmflags_hint is None:
+            return procfs.maps(self.pid)
+        maps = procfs.maps(self.pid, with_flags=False)
+        for m in maps:
+            if (m.start, m.end) == self.scratch_range:
+                continue  # ours, cut out by dump_mappings
+            f = self.vmflags_hint.get(_vma_key(m))
+            if f is None:
+                return procfs.maps(self.pid)
+            m.vmflags = f
+        self.flags_used = {_vma_key(m): m.vmflags for m in maps if (m.start, m.end) != self.scratch_range}
+        return maps
+
     def dump_mappings(self) -> list[Mapping]:
         out = []
         lo, hi = self.scratch_range
-        for m in procfs.maps(self.pid):
+        for m in self._maps():
             if m.end <= lo or m.start >= hi:
                 parts = [(m.start, m.end)]
             else:  # the scratch page (possibly merged with a neighbour): cut it out
@@ -392,7 +414,11 @@ class ProcessDumper:
                 flags = 0
                 if mp.pages == "cow":
                     flags |= lib.SNP_PAGES_ANON_ONLY
-                if not mp.prot & sc.PROT_READ:
+                if not mp.prot & sc.PROT_READ or source != self.pid:
+                    # process_vm_readv pins pages (FOLL_PIN), and pinning an anonymous
+                    # page shared with the COW child makes the kernel copy it first
+                    # ("unshare"): 3x slower, and memory doubles.  /proc/PID/mem
+                    # takes plain references and copies nothing.
                     flags |= lib.SNP_PAGES_USE_MEMFILE
                 for start, end in pl.full:
                     a = start
@@ -498,6 +524,32 @@ class PagePlan:
 
 SCRATCH = object()  # placeholder argument: "the scratch area's address"
 
+
+UFFD_VMFLAGS = {"uw", "um", "ui"}  # userfaultfd registration (a tracker's, set during the dump)
+
+
+def _vma_key(m: procfs.MapLine) -> tuple:
+    return (m.start, m.end, m.perms, m.offset, m.inode)
+
+
+def vmflags_by_vma(pid: int) -> dict:
+    try:
+        return {_vma_key(m): m.vmflags for m in procfs.maps(pid)}
+    except procfs.ProcGone:
+        return {}
+
+
+def check_vmflags_unchanged(pid: int, used: dict) -> None:
+    """After resume: every mapping whose VmFlags were taken from before the
+    freeze must show the same flags now (if it still exists unchanged), so
+    the flags held during the freeze too."""
+    now = vmflags_by_vma(pid)
+    for k, f in used.items():
+        g = now.get(k)
+        if g is not None and set(g) - UFFD_VMFLAGS != set(f) - UFFD_VMFLAGS:
+            raise DumpError(f"PID {pid}: the flags of mapping {k[0]:#x}-{k[1]:#x} changed during the dump "
+                            "(madvise); nothing was saved, try again")
+
 _mounts: list = []
 
 
@@ -563,6 +615,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     tname = tracker.name if use_tracker else ("hash" if parent_sid else "none")
     sid, writer = store.writer(pid, parent=parent_sid, capture=capture, tracker=tname)
     stats = DumpStats(tracker=tname, capture=capture)
+    hint = vmflags_by_vma(pid)  # smaps is slow for big processes: read it before freezing
     child = 0
     pd = None
     try:
@@ -580,6 +633,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                             tracker.close()
                         tracker.start(pid)
                 pd = ProcessDumper(pid, fz.tids, writer, stats, incremental=parent_sid is not None)
+                pd.vmflags_hint = hint
                 pd.map_scratch()
                 try:
                     proc = pd.dump_meta()
@@ -611,6 +665,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                 pd.dump_pages(plans, child, frozen=False)
             except engine.EngineError as e:
                 raise DumpError(f"dump of PID {pid} failed reading its copy-on-write child: {e}") from None
+        check_vmflags_unchanged(pid, pd.flags_used)
         pd.flush_deferred()
         pd.add_unchanged(plans)
         image = Image(root_pid=pid, processes=[proc], notes=list(stats.notes))

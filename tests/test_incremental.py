@@ -180,3 +180,21 @@ def test_cli_parent_errors(tmp_path, store):
     assert "no snapshot of PID" in msg
     msg = zh.assert_cli_fails(store, "dump", str(prog.pid), "--parent", "nosuch")
     assert "nosuch" in msg
+
+
+def test_exec_between_snapshots(tmp_path, store):
+    """After exec the tracker's descriptor watches a dead address space: it
+    says so, starts over on the new one, and the snapshot (hashed) restores."""
+    prog = start("incr_exec", tmp_path)
+    st = Store(str(store))
+    with choose("uffd-wp") as t:
+        s0 = dumpmod.dump(prog.pid, st, tracker=t)[0]
+        step(prog, 1)  # execs; the new image writes sum-1
+        time.sleep(0.1)
+        s1, stats = dumpmod.dump(prog.pid, st, parent=s0, tracker=t)
+        assert any("exec" in n for n in stats.notes), stats.notes
+        s2, stats2 = dumpmod.dump(prog.pid, st, parent=s1, tracker=t)  # tracked again
+        assert stats2.tracker == "uffd-wp" and stats2.pages < 64 and not stats2.notes, (stats2.pages, stats2.notes)
+    prog.kill()
+    check_restored(prog, store, s1)
+    check_restored(prog, store, s2)

@@ -235,8 +235,10 @@ class UffdTracker(Tracker):
         new_reg = list(tracked)
         for m in to_register:
             r = self._register(m.start, m.end)
-            if r == -errno.ESRCH and not tracked:
-                # our descriptor's mm is gone: the process exec'd.  Start over with a new one.
+            if r < 0 and not tracked and not new_reg:
+                # nothing tracked and nothing registers (ESRCH, or ENOMEM: no such
+                # VMA in the mm our descriptor belongs to): the process exec'd and
+                # our descriptor watches its old, dead mm.  Start over with a new one.
                 ch.note(f"uffd-wp: PID {self.pid} has a new address space (exec): new userfaultfd, everything hashed")
                 os.close(self.fd)
                 self.fd = -1
