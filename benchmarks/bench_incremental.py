@@ -110,20 +110,25 @@ def main():
         for label, hot in (("off", 1), ("on", 1), ("off", 100), ("on", 100)):
             p, d, base = start(hot)
             tr = None
+            cpu = []
             if label == "on":
                 tr = choose("uffd-wp")
-                sid, _ = dumpmod.dump(p.pid, store(f"tp-{label}-{hot}"), tracker=tr)
+                tps = store(f"tp-{label}-{hot}")  # one Store: its page index stays loaded, as in the daemon
+                sid, _ = dumpmod.dump(p.pid, tps, tracker=tr)
             os.kill(p.pid, signal.SIGUSR2)
             t_end = time.monotonic() + 2 * a.interval
             nsnap = 0
             while time.monotonic() < t_end:
                 time.sleep(min(a.interval, max(0, t_end - time.monotonic())))
                 if label == "on" and time.monotonic() < t_end + 0.5:
-                    sid, _ = dumpmod.dump(p.pid, store(f"tp-{label}-{hot}"), parent=sid, tracker=tr)
+                    c0 = time.process_time()
+                    sid, s = dumpmod.dump(p.pid, tps, parent=sid, tracker=tr)
+                    cpu.append((round(time.process_time() - c0, 3), round(s.frozen_s, 4), s.capture))
                     nsnap += 1
             os.kill(p.pid, signal.SIGUSR2)
             ops, secs = wait_file(os.path.join(d, "ops-1")).split()
-            res[f"throughput_hot{hot}_{label}"] = {"ops_per_s": round(int(ops) / float(secs)), "snapshots": nsnap}
+            res[f"throughput_hot{hot}_{label}"] = {"ops_per_s": round(int(ops) / float(secs)), "snapshots": nsnap,
+                                                   "snapshot_cpu_s_frozen_s_capture": cpu}
             if tr:
                 tr.close()
             p.kill()

@@ -1,9 +1,11 @@
 """Copy-on-write capture: a consistent copy of a frozen process's private
 memory that can be read after the process runs again.
 
-In the frozen process, inject clone(flags=0): a child C with a copy-on-write
-copy of the address space and exit signal 0 (no SIGCHLD; waitpid(-1) in the
-process does not see it).  The thread that clones is ptrace-seized with
+In the frozen process, inject clone(CLONE_FILES | CLONE_FS): a child C with
+a copy-on-write copy of the address space, the SAME fd table (so no file,
+pipe end or socket gains a reference while C lives: a peer still sees EOF
+when the process closes its end) and exit signal 0 (no SIGCHLD; waitpid(-1)
+in the process does not see it).  The thread that clones is ptrace-seized with
 PTRACE_O_TRACECLONE, so C is attached to us and starts stopped: it never runs
 a single instruction.  PTRACE_O_EXITKILL (inherited by C) kills C if
 snapshotd dies.  The process resumes at once; we read C with
@@ -26,6 +28,7 @@ from . import syscalls as sc
 from ._engine import ffi, lib
 
 CLONE = 56
+CLONE_FS, CLONE_FILES = 0x200, 0x400
 PTRACE_O_TRACECLONE, PTRACE_O_EXITKILL = 0x8, 0x100000
 WNOHANG, WALL = 1, 0x40000000
 
@@ -39,7 +42,7 @@ def fork_held_child(t: engine.Tracee) -> int:
     """Clone the frozen process t (its main thread, stopped, with a code
     page set up); returns the PID of the stopped child."""
     engine.check(lib.snp_set_ptrace_options(t.pid, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL), "PTRACE_SETOPTIONS")
-    r = t.syscall(CLONE, 0, 0, 0, 0, 0)
+    r = t.syscall(CLONE, CLONE_FILES | CLONE_FS, 0, 0, 0, 0)  # low byte 0: exit signal 0
     child = t.last_new_thread()
     if r < 0:
         raise engine.EngineError(-r, f"clone in PID {t.pid}: {os.strerror(-r)}")
