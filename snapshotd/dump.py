@@ -1,4 +1,7 @@
-"""Dump: freeze a process, capture it into an Image plus its pages, let it run on.
+"""Dump: freeze a process tree, capture it into an Image plus its pages, let it run on.
+
+tree.py finds and freezes every descendant; each live process is dumped here,
+one after the other, all staying frozen until the whole tree is captured.
 
 Order while frozen (every thread ptrace-stopped):
   1. map a scratch page in the target (syscall injected at its rip) for the
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine, procfs
+from . import engine, fdkinds, procfs
+from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .capture import fork_held_child, needs_frozen_read, release_child
@@ -31,6 +35,7 @@ from .pagehash import nonzero_mask
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
+from .tree import FrozenTree, SharedPagesOnce, TreeError, capture_pipes, link_shared_files, zombie_record
 
 SCRATCH_SIZE = 64 * 1024
 PAGES_PER_READ = 8192  # 32 MiB windows (the engine works through them 1 MiB at a time)
@@ -50,6 +55,7 @@ class DumpStats:
     pages: int = 0
     stored_bytes: int = 0
     resident_bytes: int = 0
+    pids: list = field(default_factory=list)  # the tree's processes, root first
     notes: list = field(default_factory=list)
     tracker: str = ""  # how changed pages were found: "uffd-wp", "soft-dirty", "hash", "none" (full)
     capture: str = ""  # "cow" or "frozen" (what "auto" chose)
@@ -128,12 +134,14 @@ def _mask(hexstr: str) -> int:
 
 
 class ProcessDumper:
-    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, incremental: bool = False):
+    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, shared_pages: SharedPagesOnce | None = None,
+                 incremental: bool = False):
         self.pid = pid
         self.incremental = incremental  # the writer has a parent snapshot of this process
         self.deferred: list = []  # pages read while frozen, stored after the process runs again
         self.vmflags_hint: dict | None = None  # VmFlags by VMA, read just before the freeze
         self.flags_used: dict = {}
+        self.shared_pages = shared_pages or SharedPagesOnce()
         self.tids = tids
         self.writer = writer
         self.stats = stats
@@ -227,12 +235,14 @@ class ProcessDumper:
         }
 
     # -- files --
-    def _file_for(self, procpath: str, link: str, flags: int, pos: int, kind_hint: str | None = None) -> int:
+    def _file_for(self, procpath: str, link: str, flags: int, pos: int, kind_hint: str | None = None,
+                  fd: int | None = None) -> int:
         """Index of a File record for the object behind procpath."""
+        where = f"PID {self.pid}" if fd is None else f"PID {self.pid} fd {fd}"
         try:
             s = os.stat(procpath)
         except OSError as e:
-            raise DumpError(f"PID {self.pid}: cannot stat {link}: {e.strerror}") from None
+            raise DumpError(f"{where}: cannot stat {link}: {e.strerror}") from None
         deleted = link.endswith(" (deleted)")
         path = link[: -len(" (deleted)")] if deleted else link
         if statmod.S_ISREG(s.st_mode):
@@ -242,9 +252,11 @@ class ProcessDumper:
         elif statmod.S_ISCHR(s.st_mode):
             kind = "chr"
         elif statmod.S_ISFIFO(s.st_mode):
-            kind = "pipe-ext"
+            # a named pipe has a path; tree.capture_pipes turns pipes with both
+            # ends in the tree into "pipe"
+            kind = "fifo" if path.startswith("/") else "pipe-ext"
         else:
-            raise DumpError(f"PID {self.pid}: {link} has a file type snapshotd cannot restore yet")
+            raise DumpError(f"{where}: {link} ({_TYPE_NAMES.get(statmod.S_IFMT(s.st_mode), 'unknown type')}) is not supported")
         f = File(kind=kind, path=path, flags=flags, pos=pos, deleted=deleted or s.st_nlink == 0 and kind == "reg",
                  size=s.st_size, mode=statmod.S_IMODE(s.st_mode), inode=s.st_ino, dev=s.st_dev)
         if kind == "memfd" or (kind == "reg" and (f.deleted or _on_tmpfs(path))):
@@ -260,17 +272,27 @@ class ProcessDumper:
     def dump_fds(self) -> list[Fd]:
         out: list[Fd] = []
         seen: list[tuple[int, int]] = []  # (fd, file index) of earlier fds, for kcmp
-        for fd in procfs.fds(self.pid):
-            link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
-            info = procfs.fdinfo(self.pid, fd)
-            flags = int(info["flags"], 8)
-            if not (link.startswith("/") or link.startswith("pipe:")):
-                raise DumpError(f"PID {self.pid}: fd {fd} is {link}, a kind of file snapshotd cannot snapshot yet")
-            same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, KCMP_FILE, ofd, fd) == 0), None)
-            if same is None:
-                same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)))
-            seen.append((fd, same))
-            out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))
+        kinds = fdkinds.DumpContext(self.pid)  # sockets, event fds: snapshotd/fdkinds/
+        try:
+            for fd in procfs.fds(self.pid):
+                link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
+                info = procfs.fdinfo(self.pid, fd)
+                flags = int(info["flags"], 8)
+                same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, KCMP_FILE, ofd, fd) == 0), None)
+                if same is None and fdkinds.is_plain(link):
+                    same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)),
+                                          fd=fd)
+                elif same is None:
+                    kind, state = kinds.dump(fd, link)
+                    self.files.append(File(kind=kind, path=link, flags=flags & ~O_CLOEXEC, state=state))
+                    same = len(self.files) - 1
+                seen.append((fd, same))
+                out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))
+            kinds.finish()
+        except fdkinds.Unsupported as e:
+            raise DumpError(str(e)) from None
+        finally:
+            kinds.close()
         return out
 
     # -- memory --
@@ -320,7 +342,12 @@ class ProcessDumper:
             mp.pages = "none"
         elif m.inode == 0 or m.path.startswith("/dev/zero") or m.path.startswith("/SYSV"):
             if m.path.startswith("/SYSV"):
-                raise DumpError(f"PID {self.pid}: SysV shared memory ({m.path}) is not supported yet")
+                try:
+                    mp.sysv = sysvshm.dump_mapping(self, m, start, end)
+                except fdkinds.Unsupported as e:
+                    raise DumpError(str(e)) from None
+                mp.pages = "sysv"
+                return mp
             mp.pages = "anon"  # private anon, heap, stack, or shared anonymous
             if shared:
                 mp.shmem = os.stat(f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}").st_ino
@@ -386,7 +413,7 @@ class ProcessDumper:
             self.writer.add_pages(self.pid, *args, **kw)
         self.deferred = []
 
-    def dump_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:
+    def capture_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:
         """Read the pages of the plans whose `frozen` flag matches, from
         process `source` (the dumped process itself, or its copy-on-write
         child), into the writer, through reused buffers (fresh memory is slow
@@ -478,6 +505,66 @@ class ProcessDumper:
             self.writer.add_unchanged(self.pid, addrs)
             self.stats.unchanged_pages += len(addrs)
 
+    def dump_pages(self, mappings: list[Mapping]) -> None:
+        """Stream the pages to keep into the writer, through one reused buffer
+        (fresh memory is slow to fault in on this kind of VM).  The engine
+        reads and hashes in two threads; zero pages come back with an all-zero
+        hash and are dropped here, except in file-backed private mappings
+        where a missing page would read back from the file."""
+        n = PAGES_PER_READ
+        addrs = np.empty(n, dtype=np.uint64)
+        data = np.empty(n * engine.PAGE, dtype=np.uint8)
+        hashes = np.empty((n, 32), dtype=np.uint8)
+        nxt = ffi.new("uint64_t *")
+        c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
+        c_hashes = ffi.from_buffer("uint8_t[]", hashes)
+        memfd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
+        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
+        # progress by address range scanned (sparse areas pass quickly)
+        bar = Progress(f"dump {self.pid}", sum(m.end - m.start for m in mappings if m.pages in ("anon", "cow")))
+        try:
+            for mp in mappings:
+                if mp.pages not in ("anon", "cow"):
+                    continue
+                flags = 0
+                if mp.pages == "cow":
+                    flags |= lib.SNP_PAGES_ANON_ONLY
+                if not mp.prot & sc.PROT_READ:
+                    flags |= lib.SNP_PAGES_USE_MEMFILE
+                private = mp.pages == "anon" and not mp.shared
+                # windows of the mapping, so that pagemap reads stay small
+                windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
+                    if private else [(mp.start, mp.end)]
+                for wlo, whi in windows:
+                    if private:  # frames already captured from another process of the tree
+                        kaddrs, krefs, todo, pfn = self.shared_pages.split_private(pmfd, wlo, whi)
+                        self.writer.add_refs(self.pid, kaddrs, krefs)
+                        self.stats.pages += len(kaddrs)
+                    else:
+                        todo = self.shared_pages.ranges(pmfd, mp)
+                    bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
+                    for lo, hi in todo:
+                        a = lo
+                        while a < hi:
+                            got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, hi, flags, c_addrs, c_data,
+                                                        c_hashes, n, nxt)
+                            engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
+                            if got:
+                                rows = None
+                                if mp.pages == "anon":
+                                    rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
+                                refs = self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE],
+                                                             hashes[:got], rows=rows)
+                                if private:
+                                    self.shared_pages.remember(pfn, wlo, addrs[:got], rows, refs)
+                                self.stats.pages += got if rows is None else len(rows)
+                            bar.add(nxt[0] - a)
+                            a = nxt[0]
+        finally:
+            bar.close()
+            os.close(memfd)
+            os.close(pmfd)
+
     def dump_meta(self) -> Process:
         """Everything but page contents (the scratch page must be mapped)."""
         pid = self.pid
@@ -500,13 +587,13 @@ class ProcessDumper:
         return proc
 
     def dump(self) -> Process:
-        """A full dump while frozen: metadata, then every page."""
+        """A whole process while frozen: metadata, then every page."""
         self.map_scratch()
         try:
             proc = self.dump_meta()
         finally:
             self.unmap_scratch()
-        self.dump_pages(self.plan_pages(proc.mappings, None, "frozen"), self.pid, frozen=True)
+        self.dump_pages(proc.mappings)
         return proc
 
 
@@ -520,9 +607,6 @@ class PagePlan:
     written: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))  # read these pages
     kept: list = field(default_factory=list)  # (start, end) runs of private data pages: those not
     # written are unchanged since the parent
-
-
-SCRATCH = object()  # placeholder argument: "the scratch area's address"
 
 
 UFFD_VMFLAGS = {"uw", "um", "ui"}  # userfaultfd registration (a tracker's, set during the dump)
@@ -549,6 +633,10 @@ def check_vmflags_unchanged(pid: int, used: dict) -> None:
         if g is not None and set(g) - UFFD_VMFLAGS != set(f) - UFFD_VMFLAGS:
             raise DumpError(f"PID {pid}: the flags of mapping {k[0]:#x}-{k[1]:#x} changed during the dump "
                             "(madvise); nothing was saved, try again")
+
+_TYPE_NAMES = {statmod.S_IFSOCK: "socket", statmod.S_IFBLK: "block device", statmod.S_IFLNK: "symlink"}
+
+SCRATCH = object()  # placeholder argument: "the scratch area's address"
 
 _mounts: list = []
 
@@ -589,18 +677,24 @@ def resolve_parent(store: Store, pid: int, ref: str) -> str:
 
 
 def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
-         tracker=None, capture: str = DEFAULT_CAPTURE) -> tuple[str, DumpStats]:
-    """Snapshot the process pid into store; returns (snapshot id, stats).
+         attrs: dict | None = None, tracker=None, capture: str = DEFAULT_CAPTURE) -> tuple[str, DumpStats]:
+    """Snapshot the process tree rooted at pid into store (every descendant,
+    zombies included); returns (snapshot id, stats).
 
-    parent: a snapshot of this process (id, prefix or "latest"): make an
-    incremental snapshot storing only what changed since.  tracker: an
-    incremental.Tracker held by the caller across calls (the daemon); started
-    at this snapshot if it is not already tracking since `parent`, else asked
-    what was written.  Without a usable tracker, pages are compared by hash.
+    parent: a snapshot of this tree (id, prefix or "latest"): an incremental
+    in its chain, storing only content the store does not hold yet.
+    attrs: extra snapshot attributes (job, round).
+    tracker: an incremental.Tracker held by the caller across calls (the
+    daemon); started at this snapshot if it is not already tracking since
+    `parent`, else asked what was written (pages it vouches for are declared
+    unchanged without being read).  Without one, pages are read and compared
+    by content hash through the store's index.
     capture: "cow" (the freeze lasts a fork; pages are read from a held
-    copy-on-write child while the process runs), "frozen" (read everything
-    while frozen), or "auto" (the default: frozen when few pages must be read,
-    i.e. a tracked incremental; else cow)."""
+    copy-on-write child while the process runs), "frozen" (read while
+    frozen), or "auto" (the default: frozen when few pages must be read, i.e.
+    a tracked incremental; else cow).
+    Trackers and COW capture apply to a tree of one live process; a tree
+    with several is captured frozen (noted in the image)."""
     t0 = time.monotonic()
     validate_target(pid)
     if capture not in CAPTURES:
@@ -611,64 +705,72 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
         with store.open(parent_sid) as preader:
             if not any(p["pid"] == pid for p in preader.image()["processes"]):
                 raise DumpError(f"snapshot {parent_sid} has no process {pid}: it cannot be the parent of this dump")
-    use_tracker = tracker is not None and tracker.usable_for(pid, parent_sid)
-    tname = tracker.name if use_tracker else ("hash" if parent_sid else "none")
-    sid, writer = store.writer(pid, parent=parent_sid, capture=capture, tracker=tname)
-    stats = DumpStats(tracker=tname, capture=capture)
+    sid, writer = store.writer(pid, parent=parent_sid, **(attrs or {}))
+    stats = DumpStats(tracker="hash" if parent_sid else "none", capture="frozen")
     hint = vmflags_by_vma(pid)  # smaps is slow for big processes: read it before freezing
     child = 0
     pd = None
+    plans: list = []
+    single = False
     try:
-        with Frozen(pid) as fz:
+        try:
+            tree_ctx = FrozenTree(pid, Frozen)
+            tree_ctx.__enter__()
+        except (TreeError, procfs.ProcGone) as e:
+            raise DumpError(str(e)) from None
+        try:
             t_freeze = time.monotonic()
-            try:
-                changes = None
-                if tracker is not None:
-                    tracker.baseline = None  # until this snapshot commits
-                    if use_tracker:
-                        changes = tracker.collect_and_reset()
-                        stats.notes += changes.notes
-                    else:
-                        if tracker.active:
-                            tracker.close()
-                        tracker.start(pid)
-                pd = ProcessDumper(pid, fz.tids, writer, stats, incremental=parent_sid is not None)
-                pd.vmflags_hint = hint
-                pd.map_scratch()
+            procs = []
+            members = tree_ctx.members
+            single = len(members) == 1 and members[0][1] is not None
+            if single:
                 try:
-                    proc = pd.dump_meta()
-                    mode = capture
-                    plans = pd.plan_pages(proc.mappings, changes, "cow" if capture == "auto" else capture)
-                    if capture == "auto":
-                        mode = "frozen" if pd.pages_to_read(plans) <= AUTO_FROZEN_MAX_PAGES else "cow"
-                        if mode == "frozen":
-                            for pl in plans:
-                                pl.frozen = True
-                    stats.capture = mode
-                    writer.attrs["capture"] = mode
-                    # frozen reads are only copied into memory now; hashed and stored once it runs again
-                    pd.dump_pages(plans, pid, frozen=True, defer=mode == "frozen" and capture == "auto")
-                    if mode == "cow":
-                        child = fork_held_child(pd.t)
-                finally:
-                    if not child:
-                        pd.unmap_scratch()
-            except procfs.ProcGone:
-                raise DumpError(f"PID {pid} exited during the dump") from None
-            except engine.EngineError as e:
-                if not os.path.exists(f"/proc/{pid}"):
+                    proc, pd, plans, child = _dump_single(pid, members[0][1], writer, stats, tracker, parent_sid,
+                                                          capture, hint)
+                except procfs.ProcGone:
                     raise DumpError(f"PID {pid} exited during the dump") from None
-                raise DumpError(f"dump of PID {pid} failed: {e}") from None
+                except engine.EngineError as e:
+                    if not os.path.exists(f"/proc/{pid}"):
+                        raise DumpError(f"PID {pid} exited during the dump") from None
+                    raise DumpError(f"dump of PID {pid} failed: {e}") from None
+                procs.append(proc)
+            else:
+                if tracker is not None or capture == "cow":
+                    stats.notes.append(f"a tree of {len(members)} processes: captured frozen, "
+                                       "without dirty-page tracker or copy-on-write capture")
+                if tracker is not None:
+                    tracker.baseline = None
+                shared_pages = SharedPagesOnce()
+                for p, tids in members:
+                    try:
+                        procs.append(zombie_record(p) if tids is None
+                                     else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+                    except procfs.ProcGone:
+                        raise DumpError(f"PID {p} exited during the dump") from None
+                    except engine.EngineError as e:
+                        if not os.path.exists(f"/proc/{p}"):
+                            raise DumpError(f"PID {p} exited during the dump") from None
+                        raise DumpError(f"dump of PID {p} failed: {e}") from None
+            try:
+                link_shared_files(procs)
+                capture_pipes(procs, writer)
+            except (OSError, procfs.ProcGone) as e:
+                raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
             stats.frozen_s = time.monotonic() - t_freeze
+        finally:
+            tree_ctx.release()
         if child:
             try:
-                pd.dump_pages(plans, child, frozen=False)
+                pd.capture_pages(plans, child, frozen=False)
             except engine.EngineError as e:
                 raise DumpError(f"dump of PID {pid} failed reading its copy-on-write child: {e}") from None
-        check_vmflags_unchanged(pid, pd.flags_used)
-        pd.flush_deferred()
-        pd.add_unchanged(plans)
-        image = Image(root_pid=pid, processes=[proc], notes=list(stats.notes))
+        if pd is not None:
+            check_vmflags_unchanged(pid, pd.flags_used)
+            pd.flush_deferred()
+            pd.add_unchanged(plans)
+        writer.attrs["tracker"] = stats.tracker
+        writer.attrs["capture"] = stats.capture
+        image = Image(root_pid=pid, processes=procs, notes=list(stats.notes))
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
@@ -676,11 +778,57 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     finally:
         if child:
             release_child(pid, child, pd.scratch_range[0], SCRATCH_SIZE)
-    if tracker is not None:
+    if tracker is not None and single:
         tracker.baseline = sid
     stats.stored_bytes = writer.stored_bytes
     stats.new_pages = writer.new_pages
     stats.wall_s = time.monotonic() - t0
+    stats.pids = [p.pid for p in procs]
     if kill:
-        os.kill(pid, signal.SIGKILL)
+        for p in procs:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     return sid, stats
+
+
+def _dump_single(pid: int, tids: list[int], writer, stats: DumpStats, tracker, parent_sid, capture: str, hint):
+    """The frozen part of a one-process dump: tracker, metadata, page plan,
+    pages that must be read frozen, and the COW child if the capture needs
+    one.  Returns (process, dumper, plans, child PID or 0)."""
+    use_tracker = tracker is not None and tracker.usable_for(pid, parent_sid)
+    if use_tracker:
+        stats.tracker = tracker.name
+    changes = None
+    if tracker is not None:
+        tracker.baseline = None  # until this snapshot commits
+        if use_tracker:
+            changes = tracker.collect_and_reset()
+            stats.notes += changes.notes
+        else:
+            if tracker.active:
+                tracker.close()
+            tracker.start(pid)
+    pd = ProcessDumper(pid, tids, writer, stats, incremental=parent_sid is not None)
+    pd.vmflags_hint = hint
+    pd.map_scratch()
+    child = 0
+    try:
+        proc = pd.dump_meta()
+        mode = capture
+        plans = pd.plan_pages(proc.mappings, changes, "cow" if capture == "auto" else capture)
+        if capture == "auto":
+            mode = "frozen" if pd.pages_to_read(plans) <= AUTO_FROZEN_MAX_PAGES else "cow"
+            if mode == "frozen":
+                for pl in plans:
+                    pl.frozen = True
+        stats.capture = mode
+        # frozen reads are only copied into memory now; hashed and stored once it runs again
+        pd.capture_pages(plans, pid, frozen=True, defer=mode == "frozen" and capture == "auto")
+        if mode == "cow":
+            child = fork_held_child(pd.t)
+    finally:
+        if not child:
+            pd.unmap_scratch()
+    return proc, pd, plans, child
