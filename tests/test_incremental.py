@@ -23,6 +23,13 @@ from snapshotd.storage.store import Store
 
 pytestmark = pytest.mark.skipif(zh.NO_CR, reason="needs checkpoint/restore")
 
+INCR_PROGRAMS = [
+    "incr_changes",         # every kind of memory change between snapshots, one per SIGUSR1
+    "incr_random",          # random writes (two threads, single bytes, read(2)) per SIGUSR1
+    "incr_cow_consistent",  # a sweep that never pauses: the capture must be one instant
+    "incr_exec",            # exec between two snapshots
+]
+
 
 def start(name, tmp_path):
     statedir = tmp_path / name
