@@ -205,3 +205,26 @@ def test_exec_between_snapshots(tmp_path, store):
     prog.kill()
     check_restored(prog, store, s1)
     check_restored(prog, store, s2)
+
+
+def test_tree_with_tracker_is_captured_frozen(tmp_path, store):
+    """A tree of several processes keeps main's frozen capture: a tracker
+    passed in is not trusted (noted), the chain still restores."""
+    from test_zdtm_tree import kill_tree, wait_tree_settled
+
+    prog = start("tree_cow_private", tmp_path)
+    pids = wait_tree_settled([prog.pid], 2)
+    zh.STARTED_PIDS.update(pids)
+    assert len(pids) == 2
+    st = Store(str(store))
+    with choose("uffd-wp") as t:
+        s0, a = dumpmod.dump(prog.pid, st, tracker=t)
+        s1, b = dumpmod.dump(prog.pid, st, parent=s0, tracker=t)
+    assert a.tracker == "none" and b.tracker == "hash" and b.capture == "frozen", (a, b)
+    assert any("tree of 2 processes" in n for n in b.notes), b.notes
+    kill_tree(prog, pids)
+    zh.restore(store, s1, prog.pid)
+    prog.restored = True
+    (prog.statedir / "go").write_text("go\n")
+    result = zh._read(prog.wait_file("result", zh.RESULT_TIMEOUT)).strip()
+    assert result == "PASS", prog.report(result)
