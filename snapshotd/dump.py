@@ -379,26 +379,34 @@ def _on_tmpfs(path: str) -> bool:
     return best is not None and best[1] in ("tmpfs", "ramfs")
 
 
-def dump(pid: int, store: Store, kill: bool = False, progress=None) -> tuple[str, DumpStats]:
-    """Snapshot the process pid into store; returns (snapshot id, stats)."""
+def capture(pid: int, tids: list[int], writer, stats: DumpStats) -> Image:
+    """Collect the process pid, whose threads tids this thread holds stopped
+    (a Frozen), into writer; returns its image. Nothing is committed."""
+    try:
+        proc = ProcessDumper(pid, tids, writer, stats).dump()
+    except procfs.ProcGone:
+        raise DumpError(f"PID {pid} exited during the dump") from None
+    except engine.EngineError as e:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise DumpError(f"PID {pid} exited during the dump") from None
+        raise DumpError(f"dump of PID {pid} failed: {e}") from None
+    return Image(root_pid=pid, processes=[proc])
+
+
+def dump(pid: int, store: Store, kill: bool = False, progress=None,
+         attrs: dict | None = None) -> tuple[str, DumpStats]:
+    """Snapshot the process pid into store; returns (snapshot id, stats).
+    attrs: extra snapshot attributes (job, round...; docs/FORMAT.md §3.2)."""
     t0 = time.monotonic()
     validate_target(pid)
     store.ensure_writable()
-    sid, writer = store.writer(pid)
+    sid, writer = store.writer(pid, **(attrs or {}))
     stats = DumpStats()
     try:
         with Frozen(pid) as fz:
             t_freeze = time.monotonic()
-            try:
-                proc = ProcessDumper(pid, fz.tids, writer, stats).dump()
-            except procfs.ProcGone:
-                raise DumpError(f"PID {pid} exited during the dump") from None
-            except engine.EngineError as e:
-                if not os.path.exists(f"/proc/{pid}"):
-                    raise DumpError(f"PID {pid} exited during the dump") from None
-                raise DumpError(f"dump of PID {pid} failed: {e}") from None
+            image = capture(pid, fz.tids, writer, stats)
             stats.frozen_s = time.monotonic() - t_freeze
-        image = Image(root_pid=pid, processes=[proc])
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()

@@ -1,0 +1,120 @@
+"""Take one round: every tree of a job frozen together, captured, resumed,
+committed, and only then the round record (storage/rounds.py).
+
+Order:
+  1. freeze every member (ptrace-stop all threads), checking that each PID is
+     still the process that was registered (start time, /proc/PID/stat field 22);
+  2. capture each member into its own snapshot writer while all stay frozen;
+  3. release every member (they run again);
+  4. commit each snapshot (fsync + link), then write the round record.
+If anything fails, nothing of the round stays visible: writers are aborted and
+snapshots already committed for this round are unlinked.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+
+from . import dump as dumpmod
+from . import procfs
+from .image import to_dict
+from .storage import rounds as roundstore
+from .storage.snapshot import fsync_dir
+
+
+class StrangerError(dumpmod.DumpError):
+    """The PID now belongs to another process than the registered one."""
+
+
+class GoneError(dumpmod.DumpError):
+    """The process exited (or is a zombie)."""
+
+
+def start_time(pid: int) -> int | None:
+    """Start time of pid in clock ticks after boot (/proc/PID/stat field 22),
+    or None if it is gone or a zombie. With the PID it names one process."""
+    try:
+        st = procfs.stat_fields(pid)
+    except (procfs.ProcGone, ValueError):
+        return None
+    if st[2] in ("Z", "X"):
+        return None
+    return int(st[21])
+
+
+@dataclass
+class Member:
+    pid: int
+    start_time: int | None = None  # expected; None: do not check
+    name: str = ""
+    parent: str = ""  # previous snapshot of this tree (for incremental dumps, issue 4)
+    tracker: object = None  # dirty-page tracker held between snapshots (issue 4)
+
+
+@dataclass
+class MemberResult:
+    pid: int
+    snapshot: str
+    name: str
+    stats: dumpmod.DumpStats = field(default_factory=dumpmod.DumpStats)
+
+
+def check_identity(m: Member) -> None:
+    st = start_time(m.pid)
+    if st is None:
+        raise GoneError(f"PID {m.pid} has exited")
+    if m.start_time is not None and st != m.start_time:
+        raise StrangerError(f"PID {m.pid} is now another process (start time {st}, registered {m.start_time})")
+
+
+def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[roundstore.Round, list[MemberResult]]:
+    """Snapshot all members as one round of job; returns the committed round
+    record and per-member results."""
+    t0 = time.monotonic()
+    roundstore.check_job(job)
+    for m in members:
+        dumpmod.validate_target(m.pid)
+        check_identity(m)
+    store.ensure_writable()
+    rid = roundstore.new_round_id()
+    staged = []  # (member, sid, writer, image, stats)
+    committed: list[str] = []
+    try:
+        with contextlib.ExitStack() as frozen:
+            fzs = [frozen.enter_context(dumpmod.Frozen(m.pid)) for m in members]
+            t_frozen = time.monotonic()
+            for m, fz in zip(members, fzs):
+                check_identity(m)  # a stopped process keeps its PID: this check holds until release
+            for m, fz in zip(members, fzs):
+                stats = dumpmod.DumpStats()
+                # when dump supports incremental snapshots, m.parent and m.tracker go here
+                sid, writer = store.writer(m.pid, job=job, round=rid)
+                staged.append([m, sid, writer, None, stats])
+                staged[-1][3] = dumpmod.capture(m.pid, fz.tids, writer, stats)
+            frozen_s = time.monotonic() - t_frozen
+        results = []
+        for m, sid, writer, image, stats in staged:
+            writer.commit(to_dict(image))
+            committed.append(sid)
+            stats.frozen_s = frozen_s
+            stats.stored_bytes = writer.block_offsets[-1]
+            stats.wall_s = time.monotonic() - t0
+            results.append(MemberResult(m.pid, sid, m.name, stats))
+        rec = roundstore.write_round(store, job, rid, [
+            {"snapshot": r.snapshot, "root_pid": r.pid, "name": r.name, "stored_bytes": int(r.stats.stored_bytes),
+             "frozen_s": round(r.stats.frozen_s, 6)} for r in results], uid=uid)
+    except BaseException:
+        for _m, sid, writer, _i, _s in staged:
+            if sid not in committed:
+                writer.abort()
+        for sid in committed:  # snapshots of a round that never committed are not kept
+            try:
+                os.unlink(os.path.join(store.snapdir, sid + ".h5"))
+            except FileNotFoundError:
+                pass
+        if committed:
+            fsync_dir(store.snapdir)
+        raise
+    return rec, results
