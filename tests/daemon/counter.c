@@ -1,6 +1,6 @@
 /* A program for daemon tests: counts ticks and keeps its output on disk.
  *
- *   counter DIR [PERIOD_MS]
+ *   counter DIR [PERIOD_MS [BIG_MB]]
  *
  * Every PERIOD_MS (default 20) it increments its counter and
  *   - appends "N\n" to DIR/log (opened once, O_APPEND): after a rollback that
@@ -9,7 +9,8 @@
  *   - writes N (fixed width) at offset 0 of DIR/count (opened once, O_RDWR).
  * It also keeps a 1 MiB heap buffer whose checksum it verifies every tick
  * (memory restored wrong -> it writes DIR/FAIL and stops counting).
- * It writes DIR/ready after the first tick.
+ * BIG_MB: that many MiB of incompressible heap (makes a dump take a while).
+ * It writes its PID to DIR/ready after the first tick.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -50,6 +51,14 @@ int main(int argc, char **argv)
         perror("open");
         return 1;
     }
+    long big = argc > 3 ? atol(argv[3]) : 0;
+    if (big > 0) {
+        unsigned long long *b = malloc(big << 20), x = 88172645463325252ULL;
+        for (long i = 0; i < (big << 20) / 8; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;  /* xorshift64 */
+            b[i] = x;
+        }
+    }
     unsigned char *buf = malloc(BUF);
     unsigned long sum = 0;
     for (int i = 0; i < BUF; i++) {
@@ -79,8 +88,11 @@ int main(int argc, char **argv)
         len = snprintf(line, sizeof line, "%20lu\n", n);
         if (pwrite(cnt, line, len, 0) != len)
             put(dir, "FAIL", "short write to count\n");
-        if (n == 1)
-            put(dir, "ready", "1\n");
+        if (n == 1) {
+            char pid[32];
+            snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+            put(dir, "ready", pid);
+        }
         nanosleep(&ts, NULL);
     }
     (void)sum;
