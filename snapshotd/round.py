@@ -24,6 +24,18 @@ from .storage import rounds as roundstore
 from .storage.snapshot import fsync_dir
 
 
+# Free space a round needs beyond its estimated size (bytes). HDF5 must not
+# meet ENOSPC: after a failed write it cannot safely write any file again in
+# this process (storage/snapshot.py UNCLOSABLE), so a round that would not fit
+# fails before it starts. SNAPSHOTD_FREE_MARGIN overrides it (0: no check).
+FREE_MARGIN = 256 << 10
+FIRST_ESTIMATE = 1 << 20  # a tree with no previous snapshot
+
+
+class NoSpaceError(OSError):
+    pass
+
+
 class StrangerError(dumpmod.DumpError):
     """The PID now belongs to another process than the registered one."""
 
@@ -69,6 +81,24 @@ def check_identity(m: Member) -> None:
         raise StrangerError(f"PID {m.pid} is now another process (start time {st}, registered {m.start_time})")
 
 
+def check_free_space(store, members: list["Member"]) -> None:
+    margin = int(os.environ.get("SNAPSHOTD_FREE_MARGIN", FREE_MARGIN))
+    if margin <= 0:
+        return
+    need = margin
+    for m in members:
+        try:
+            need += os.path.getsize(os.path.join(store.snapdir, m.parent + ".h5")) * 5 // 4 if m.parent \
+                else FIRST_ESTIMATE
+        except OSError:
+            need += FIRST_ESTIMATE
+    st = os.statvfs(store.snapdir)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise NoSpaceError(28, f"No space left on device: store {store.path} has {free >> 10} KiB free, "
+                               f"a round of {len(members)} tree(s) needs about {need >> 10} KiB")
+
+
 def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[roundstore.Round, list[MemberResult]]:
     """Snapshot all members as one round of job; returns the committed round
     record and per-member results."""
@@ -78,6 +108,7 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
         dumpmod.validate_target(m.pid)
         check_identity(m)
     store.ensure_writable()
+    check_free_space(store, members)
     rid = roundstore.new_round_id()
     staged = []  # (member, sid, writer, image, stats)
     committed: list[str] = []

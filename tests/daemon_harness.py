@@ -95,12 +95,13 @@ class Daemon:
         self.logpath = os.path.join(root, "daemon.log")
         self.p: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, env: dict | None = None) -> None:
         self.log = open(self.logpath, "a")
         self.p = subprocess.Popen(
             [sys.executable, "-m", "snapshotd", "--store", self.store, "daemon", "--socket", self.sock,
              "--retention-every", "1s"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, cwd=str(REPO_DIR))
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, cwd=str(REPO_DIR),
+            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})})
 
         def up():
             if self.p.poll() is not None:
@@ -146,7 +147,7 @@ class Daemon:
         """Run a verb with --json; assert success; return the parsed output."""
         res = self.cli("--json", *args, user=user)
         assert res.returncode == 0, (f"snapshotd {' '.join(args)} failed ({res.returncode}):\n{res.stderr}\n"
-                                     f"--- daemon log ---\n{self.log_text()[-3000:]}")
+                                     f"--- daemon log ---\n{self.log_text()[-8000:]}")
         return json.loads(res.stdout)
 
     def fails(self, *args: str, user: str | None = None) -> str:

@@ -275,3 +275,49 @@ print("ok")"""], capture_output=True, text=True, cwd=str(REPO_DIR))
     n = len(read_log(small))
     wait_for(lambda: len(read_log(small)) > n + 5, 10, "the restored counter to count")
     assert consecutive(read_log(small))
+
+
+@pytest.fixture
+def small_store(root):
+    """The daemon's store on a 1 MiB tmpfs: room for about three snapshots."""
+    path = os.path.join(root, "smallfs")
+    os.makedirs(path)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", path],
+                         capture_output=True, text=True)
+    if res.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip()}")
+    yield path
+    subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+@pytest.mark.parametrize("margin", ["default", "0"])
+def test_a_full_disk_fails_the_snapshot_not_the_daemon(root, small_store, margin):
+    """default: the free-space check refuses the round before HDF5 writes.
+    0: no check, HDF5 itself meets ENOSPC; the daemon then re-executes
+    itself (HDF5 cannot write safely after that) and keeps its registrations."""
+    d = Daemon(root)
+    d.store = os.path.join(small_store, "store")
+    d.start(env={} if margin == "default" else {"SNAPSHOTD_FREE_MARGIN": margin})
+    try:
+        work = os.path.join(root, "a")
+        pid = start_counter(work)
+        d.ok("register", str(pid), "--every", "1s")
+        if margin == "default":
+            t = wait_for(lambda: (lambda t: t if t["last_error"] else None)(d.tree(pid)), 20, "a failed snapshot")
+            assert "space" in t["last_error"].lower(), t
+        else:
+            wait_for(lambda: "restarting the daemon" in d.log_text(), 20, "the daemon to restart itself")
+            wait_for(lambda: d.log_text().count("listening on") == 2, 20, "the daemon to listen again")
+        assert d.p.poll() is None and d.tree(pid)["state"] == "active"
+        snapdir = os.path.join(d.store, "snapshots")
+        assert not glob.glob(os.path.join(snapdir, ".*")), "a failed snapshot left a temp file"
+        assert all(r["complete"] for r in d.snapshots())
+        # with room again, the next interval succeeds
+        n = len(d.snapshots())
+        subprocess.run(["mount", "-o", "remount,size=16m", small_store], check=True)
+        wait_for(lambda: len(d.snapshots()) >= n + 2 and not d.tree(pid)["last_error"], 20,
+                 "snapshots to succeed again")
+        assert d.p.poll() is None
+        assert "Segmentation" not in d.log_text()
+    finally:
+        d.close()

@@ -104,6 +104,11 @@ def run(store_path: str, socket_path: str, retention_every: int = 60, workers: i
         log.info("got %s: stopping", signal.Signals(signum).name)
         stop.set()
 
+    def on_restart():
+        log.warning("%s: restarting the daemon (registrations are kept)", daemon.restart_needed)
+        stop.set()
+
+    daemon.on_restart = on_restart
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     daemon.start()
@@ -122,4 +127,8 @@ def run(store_path: str, socket_path: str, retention_every: int = 60, workers: i
         except FileNotFoundError:
             pass
         log.info("stopped")
+    if daemon.restart_needed:
+        for h in logging.getLogger().handlers:
+            h.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "snapshotd", *sys.argv[1:]])
     return 0

@@ -23,13 +23,14 @@ from datetime import timezone
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from .jobstore import DiskTolerantJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .. import round as roundmod
 from ..dump import DumpError, validate_target
 from ..storage import rounds as roundstore
+from ..storage import snapshot as snapshotmod
 from ..storage.snapshot import fsync_dir
 from . import auth
 from . import rollback as rb
@@ -128,10 +129,12 @@ class Daemon:
         self.mutex = threading.RLock()  # guards self.jobs and the trees in it
         self.started = time.time()
         self.retention_every = retention_every
+        self.restart_needed = ""  # why the daemon must re-exec itself (see _round)
+        self.on_restart = lambda: None  # set by the server: stop, then re-exec
         statedir = os.path.join(store.path, "daemon")
         os.makedirs(statedir, mode=0o700, exist_ok=True)
         self.sched = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{statedir}/schedule.sqlite"),
+            jobstores={"default": DiskTolerantJobStore(url=f"sqlite:///{statedir}/schedule.sqlite"),
                        "memory": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(workers)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -243,6 +246,11 @@ class Daemon:
             if isinstance(e, OSError) and e.strerror:
                 msg = f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
             log.warning("job %s: round failed: %s", job.name, msg)
+            if snapshotmod.UNCLOSABLE and not self.restart_needed:
+                # HDF5 failed mid-write (e.g. ENOSPC despite the free-space check): this
+                # process cannot safely write HDF5 files any more; start afresh
+                self.restart_needed = "HDF5 failed writing a snapshot"
+                self.on_restart()
             with self.mutex:
                 for t in trees:
                     t.last_error, t.last_error_time = msg, time.time()

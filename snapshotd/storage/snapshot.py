@@ -55,12 +55,25 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+# h5py objects of files whose close failed (e.g. ENOSPC while flushing): with
+# HDF5 2.0 freeing them crashes the process (segfault in the id release), so
+# they are kept until exit; a process that has any should leave with os._exit.
+UNCLOSABLE: list = []
+
+
 class SnapshotWriter:
     def __init__(self, final_path: str, attrs: dict):
         self.final_path = final_path
         d = os.path.dirname(final_path)
         self.tmp_path = os.path.join(d, f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
-        self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
+        try:
+            self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
+        except BaseException:  # e.g. ENOSPC: HDF5 may have created the file already
+            try:
+                os.unlink(self.tmp_path)
+            except FileNotFoundError:
+                pass
+            raise
         self.attrs = attrs
         self.index: dict[bytes, int] = {ZERO_HASH: int(ZERO_REF)}  # page hash -> pool reference
         self.pool_hashes: list[np.ndarray] = []
@@ -183,7 +196,11 @@ class SnapshotWriter:
         a["hostname"] = socket.gethostname()
         a["stored_bytes"] = int(self.block_offsets[-1])
         a["unique_pages"] = int(self.npool)
-        h5.close()
+        try:
+            h5.close()
+        except BaseException:
+            self._close_failed = True
+            raise
         with open(self.tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         # link(2) never replaces an existing snapshot (rename would)
@@ -197,9 +214,12 @@ class SnapshotWriter:
     def abort(self) -> None:
         try:
             self.exec.shutdown(cancel_futures=True)
-            self.h5.close()
+            if not getattr(self, "_close_failed", False):
+                self.h5.close()
         except Exception:
-            pass
+            self._close_failed = True
+        if getattr(self, "_close_failed", False):
+            UNCLOSABLE.append((self.h5, self.blocks))
         try:
             os.unlink(self.tmp_path)
         except FileNotFoundError:
