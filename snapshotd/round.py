@@ -40,6 +40,10 @@ class StrangerError(dumpmod.DumpError):
     """The PID now belongs to another process than the registered one."""
 
 
+class PrivilegedError(dumpmod.DumpError):
+    """The process gained privileges its owner does not have (set-id exec)."""
+
+
 class GoneError(dumpmod.DumpError):
     """The process exited (or is a zombie)."""
 
@@ -56,11 +60,34 @@ def start_time(pid: int) -> int | None:
     return int(st[21])
 
 
+def unprivileged_as(pid: int, uid: int) -> str:
+    """"" if pid runs purely as uid (real, effective, saved and fs uids all
+    uid, one gid throughout, no capabilities), else why not. A user may have
+    only such processes snapshotted and restored: a set-id program or one with
+    capabilities would come back from a rollback with privileges the user
+    could then steer."""
+    try:
+        st = procfs.status(pid)
+    except procfs.ProcGone:
+        return "it has exited"
+    uids = {int(x) for x in st.get("Uid", "").split()}
+    gids = {int(x) for x in st.get("Gid", "").split()}
+    if uids != {uid}:
+        return f"it runs with uids {st.get('Uid')}"
+    if len(gids) != 1:
+        return f"it runs with gids {st.get('Gid')} (set-group-id)"
+    if int(st.get("CapPrm", "0"), 16) or int(st.get("CapAmb", "0"), 16):
+        return "it holds capabilities"
+    return ""
+
+
+
 @dataclass
 class Member:
     pid: int
     start_time: int | None = None  # expected; None: do not check
     name: str = ""
+    owner_uid: int = 0  # non-zero: the process must still run purely as this uid
     parent: str = ""  # previous snapshot of this tree (for incremental dumps, issue 4)
     tracker: object = None  # dirty-page tracker held between snapshots (issue 4)
 
@@ -79,6 +106,10 @@ def check_identity(m: Member) -> None:
         raise GoneError(f"PID {m.pid} has exited")
     if m.start_time is not None and st != m.start_time:
         raise StrangerError(f"PID {m.pid} is now another process (start time {st}, registered {m.start_time})")
+    if m.owner_uid:
+        why = unprivileged_as(m.pid, m.owner_uid)
+        if why:  # e.g. it exec'd a set-uid program: same PID and start time
+            raise PrivilegedError(f"PID {m.pid} is no longer an unprivileged process of uid {m.owner_uid}: {why}")
 
 
 def check_free_space(store, members: list["Member"]) -> None:

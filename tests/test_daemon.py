@@ -229,6 +229,22 @@ def test_a_user_may_touch_only_their_own_processes_and_jobs(daemon, root, other_
     assert uids == [str(uid)] * 4
     n = len(read_log(os.path.join(root, "user")))
     wait_for(lambda: len(read_log(os.path.join(root, "user"))) > n + 5, 10, "the restored counter to count")
+
+    # the user swaps the path of a file their job writes for a symlink to a root-only file:
+    # the rollback (run by root) must not open or cut it on their behalf
+    ok, _ = daemon.as_user(other_user, "snapshot-now", pid=theirs)
+    assert ok
+    secret = os.path.join(root, "secret")
+    with open(secret, "w") as f:
+        f.write("root only\n" * 100)
+    os.chmod(secret, 0o600)
+    log = os.path.join(root, "user", "log")
+    os.rename(log, log + ".old")
+    os.symlink(secret, log)
+    ok, err = daemon.as_user(other_user, "rollback", job="USERJOB")
+    assert not ok and "may not open" in err and "secret" not in err.split("open")[0], err
+    assert open(secret).read() == "root only\n" * 100
+    assert start_time(theirs) is not None, "the job was killed although its rollback was refused"
     kill_pid(theirs)
     wait_gone(theirs)
 

@@ -11,6 +11,7 @@ import socket
 import struct
 
 from .. import procfs
+from ..round import unprivileged_as  # noqa: F401 (part of this module's API)
 
 
 class Denied(Exception):
@@ -38,6 +39,10 @@ def require_process(caller_uid: int, pid: int) -> int:
         raise Denied(f"no process with PID {pid}")
     if caller_uid != 0 and owner != caller_uid:
         raise Denied(f"permission denied: PID {pid} belongs to uid {owner}, not to you (uid {caller_uid})")
+    if owner != 0:
+        why = unprivileged_as(pid, owner)
+        if why:
+            raise Denied(f"permission denied: PID {pid} is privileged ({why}); only root may register it")
     return owner
 
 

@@ -137,6 +137,59 @@ def cut_files(store, members: list[dict], owner_uid: int) -> tuple[list[dict], l
     return cut, notes
 
 
+def _files_to_reopen(store, members: list[dict]):
+    """(uid, gid, groups, [(path, flags)]) per member: what restore will open
+    by path for that process."""
+    out = []
+    for m in members:
+        with store.open(m["snapshot"]) as r:
+            img = from_dict(r.image())
+        for p in img.processes:
+            paths = [(f.path, f.flags & O_ACCMODE, f.kind) for f in p.files
+                     if f.kind in ("reg", "dir", "chr") and not f.deleted and f.content is None]
+            out.append((p.creds["uid"][0], p.creds["gid"][0], p.creds.get("groups", []), paths))
+    return out
+
+
+def check_user_access(store, members: list[dict]) -> None:
+    """Restore reopens a process's files by path with the daemon's (root)
+    credentials. For a process of a non-root user, first make sure that user
+    could open each of them the same way (a forked child with the process's
+    uid, gid and groups tries), so a path swapped since the round (say, for a
+    symlink to a root-only file) is refused instead of handed over.
+    (A swap between this check and the restore is not caught.)"""
+    for uid, gid, groups, paths in _files_to_reopen(store, members):
+        if uid == 0 or not paths:
+            continue
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - child
+            bad = []
+            try:
+                os.close(r)
+                os.setgroups(groups)
+                os.setgid(gid)
+                os.setuid(uid)
+                for path, acc, kind in paths:
+                    flags = (os.O_RDONLY | os.O_DIRECTORY) if kind == "dir" else acc
+                    try:
+                        os.close(os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC))
+                    except OSError as e:
+                        bad.append(f"{path}: {e.strerror}")
+                        if len(bad) >= 3:
+                            break
+                os.write(w, "\n".join(bad).encode() or b"ok")
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            ans = f.read().decode()
+        os.waitpid(child, 0)
+        if ans != "ok":
+            raise RollbackError(f"not restored: uid {uid} may not open what the job had open: "
+                                + "; ".join(ans.splitlines() or ["the check failed"]))
+
+
 def restore_members(store, members: list[dict]) -> tuple[list[dict], list[str]]:
     """Restore every member; if one fails, kill those already restored."""
     done, notes = [], []

@@ -23,18 +23,19 @@ from datetime import timezone
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
-from .jobstore import DiskTolerantJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .. import round as roundmod
-from ..dump import DumpError, validate_target
+from ..dump import validate_target
 from ..storage import rounds as roundstore
 from ..storage import snapshot as snapshotmod
 from ..storage.snapshot import fsync_dir
 from . import auth
 from . import rollback as rb
+from .jobstore import DiskTolerantJobStore
 from .protocol import ProtocolError, format_duration, parse_duration
+from .triggers import SteadyIntervalTrigger
 
 log = logging.getLogger("snapshotd")
 
@@ -181,7 +182,7 @@ class Daemon:
     def _save(self, job: Job) -> None:
         kwargs = {"job": job.name, "uid": job.uid, "trees": [t.persisted() for t in job.trees.values()]}
         jid = "job:" + job.name
-        trigger = IntervalTrigger(seconds=job.every, jitter=jitter_for(job.every), timezone=timezone.utc)
+        trigger = SteadyIntervalTrigger(seconds=job.every, jitter=jitter_for(job.every), timezone=timezone.utc)
         aj = self.sched.get_job(jid, jobstore="default")
         if aj is None:
             self.sched.add_job("snapshotd.daemon.service:scheduled_round", trigger, id=jid, kwargs=kwargs,
@@ -233,11 +234,13 @@ class Daemon:
                     self._retire(job, t, "exited")
                 elif st != t.start_time:
                     self._retire(job, t, "PID reused by another process")
+                elif t.uid != 0 and auth.unprivileged_as(t.pid, t.uid):
+                    self._retire(job, t, "it gained privileges (" + auth.unprivileged_as(t.pid, t.uid) + ")")
             trees = job.active
         if not trees:
             return None
-        members = [roundmod.Member(pid=t.pid, start_time=t.start_time, name=t.name, parent=t.last_snapshot,
-                                   tracker=t.tracker) for t in trees]
+        members = [roundmod.Member(pid=t.pid, start_time=t.start_time, name=t.name, owner_uid=t.uid,
+                                   parent=t.last_snapshot, tracker=t.tracker) for t in trees]
         t0 = time.monotonic()
         try:
             rec, results = roundmod.take_round(self.store, job.name, members, uid=job.uid)
@@ -460,6 +463,7 @@ class Daemon:
             if jb:
                 for t in jb.trees.values():
                     own.setdefault(t.pid, set()).add(t.start_time)
+            rb.check_user_access(self.store, rec.members)
             killed = rb.kill_old(rec.members, own)
             cut, notes = ([], []) if keep_files else rb.cut_files(self.store, rec.members, owner)
             restored, rnotes = rb.restore_members(self.store, rec.members)
