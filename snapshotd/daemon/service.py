@@ -414,6 +414,8 @@ class Daemon:
         for name in names:
             recs = roundstore.rounds(self.store, name)
             jb = self.jobs.get(name)
+            if jb is None and not recs:
+                continue
             owner = jb.uid if jb else (recs[-1].uid if recs else 0)
             if not auth.may_see(uid, owner):
                 if job is not None:
