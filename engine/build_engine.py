@@ -16,7 +16,6 @@ ffibuilder.cdef(
     #define SNP_REGS_SIZE 216
     #define SNP_INJ_EXPECT_SEGV 1
     #define SNP_PAGES_ANON_ONLY 1
-    #define SNP_PAGES_KEEP_ZERO 2
     #define SNP_PAGES_USE_MEMFILE 4
     int snp_seize(int tid);
     int snp_wait_stop(int tid, int *status);

@@ -308,17 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    rc = _main(argv)
-    from .storage.snapshot import UNCLOSABLE
-
-    if UNCLOSABLE and argv is None:  # HDF5 would crash freeing them at exit (storage/snapshot.py)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
-    return rc
-
-
-def _main(argv=None) -> int:
     from .dump import DumpError
     from .restore import RestoreError
     from .storage.snapshot import DamagedError, FormatError

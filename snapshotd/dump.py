@@ -29,7 +29,7 @@ from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
 
 SCRATCH_SIZE = 64 * 1024
-PAGES_PER_READ = 16384  # 64 MiB windows
+PAGES_PER_READ = 8192  # 32 MiB windows (the engine works through them 1 MiB at a time)
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 SPECIAL_MAPS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
@@ -301,12 +301,17 @@ class ProcessDumper:
 
     def dump_pages(self, mappings: list[Mapping]) -> None:
         """Stream the pages to keep into the writer, through one reused buffer
-        (fresh memory is slow to fault in on this kind of VM)."""
+        (fresh memory is slow to fault in on this kind of VM).  The engine
+        reads and hashes in two threads; zero pages come back with an all-zero
+        hash and are dropped here, except in file-backed private mappings
+        where a missing page would read back from the file."""
         n = PAGES_PER_READ
         addrs = np.empty(n, dtype=np.uint64)
         data = np.empty(n * engine.PAGE, dtype=np.uint8)
+        hashes = np.empty((n, 32), dtype=np.uint8)
         nxt = ffi.new("uint64_t *")
         c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
+        c_hashes = ffi.from_buffer("uint8_t[]", hashes)
         memfd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
         pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
         # progress by address range scanned (sparse areas pass quickly)
@@ -317,17 +322,21 @@ class ProcessDumper:
                     continue
                 flags = 0
                 if mp.pages == "cow":
-                    flags |= lib.SNP_PAGES_ANON_ONLY | lib.SNP_PAGES_KEEP_ZERO
+                    flags |= lib.SNP_PAGES_ANON_ONLY
                 if not mp.prot & sc.PROT_READ:
                     flags |= lib.SNP_PAGES_USE_MEMFILE
                 a = mp.start
                 while a < mp.end:
                     got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, mp.end, flags, c_addrs, c_data,
-                                                ffi.NULL, n, nxt)
+                                                c_hashes, n, nxt)
                     engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
                     if got:
-                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE])
-                        self.stats.pages += got
+                        rows = None
+                        if mp.pages == "anon":
+                            rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
+                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got],
+                                              rows=rows)
+                        self.stats.pages += got if rows is None else len(rows)
                     bar.add(nxt[0] - a)
                     a = nxt[0]
         finally:
@@ -411,7 +420,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None,
     except BaseException:
         writer.abort()
         raise
-    stats.stored_bytes = writer.block_offsets[-1]
+    stats.stored_bytes = writer.stored_bytes
     stats.wall_s = time.monotonic() - t0
     if kill:
         os.kill(pid, signal.SIGKILL)

@@ -21,19 +21,30 @@ from . import dump as dumpmod
 from . import procfs
 from .image import to_dict
 from .storage import rounds as roundstore
-from .storage.snapshot import fsync_dir
+from .storage.fsutil import fsync_dir
 
 
 # Free space a round needs beyond its estimated size (bytes). HDF5 must not
-# meet ENOSPC: after a failed write it cannot safely write any file again in
-# this process (storage/snapshot.py UNCLOSABLE), so a round that would not fit
-# fails before it starts. SNAPSHOTD_FREE_MARGIN overrides it (0: no check).
+# meet ENOSPC: after a failed write (HDF5 2.0, h5py 3.16) closing or freeing
+# that file's objects, and even closing other files later, can segfault the
+# process; so a round that would not fit fails before it starts.
+# SNAPSHOTD_FREE_MARGIN overrides it (0: no check).
 FREE_MARGIN = 256 << 10
 FIRST_ESTIMATE = 1 << 20  # a tree with no previous snapshot
 
+# Writers of rounds that failed inside HDF5: never closed nor freed (see
+# above). A process with any must not write HDF5 again: the daemon re-execs.
+POISONED: list = []
+
+
+def hdf5_write_failed(e: BaseException) -> bool:
+    text = str(e)
+    return "file write failed" in text or "errno = 28" in text or \
+        (isinstance(e, OSError) and e.errno == 28 and not isinstance(e, NoSpaceError))
+
 
 class NoSpaceError(OSError):
-    pass
+    """The free-space check refused a round (nothing was written)."""
 
 
 class StrangerError(dumpmod.DumpError):
@@ -90,6 +101,7 @@ class Member:
     owner_uid: int = 0  # non-zero: the process must still run purely as this uid
     parent: str = ""  # previous snapshot of this tree (for incremental dumps, issue 4)
     tracker: object = None  # dirty-page tracker held between snapshots (issue 4)
+    estimate: int = 0  # bytes its last snapshot stored (for the free-space check)
 
 
 @dataclass
@@ -116,13 +128,7 @@ def check_free_space(store, members: list["Member"]) -> None:
     margin = int(os.environ.get("SNAPSHOTD_FREE_MARGIN", FREE_MARGIN))
     if margin <= 0:
         return
-    need = margin
-    for m in members:
-        try:
-            need += os.path.getsize(os.path.join(store.snapdir, m.parent + ".h5")) * 5 // 4 if m.parent \
-                else FIRST_ESTIMATE
-        except OSError:
-            need += FIRST_ESTIMATE
+    need = margin + sum(m.estimate * 5 // 4 if m.estimate else FIRST_ESTIMATE for m in members)
     st = os.statvfs(store.snapdir)
     free = st.f_bavail * st.f_frsize
     if free < need:
@@ -161,16 +167,29 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
             writer.commit(to_dict(image))
             committed.append(sid)
             stats.frozen_s = frozen_s
-            stats.stored_bytes = writer.block_offsets[-1]
+            stats.stored_bytes = writer.stored_bytes
             stats.wall_s = time.monotonic() - t0
             results.append(MemberResult(m.pid, sid, m.name, stats))
         rec = roundstore.write_round(store, job, rid, [
             {"snapshot": r.snapshot, "root_pid": r.pid, "name": r.name, "stored_bytes": int(r.stats.stored_bytes),
              "frozen_s": round(r.stats.frozen_s, 6)} for r in results], uid=uid)
-    except BaseException:
-        for _m, sid, writer, _i, _s in staged:
-            if sid not in committed:
-                writer.abort()
+    except BaseException as e:
+        if hdf5_write_failed(e):
+            # do not touch the HDF5 objects again: keep them, remove the files by name
+            POISONED.extend(w for _m, _s, w, _i, _st in staged)
+            for _m, sid, _w, _i, _s in staged:
+                if sid not in committed:
+                    for d in (store.snapdir, getattr(store, "packdir", store.snapdir)):
+                        for n in os.listdir(d):
+                            if n.startswith(f".{sid}") and n.endswith(f".tmp-{os.getpid()}"):
+                                try:
+                                    os.unlink(os.path.join(d, n))
+                                except FileNotFoundError:
+                                    pass
+        else:
+            for _m, sid, writer, _i, _s in staged:
+                if sid not in committed:
+                    writer.abort()
         for sid in committed:  # snapshots of a round that never committed are not kept
             try:
                 os.unlink(os.path.join(store.snapdir, sid + ".h5"))

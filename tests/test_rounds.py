@@ -12,7 +12,6 @@ from daemon_harness import cleanup_counter, kill_pid, start_counter, wait_gone
 from snapshotd.dump import DumpError
 from snapshotd.round import Member, take_round
 from snapshotd.storage import rounds
-from snapshotd.storage.snapshot import SnapshotReader
 from snapshotd.storage.store import Store
 
 
@@ -81,5 +80,5 @@ def test_a_failed_round_leaves_nothing_visible(work, store):
     with open(f"/proc/{alive}/stat") as f:
         assert f.read().rsplit(")", 1)[1].split()[0] in ("R", "S")
     rec, res = take_round(st, "J2", [Member(alive)])
-    with SnapshotReader(os.path.join(st.snapdir, res[0].snapshot + ".h5")) as r:
+    with st.open(res[0].snapshot) as r:
         assert not r.verify()

@@ -40,7 +40,6 @@ int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result)
 long snp_mem_read(int pid, uint64_t addr, void *buf, uint64_t len);
 long snp_mem_write(int pid, uint64_t addr, const void *buf, uint64_t len);
 #define SNP_PAGES_ANON_ONLY 1   /* skip pages still backed by the file */
-#define SNP_PAGES_KEEP_ZERO 2   /* report zero pages (with an all-zero hash) */
 #define SNP_PAGES_USE_MEMFILE 4 /* read with /proc/PID/mem (PROT_NONE areas) */
 long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
                        uint64_t end, int flags, uint64_t *addrs, uint8_t *data,

@@ -29,8 +29,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .. import round as roundmod
 from ..dump import validate_target
 from ..storage import rounds as roundstore
-from ..storage import snapshot as snapshotmod
-from ..storage.snapshot import fsync_dir
 from . import auth
 from . import rollback as rb
 from .jobstore import DiskTolerantJobStore
@@ -128,8 +126,12 @@ class Daemon:
         self.store = store
         self.jobs: dict[str, Job] = {}
         self.mutex = threading.RLock()  # guards self.jobs and the trees in it
+        # one writer at a time: writers share the store's page index, which names pages
+        # of packs not committed yet (storage/snapshot.py), and gc must not run meanwhile
+        self.write_lock = threading.Lock()
         self.started = time.time()
         self.retention_every = retention_every
+        self._gc_pending = False
         self.restart_needed = ""  # why the daemon must re-exec itself (see _round)
         self.on_restart = lambda: None  # set by the server: stop, then re-exec
         statedir = os.path.join(store.path, "daemon")
@@ -240,16 +242,18 @@ class Daemon:
         if not trees:
             return None
         members = [roundmod.Member(pid=t.pid, start_time=t.start_time, name=t.name, owner_uid=t.uid,
-                                   parent=t.last_snapshot, tracker=t.tracker) for t in trees]
+                                   parent=t.last_snapshot, tracker=t.tracker, estimate=t.last_bytes)
+                   for t in trees]
         t0 = time.monotonic()
         try:
-            rec, results = roundmod.take_round(self.store, job.name, members, uid=job.uid)
+            with self.write_lock:
+                rec, results = roundmod.take_round(self.store, job.name, members, uid=job.uid)
         except Exception as e:
             msg = str(e) or type(e).__name__
             if isinstance(e, OSError) and e.strerror:
                 msg = f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
             log.warning("job %s: round failed: %s", job.name, msg)
-            if snapshotmod.UNCLOSABLE and not self.restart_needed:
+            if roundmod.POISONED and not self.restart_needed:
                 # HDF5 failed mid-write (e.g. ENOSPC despite the free-space check): this
                 # process cannot safely write HDF5 files any more; start afresh
                 self.restart_needed = "HDF5 failed writing a snapshot"
@@ -283,15 +287,27 @@ class Daemon:
     def retention(self) -> None:
         with self.mutex:
             jobs = list(self.jobs.values())
+        deleted = []
         for job in jobs:
             keep = job.keep
             if keep is None:
                 continue
             with job.lock:
                 try:
-                    self._prune(job, keep)
+                    deleted += self._prune(job, keep)
                 except Exception as e:
                     log.warning("job %s: retention failed: %s", job.name, e)
+        if deleted or self._gc_pending:
+            # free the page packs no snapshot uses any more
+            with self.write_lock:
+                try:
+                    r = self.store.gc(wait=False)
+                    self._gc_pending = False
+                    if r["removed_packs"]:
+                        log.info("gc: removed %d pack(s), %d bytes", len(r["removed_packs"]), r["freed_bytes"])
+                except Exception as e:
+                    self._gc_pending = True
+                    log.warning("gc failed (will retry): %s", e)
 
     def _prune(self, job: Job, keep: int) -> list[str]:
         """Keep the newest `keep` complete rounds and every round newer than
@@ -306,13 +322,9 @@ class Daemon:
         for rec in recs[:cut]:
             roundstore.delete(self.store, job.name, rec.id)
             for m in rec.members:
-                try:
-                    os.unlink(os.path.join(self.store.snapdir, m["snapshot"] + ".h5"))
+                if self.store.remove(m["snapshot"]):
                     deleted.append(m["snapshot"])
-                except FileNotFoundError:
-                    pass
         if deleted:
-            fsync_dir(self.store.snapdir)
             log.info("job %s: retention removed %d snapshot(s) of %d round(s)", job.name, len(deleted), cut)
         return deleted
 

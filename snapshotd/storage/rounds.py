@@ -18,7 +18,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from .snapshot import FormatError, SnapshotReader, fsync_dir
+from .fsutil import fsync_dir
+from .snapshot import FormatError, read_attrs
 
 ROUND_FORMAT = "snapshotd-round"
 ROUND_VERSION = 1
@@ -127,10 +128,9 @@ def check_members(store, rec: Round, deep: bool = False) -> list[str]:
             continue
         if deep:
             try:
-                with SnapshotReader(path) as r:
-                    a = r.attrs
-                    if (a.get("id"), a.get("job"), a.get("round")) != (m["snapshot"], rec.job, rec.id):
-                        problems.append(f"snapshot {m['snapshot']} does not belong to round {rec.id}")
+                a = read_attrs(path)
+                if (a.get("id"), a.get("job"), a.get("round")) != (m["snapshot"], rec.job, rec.id):
+                    problems.append(f"snapshot {m['snapshot']} does not belong to round {rec.id}")
             except (FormatError, OSError, KeyError) as e:
                 problems.append(f"snapshot {m['snapshot']} is damaged: {e}")
     return problems

@@ -1,255 +1,224 @@
-"""One snapshot = one immutable HDF5 file (layout: docs/FORMAT.md).
+"""One snapshot = one immutable HDF5 file of metadata (layout: docs/FORMAT.md).
 
-SnapshotWriter takes process metadata (the image) and page data separately:
-pages go into a content-addressed pool of zstd-compressed blocks, each
-process's address space is a list (page address, pool reference).  The file
-is written under a temporary name, fsynced, renamed, and the directory
-fsynced: a snapshot is either complete and visible, or absent."""
+A snapshot file holds the image (process metadata, JSON) and, per process, a
+complete page table: page address -> page reference.  Page contents live in
+packs (pack.py), shared by every snapshot of the store: a page whose SHA-256
+is already stored anywhere in the store is referenced, not written again.  An
+incremental snapshot names its parent and writes only content that is new;
+because its page table is complete, restore never walks the chain.
+
+Pages are handed over in two ways: add_pages() with their bytes (hashed here,
+in C), or add_unchanged() for addresses a dirty-page tracker knows were not
+written since the parent (their references are copied from the parent)."""
 from __future__ import annotations
 
 import json
 import os
 import socket
-import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import zstandard
 
-from ..pagehash import HASH_SIZE, PAGE, ZERO_HASH, hash_pages
+from ..pagehash import PAGE, hash_pages
+from .fsutil import commit_file, h5py
+from .pack import DamagedError, FormatError, PackReader, PackWriter, check_format
+from .pageindex import SLOT_SHIFT, ZERO_REF, PageIndex
 
-os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # shared filesystems: no flock
-import h5py  # noqa: E402  (after the locking switch)
+__all__ = ["SnapshotWriter", "SnapshotReader", "DamagedError", "FormatError", "ZERO_REF", "FORMAT_VERSION"]
 
 FORMAT_NAME = "snapshotd-snapshot"
-FORMAT_VERSION = 1
-PAGES_PER_BLOCK = 256  # 1 MiB of pages per zstd frame: large enough to compress well
-ZERO_REF = np.uint64(0xFFFFFFFFFFFFFFFF)  # page reference meaning "all zero"
-ZSTD_LEVEL = 1
-
-_tls = threading.local()
-
-
-def _compress(buf: bytes) -> bytes:
-    c = getattr(_tls, "cctx", None)
-    if c is None:
-        c = _tls.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return c.compress(buf)
-
-
-class FormatError(Exception):
-    """A file that is not a snapshot, or one written by a newer snapshotd."""
-
-
-class DamagedError(Exception):
-    """Stored data does not match its hash, or is missing."""
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# h5py objects of files whose close failed (e.g. ENOSPC while flushing): with
-# HDF5 2.0 freeing them crashes the process (segfault in the id release), so
-# they are kept until exit; a process that has any should leave with os._exit.
-UNCLOSABLE: list = []
+FORMAT_VERSION = 2
+PACK_MAX_PAGES = 1 << 18  # start a new pack after 1 GiB of unique pages
+_ZERO = np.uint64(ZERO_REF)
+_TABLE_OPTS = dict(compression="gzip", compression_opts=1, shuffle=True)  # readable by stock h5dump
 
 
 class SnapshotWriter:
-    def __init__(self, final_path: str, attrs: dict):
+    def __init__(self, final_path: str, packdir: str, attrs: dict, index: PageIndex,
+                 parent: "SnapshotReader | None" = None):
         self.final_path = final_path
-        d = os.path.dirname(final_path)
-        self.tmp_path = os.path.join(d, f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
-        try:
-            self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
-        except BaseException:  # e.g. ENOSPC: HDF5 may have created the file already
-            try:
-                os.unlink(self.tmp_path)
-            except FileNotFoundError:
-                pass
-            raise
+        self.packdir = packdir
+        self.sid = attrs["id"]
+        self.tmp_path = os.path.join(os.path.dirname(final_path),
+                                     f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
+        self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
         self.attrs = attrs
-        self.index: dict[bytes, int] = {ZERO_HASH: int(ZERO_REF)}  # page hash -> pool reference
-        self.pool_hashes: list[np.ndarray] = []
-        self.npool = 0
-        self.blocks = self.h5.create_dataset("pool/blocks", (0,), maxshape=(None,), dtype=np.uint8, chunks=(256 << 10,))
-        self.block_offsets = [0]
-        self.outbuf = bytearray()  # compressed blocks not yet written
-        self.exec = ThreadPoolExecutor(max_workers=2)
-        self.futures: deque = deque()  # (future, buffer) in block order
-        self.free_bufs: list[np.ndarray] = []
-        self.buf = self._new_buf()  # the block being filled
-        self.nbuf = 0
+        self.index = index
+        self.parent = parent
+        self.packs: list[PackWriter] = []
         self.page_tables: dict[int, list] = {}
-        self.bytes_in = 0
+        self.files: dict[str, tuple[np.ndarray, int]] = {}
+        self.new_pages = 0
+        self.new_bytes = 0  # compressed bytes of committed packs
 
     # -- pages --
-    def _new_buf(self) -> np.ndarray:
-        return self.free_bufs.pop() if self.free_bufs else np.empty((PAGES_PER_BLOCK, PAGE), dtype=np.uint8)
+    def _pack(self) -> PackWriter:
+        if not self.packs or self.packs[-1].npages >= PACK_MAX_PAGES:
+            name = f"{self.sid}-{len(self.packs)}.h5"
+            self.packs.append(PackWriter(os.path.join(self.packdir, name), name))
+        return self.packs[-1]
 
-    def _refs_for(self, data: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-        """Pool references for pages data (n, 4096) with their hashes, adding
-        contents not yet in the pool."""
-        index = self.index
-        get = index.get
-        refs = []
-        new_rows = []
-        npool = self.npool
-        for i, h in enumerate(hashes.view(f"V{HASH_SIZE}").ravel().tolist()):
-            r = get(h)
-            if r is None:
-                r = index[h] = npool
-                npool += 1
-                new_rows.append(i)
-            refs.append(r)
-        if new_rows:
-            rows = np.asarray(new_rows)
-            self.pool_hashes.append(hashes[rows])
-            self.npool = npool
-            self._add_to_pool(data, rows)
+    def _refs_for(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """References for pages data[rows] (data (n, 4096), all rows if None),
+        hashes[rows] being their SHA-256; content the store does not hold yet
+        is appended to this snapshot's pack."""
+        if rows is not None:
+            hashes = hashes[rows]
+        where = self.index.where
+        get = where.get
+        keys = hashes.view(f"V{hashes.shape[1]}").ravel().tolist()
+        refs = [get(h, -1) for h in keys]
+        new = [i for i, r in enumerate(refs) if r == -1]
+        if new:
+            pack = self._pack()
+            base = (self.index.slot(pack.pack_id) << SLOT_SHIFT) + pack.npages
+            fresh = []
+            for i in new:
+                h = keys[i]
+                r = get(h, -1)  # the same content twice in this batch
+                if r == -1:
+                    r = where[h] = base + len(fresh)
+                    fresh.append(i)
+                refs[i] = r
+            f = np.asarray(fresh)
+            pack.add(data, hashes[f], f if rows is None else rows[f])
+            self.new_pages += len(fresh)
         return np.asarray(refs, dtype=np.uint64)
 
-    def _add_to_pool(self, data: np.ndarray, rows: np.ndarray) -> None:
-        self.bytes_in += len(rows) * PAGE
-        i = 0
-        while i < len(rows):
-            take = min(PAGES_PER_BLOCK - self.nbuf, len(rows) - i)
-            np.take(data, rows[i : i + take], axis=0, out=self.buf[self.nbuf : self.nbuf + take])
-            self.nbuf += take
-            i += take
-            if self.nbuf == PAGES_PER_BLOCK:
-                self._flush_block()
-
-    def _flush_block(self) -> None:
-        buf, n = self.buf, self.nbuf
-        self.futures.append((self.exec.submit(_compress, memoryview(buf[:n]).cast("B")), buf))
-        self.buf, self.nbuf = self._new_buf(), 0
-        self._drain(wait=True)
-
-    def _drain(self, wait) -> None:
-        """Write finished blocks in order; with wait, until at most 4 are in
-        flight (none with wait="all")."""
-        keep = 0 if wait == "all" else 4
-        while self.futures and ((wait and len(self.futures) > keep) or self.futures[0][0].done()):
-            fut, buf = self.futures.popleft()
-            blob = fut.result()
-            self.free_bufs.append(buf)
-            self.outbuf += blob
-            self.block_offsets.append(self.block_offsets[-1] + len(blob))
-        if self.outbuf and (len(self.outbuf) >= (16 << 20) or wait == "all"):
-            off = self.blocks.shape[0]  # HDF5 writes in large pieces: far fewer calls
-            self.blocks.resize((off + len(self.outbuf),))
-            self.blocks[off:] = np.frombuffer(self.outbuf, dtype=np.uint8)
-            self.outbuf = bytearray()
-
-    def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None) -> None:
-        """Pages of process pid: addrs (n,) uint64, data n*4096 bytes (may be
-        reused by the caller once this returns)."""
+    def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None,
+                  rows: np.ndarray | None = None) -> None:
+        """Pages of process pid: addrs (n,) uint64, data n*4096 bytes (the
+        caller may reuse its buffer once this returns), hashes (n, 32) their
+        SHA-256 if known (all-zero for a zero page).  With rows, only those
+        pages are part of the snapshot (the others are zero pages to drop)."""
         data = np.frombuffer(data, dtype=np.uint8).reshape(-1, PAGE)
+        if not len(data) or (rows is not None and not len(rows)):
+            return
         if hashes is None:
             hashes = hash_pages(data)
-        refs = self._refs_for(data, hashes)
-        self.page_tables.setdefault(pid, []).append((np.array(addrs, dtype=np.uint64), refs))
+        refs = self._refs_for(data, hashes, rows)
+        a = np.asarray(addrs, dtype=np.uint64)
+        self.page_tables.setdefault(pid, []).append((a[rows] if rows is not None else a.copy(), refs))
+
+    def add_unchanged(self, pid: int, addrs) -> None:
+        """Pages of pid known (by a dirty-page tracker) to hold what they held
+        in the parent snapshot.  Addresses the parent did not have are zero."""
+        if self.parent is None:
+            raise ValueError("add_unchanged needs a parent snapshot")
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        if not len(addrs):
+            return
+        paddrs, prefs = self.parent.global_page_table(pid, self.index)
+        pos = np.searchsorted(paddrs, addrs)
+        pos_c = np.minimum(pos, max(len(paddrs) - 1, 0))
+        found = (pos < len(paddrs)) & (paddrs[pos_c] == addrs) if len(paddrs) else np.zeros(len(addrs), bool)
+        refs = np.full(len(addrs), _ZERO, dtype=np.uint64)
+        refs[found] = prefs[pos_c[found]]
+        self.page_tables.setdefault(pid, []).append((addrs.copy(), refs))
 
     def add_file(self, key: str, content: bytes) -> None:
-        """File contents (deleted files, memfd, tmpfs): stored as pages too."""
+        """Contents of a file the snapshot must carry (deleted, memfd, tmpfs)."""
         size = len(content)
-        padded = content + bytes(-size % PAGE)
-        data = np.frombuffer(padded, dtype=np.uint8).reshape(-1, PAGE)
+        data = np.frombuffer(content + bytes(-size % PAGE), dtype=np.uint8).reshape(-1, PAGE)
         refs = self._refs_for(data, hash_pages(data)) if len(data) else np.empty(0, np.uint64)
-        ds = self.h5.create_dataset(f"files/{key}/ref", data=refs)
-        ds.parent.attrs["size"] = size
+        self.files[key] = (refs, size)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(p.stored_bytes for p in self.packs)
 
     # -- commit --
+    def _localize(self, refs: np.ndarray, slot_map: dict[int, int]) -> np.ndarray:
+        """Index-wide references -> references into this file's pack list."""
+        out = refs.copy()
+        nz = refs != _ZERO
+        if nz.any():
+            slots = (refs[nz] >> np.uint64(SLOT_SHIFT)).astype(np.int64)
+            uniq, inv = np.unique(slots, return_inverse=True)
+            local = np.array([slot_map.setdefault(int(s), len(slot_map)) for s in uniq], dtype=np.uint64)
+            out[nz] = (local[inv] << np.uint64(SLOT_SHIFT)) | (refs[nz] & np.uint64(0xFFFFFFFF))
+        return out
+
     def commit(self, image: dict) -> str:
-        if self.nbuf:
-            self._flush_block()
-        self._drain(wait="all")
-        self.exec.shutdown()
+        """Commit packs, then the snapshot file; returns its path."""
+        for p in self.packs:
+            p.commit()  # pages are durable before anything refers to them
+        self.new_bytes = self.stored_bytes
         h5 = self.h5
-        pool = h5.require_group("pool")
-        hashes = np.concatenate(self.pool_hashes) if self.pool_hashes else np.empty((0, HASH_SIZE), np.uint8)
-        pool.create_dataset("hash", data=hashes)
-        pool.create_dataset("block_offset", data=np.asarray(self.block_offsets, dtype=np.uint64))
-        pool.attrs["pages_per_block"] = PAGES_PER_BLOCK
-        pool.attrs["codec"] = "zstd"
+        slot_map: dict[int, int] = {}
+        total = 0
         for pid, parts in self.page_tables.items():
             addrs = np.concatenate([a for a, _ in parts])
-            refs = np.concatenate([r for _, r in parts])
+            refs = self._localize(np.concatenate([r for _, r in parts]), slot_map)
             order = np.argsort(addrs, kind="stable")
             g = h5.create_group(f"pages/{pid}")
-            g.create_dataset("addr", data=addrs[order])
-            g.create_dataset("ref", data=refs[order])
+            g.create_dataset("addr", data=addrs[order], **_TABLE_OPTS)
+            g.create_dataset("ref", data=refs[order], **_TABLE_OPTS)
+            total += len(addrs)
+        for key, (refs, size) in self.files.items():
+            ds = h5.create_dataset(f"files/{key}/ref", data=self._localize(refs, slot_map))
+            ds.parent.attrs["size"] = size
+        names = [self.index.slots[s] for s, _ in sorted(slot_map.items(), key=lambda kv: kv[1])]
+        h5.create_dataset("packs", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
         h5.create_dataset("image", data=json.dumps(image, separators=(",", ":")), dtype=h5py.string_dtype())
         a = h5.attrs
         for k, v in self.attrs.items():
             a[k] = v
         a["format"] = FORMAT_NAME
         a["format_version"] = FORMAT_VERSION
-        a["created"] = time.time()
+        a.setdefault("created", time.time())
         a["hostname"] = socket.gethostname()
-        a["stored_bytes"] = int(self.block_offsets[-1])
-        a["unique_pages"] = int(self.npool)
-        try:
-            h5.close()
-        except BaseException:
-            self._close_failed = True
-            raise
-        with open(self.tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        # link(2) never replaces an existing snapshot (rename would)
-        try:
-            os.link(self.tmp_path, self.final_path)
-        finally:
-            os.unlink(self.tmp_path)
-        fsync_dir(os.path.dirname(self.final_path))
+        a["stored_bytes"] = int(self.new_bytes)
+        a["new_pages"] = int(self.new_pages)
+        a["pages"] = int(total)
+        h5.close()
+        commit_file(self.tmp_path, self.final_path)
         return self.final_path
 
     def abort(self) -> None:
+        for p in self.packs:
+            p.abort()
         try:
-            self.exec.shutdown(cancel_futures=True)
-            if not getattr(self, "_close_failed", False):
-                self.h5.close()
-        except Exception:
-            self._close_failed = True
-        if getattr(self, "_close_failed", False):
-            UNCLOSABLE.append((self.h5, self.blocks))
+            self.h5.close()
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass
         try:
             os.unlink(self.tmp_path)
         except FileNotFoundError:
             pass
 
 
+def read_attrs(path: str) -> dict:
+    """The attributes of a snapshot file (cheap: no datasets read)."""
+    with h5py.File(path, "r", locking=False) as f:
+        check_format(path, f.attrs, FORMAT_NAME, FORMAT_VERSION)
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+
+
 class SnapshotReader:
-    def __init__(self, path: str):
+    def __init__(self, path: str, packdir: str | None = None):
         self.path = path
+        self.packdir = packdir or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "packs")
         try:
             self.h5 = h5py.File(path, "r", locking=False)
         except OSError as e:
             raise FormatError(f"{path}: not a readable HDF5 file ({e})") from None
         a = self.h5.attrs
-        if a.get("format") != FORMAT_NAME:
-            raise FormatError(f"{path}: not a snapshotd snapshot")
-        if "format_version" not in a:
-            raise FormatError(f"{path}: no format_version attribute; not a complete snapshot")
-        v = int(a["format_version"])
-        if v > FORMAT_VERSION:
-            raise FormatError(f"{path}: format version {v} is newer than this snapshotd reads ({FORMAT_VERSION}); upgrade snapshotd")
+        if a.get("format") == FORMAT_NAME and int(a.get("format_version", 0)) == 1:
+            raise FormatError(f"{path}: format version 1 (pre-release, pages inside the snapshot) is no longer "
+                              "read; dump again")
+        check_format(path, a, FORMAT_NAME, FORMAT_VERSION)
         self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()}
+        self.id = self.attrs.get("id", os.path.basename(path)[:-3])
+        self.pack_names = [n.decode() if isinstance(n, bytes) else n for n in self.h5["packs"][:]]
+        self._packs: dict[int, PackReader] = {}
         self._image = None
-        self._block_cache: dict[int, np.ndarray] = {}
-        self._dctx = zstandard.ZstdDecompressor()
-        self._offsets = self.h5["pool/block_offset"][:]
-        self._hashes = self.h5["pool/hash"][:]
-        self._ppb = int(self.h5["pool"].attrs["pages_per_block"])
 
     def close(self):
+        for p in self._packs.values():
+            p.close()
+        self._packs.clear()
         self.h5.close()
 
     def __enter__(self):
@@ -264,54 +233,69 @@ class SnapshotReader:
             self._image = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
         return self._image
 
+    def pids(self) -> list[int]:
+        g = self.h5.get("pages")
+        return sorted(int(k) for k in g.keys()) if g is not None else []
+
     def page_table(self, pid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(addrs, refs) sorted by address; refs index this file's pack list."""
         g = self.h5.get(f"pages/{pid}")
         if g is None:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
         return g["addr"][:], g["ref"][:]
 
-    def _block(self, b: int) -> np.ndarray:
-        blk = self._block_cache.get(b)
-        if blk is not None:
-            return blk
-        if b + 1 >= len(self._offsets):
-            raise DamagedError(f"{self.path}: page block {b} missing")
-        lo, hi = int(self._offsets[b]), int(self._offsets[b + 1])
-        first = b * self._ppb
-        count = min(self._ppb, len(self._hashes) - first)
-        try:
-            raw = self._dctx.decompress(self.h5["pool/blocks"][lo:hi].tobytes(), max_output_size=count * PAGE)
-        except zstandard.ZstdError as e:
-            raise DamagedError(f"{self.path}: page block {b} does not decompress ({e})") from None
-        pages = np.frombuffer(raw, dtype=np.uint8).reshape(-1, PAGE)
-        if len(pages) != count or not np.array_equal(hash_pages(pages), self._hashes[first : first + count]):
-            raise DamagedError(f"{self.path}: page block {b} does not match its hashes")
-        if len(self._block_cache) > 64:
-            self._block_cache.clear()
-        self._block_cache[b] = pages
-        return pages
+    def global_page_table(self, pid: int, index: PageIndex) -> tuple[np.ndarray, np.ndarray]:
+        """The page table with references translated to index's slots."""
+        addrs, refs = self.page_table(pid)
+        return addrs, self.globalize(refs, index)
+
+    def globalize(self, refs: np.ndarray, index: PageIndex) -> np.ndarray:
+        out = refs.copy()
+        nz = refs != _ZERO
+        if nz.any():
+            slots = (refs[nz] >> np.uint64(SLOT_SHIFT)).astype(np.int64)
+            gl = np.array([index.slot(n) for n in self.pack_names], dtype=np.uint64)
+            out[nz] = (gl[slots] << np.uint64(SLOT_SHIFT)) | (refs[nz] & np.uint64(0xFFFFFFFF))
+        return out
+
+    def missing_packs(self) -> list[str]:
+        return [n for n in self.pack_names if not os.path.exists(os.path.join(self.packdir, n))]
+
+    def pack(self, slot: int) -> PackReader:
+        p = self._packs.get(slot)
+        if p is None:
+            if slot >= len(self.pack_names):
+                raise DamagedError(f"{self.path}: page reference to pack slot {slot} of {len(self.pack_names)}")
+            p = self._packs[slot] = PackReader(os.path.join(self.packdir, self.pack_names[slot]))
+        return p
 
     def gather(self, refs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Page contents (n, 4096) for pool references; ZERO_REF gives zeros.
-        Every block read is checked against the stored page hashes.  `out`
-        may be a reused buffer of at least n pages."""
+        """Page contents (n, 4096) for references; ZERO_REF gives zeros.  Every
+        block read is checked against its pages' SHA-256.  `out` may be a
+        reused buffer of at least n pages."""
         if out is None:
             out = np.empty((len(refs), PAGE), dtype=np.uint8)
         out = out[: len(refs)]
-        nz = refs != ZERO_REF
+        nz = refs != _ZERO
         if not nz.all():
             out[~nz] = 0
         if not nz.any():
             return out
         idx = np.nonzero(nz)[0]
         r = refs[idx]
-        if int(r.max()) >= len(self._hashes):
-            raise DamagedError(f"{self.path}: page reference out of range")
-        blocks = r // self._ppb
-        for b in np.unique(blocks):
-            sel = blocks == b
-            pages = self._block(int(b))
-            out[idx[sel]] = pages[(r[sel] - b * self._ppb).astype(np.int64)]
+        slots = (r >> np.uint64(SLOT_SHIFT)).astype(np.int64)
+        pidx = (r & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        for s in np.unique(slots):
+            pk = self.pack(int(s))
+            in_s = slots == s
+            pi = pidx[in_s]
+            if int(pi.max()) >= pk.npages:
+                raise DamagedError(f"{self.path}: page reference beyond the end of pack {pk.name}")
+            blocks = pi // pk.ppb
+            dest = idx[in_s]
+            for b in np.unique(blocks):
+                sel = blocks == b
+                out[dest[sel]] = pk.block(int(b))[pi[sel] - b * pk.ppb]
         return out
 
     def iter_pages(self, pid: int, chunk: int = 16384):
@@ -322,34 +306,55 @@ class SnapshotReader:
         # two reused buffers (fresh memory is slow to fault in): the next chunk
         # is decompressed and verified in a thread while the caller uses this one
         bufs = [np.empty((min(chunk, len(addrs)), PAGE), dtype=np.uint8) for _ in range(2)]
-        starts = range(0, len(addrs), chunk)
         with ThreadPoolExecutor(max_workers=1) as ex:
             fut = ex.submit(self.gather, refs[:chunk], bufs[0])
-            for k, i in enumerate(starts):
+            for k, i in enumerate(range(0, len(addrs), chunk)):
                 data = fut.result()
                 if i + chunk < len(addrs):
-                    fut = ex.submit(self.gather, refs[i + chunk : i + 2 * chunk], bufs[(k + 1) % 2])
-                yield addrs[i : i + chunk], data
+                    fut = ex.submit(self.gather, refs[i + chunk: i + 2 * chunk], bufs[(k + 1) % 2])
+                yield addrs[i: i + chunk], data
 
     def file_content(self, key: str) -> bytes:
         g = self.h5.get(f"files/{key}")
         if g is None:
             raise DamagedError(f"{self.path}: saved file contents {key} missing")
-        data = self.gather(g["ref"][:])
-        return data.tobytes()[: int(g.attrs["size"])]
+        return self.gather(g["ref"][:]).tobytes()[: int(g.attrs["size"])]
 
-    def verify(self) -> list[str]:
-        """Re-hash every stored block; return the problems found."""
-        problems = []
-        nblocks = len(self._offsets) - 1
-        for b in range(nblocks):
-            try:
-                self._block(b)
-            except DamagedError as e:
-                problems.append(str(e))
-            self._block_cache.clear()
+    def all_refs(self) -> np.ndarray:
+        parts = [self.page_table(pid)[1] for pid in self.pids()]
+        g = self.h5.get("files")
+        if g is not None:
+            parts += [g[k]["ref"][:] for k in g.keys()]
+        return np.concatenate(parts) if parts else np.empty(0, np.uint64)
+
+    def verify(self, progress=None) -> list[str]:
+        """Re-hash every stored page this snapshot needs; return the problems."""
+        problems = [f"{self.id}: page pack {n} is missing" for n in self.missing_packs()]
         try:
             self.image()
         except Exception as e:  # noqa: BLE001 - report any decode failure
-            problems.append(f"{self.path}: image unreadable ({e})")
+            problems.append(f"{self.id}: image unreadable ({e})")
+        refs = self.all_refs()
+        refs = refs[refs != _ZERO]
+        slots = (refs >> np.uint64(SLOT_SHIFT)).astype(np.int64)
+        for s in np.unique(slots):
+            name = self.pack_names[s] if s < len(self.pack_names) else f"slot {s}"
+            if name in self.missing_packs():
+                continue
+            try:
+                pk = self.pack(int(s))
+            except (DamagedError, FormatError) as e:
+                problems.append(f"{self.id}: {e}")
+                continue
+            pi = (refs[slots == s] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            if int(pi.max()) >= pk.npages:
+                problems.append(f"{self.id}: references beyond the end of pack {pk.name}")
+            for b in np.unique(pi // pk.ppb):
+                try:
+                    pk.block(int(b))
+                except DamagedError as e:
+                    problems.append(f"{self.id}: {e}")
+                if progress:
+                    progress.add(pk.ppb * PAGE)
+            pk._cache.clear()
         return problems

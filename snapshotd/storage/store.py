@@ -1,60 +1,147 @@
-"""A store: a directory of snapshots (layout: docs/FORMAT.md).
+"""A store: a directory of snapshots and the page packs they share (docs/FORMAT.md).
 
-    STORE/snapshots/<id>.h5    committed, immutable snapshots
-    STORE/snapshots/.<id>.h5.tmp-<pid>   being written (ignored, removed when stale)
-"""
+    STORE/snapshots/<id>.h5      committed snapshots (metadata + page tables)
+    STORE/packs/<id>-<n>.h5      committed page packs (unique pages, compressed)
+    STORE/catalog.json           a cache of every snapshot's attributes; rebuilt
+                                 from snapshots/ whenever it disagrees
+    STORE/lock                   flock: writers shared, garbage collection exclusive
+    .<name>.tmp-<pid>            being written (ignored; removed once <pid> is dead)
+
+Nothing in the store is modified after commit; removal (prune, gc) deletes
+whole files, snapshots before the packs they used, so a crash at any moment
+leaves every kept snapshot complete."""
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import secrets
+import socket
 import time
 
-from .snapshot import FormatError, SnapshotReader, SnapshotWriter
+from .fsutil import h5py, remove_durably, write_atomic
+from .pack import FormatError
+from .pageindex import PageIndex, pack_names
+from .snapshot import SnapshotReader, SnapshotWriter, read_attrs
 
 DEFAULT_STORE = "/var/lib/snapshotd"
+CATALOG_VERSION = 1
 
 
 class StoreError(Exception):
     pass
 
 
+class _Lock:
+    """flock(2) on STORE/lock: shared for writers, exclusive for gc."""
+
+    def __init__(self, path: str, exclusive: bool, wait: bool = True):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            fcntl.flock(self.fd, op if wait else op | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise StoreError("the store is busy (a dump or garbage collection is running)") from None
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class Store:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.snapdir = os.path.join(self.path, "snapshots")
+        self.packdir = os.path.join(self.path, "packs")
+        self.catalog_path = os.path.join(self.path, "catalog.json")
+        self._index: PageIndex | None = None  # kept by long-lived users (the daemon)
+        self._index_packs: set[str] = set()
 
+    # -- layout --
     def ensure_writable(self) -> None:
         try:
-            os.makedirs(self.snapdir, mode=0o700, exist_ok=True)
+            for d in (self.path, self.snapdir, self.packdir):
+                os.makedirs(d, mode=0o700, exist_ok=True)
         except OSError as e:
             raise StoreError(f"store {self.path} is not usable: {e.strerror}") from None
-        if not os.access(self.snapdir, os.W_OK | os.X_OK):
-            raise StoreError(f"store {self.path} is not writable")
+        for d in (self.snapdir, self.packdir):
+            if not os.access(d, os.W_OK | os.X_OK):
+                raise StoreError(f"store {self.path} is not writable")
         self.remove_stale_temps()
 
-    def remove_stale_temps(self) -> None:
-        """Remove temporary files of writers that died (.<id>.h5.tmp-<pid>)."""
-        for n in os.listdir(self.snapdir):
-            if n.startswith(".") and ".tmp-" in n:
-                pid = n.rsplit(".tmp-", 1)[1]
-                if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                    try:
-                        os.unlink(os.path.join(self.snapdir, n))
-                    except FileNotFoundError:
-                        pass
+    def remove_stale_temps(self) -> list[str]:
+        """Remove temporary files of writers that died (.<name>.tmp-<pid>)."""
+        removed = []
+        for d in (self.snapdir, self.packdir, self.path):
+            try:
+                names = os.listdir(d)
+            except FileNotFoundError:
+                continue
+            for n in names:
+                if n.startswith(".") and ".tmp-" in n:
+                    pid = n.rsplit(".tmp-", 1)[1]
+                    if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                        try:
+                            os.unlink(os.path.join(d, n))
+                            removed.append(n)
+                        except FileNotFoundError:
+                            pass
+        return removed
 
     def new_id(self, root_pid: int) -> str:
-        return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{root_pid}-{secrets.token_hex(2)}"
+        return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{root_pid}-{secrets.token_hex(4)}"
 
-    def writer(self, root_pid: int, **attrs) -> tuple[str, SnapshotWriter]:
+    def snapshot_path(self, sid: str) -> str:
+        return os.path.join(self.snapdir, sid + ".h5")
+
+    # -- writing --
+    def index(self) -> PageIndex:
+        """The page index, brought up to date with packs committed since."""
+        if self._index is None:
+            self._index = PageIndex()
+        new = [n for n in pack_names(self.packdir) if n not in self._index_packs]
+        for n in new:
+            try:
+                with h5py.File(os.path.join(self.packdir, n), "r", locking=False) as f:
+                    self._index.add(n, 0, f["hash"][:])
+            except (OSError, KeyError):
+                pass
+            self._index_packs.add(n)
+        return self._index
+
+    def forget_index(self) -> None:
+        self._index = None
+        self._index_packs.clear()
+
+    def writer(self, root_pid: int, parent: str | None = None, **attrs) -> tuple[str, "LockedWriter"]:
+        """A writer for a new snapshot of the tree rooted at root_pid.  With
+        parent (an id), the new snapshot is an incremental one of that chain."""
         self.ensure_writable()
-        sid = self.new_id(root_pid)
-        attrs = {"id": sid, "root_pid": root_pid, "parent": "", "kind": "full", "job": "", "round": "", **attrs}
+        lock = _Lock(os.path.join(self.path, "lock"), exclusive=False)
         try:
-            return sid, SnapshotWriter(os.path.join(self.snapdir, sid + ".h5"), attrs)
+            preader = None
+            depth = 0
+            if parent:
+                preader = self.open(parent)
+                parent = preader.id
+                depth = int(preader.attrs.get("chain_depth", 0)) + 1
+            sid = self.new_id(root_pid)
+            a = {"id": sid, "root_pid": root_pid, "parent": parent or "",
+                 "kind": "incremental" if parent else "full", "chain_depth": depth,
+                 "job": "", "round": "", "tree": f"{socket.gethostname()}:{root_pid}",
+                 "created": time.time(), **attrs}
+            w = SnapshotWriter(self.snapshot_path(sid), self.packdir, a, self.index(), parent=preader)
         except OSError as e:
+            lock.release()
             raise StoreError(f"cannot write in store {self.path}: {e}") from None
+        except BaseException:
+            lock.release()
+            raise
+        return sid, LockedWriter(w, lock, self)
 
+    # -- reading --
     def ids(self) -> list[str]:
         try:
             names = os.listdir(self.snapdir)
@@ -66,28 +153,156 @@ class Store:
         """Path of a snapshot given its id, a unique id prefix, or a file path."""
         if ref.endswith(".h5") and os.path.isfile(ref):
             return os.path.abspath(ref)
+        if "/" in ref:
+            raise StoreError(f"no snapshot file {ref!r}")
         ids = self.ids()
         if ref in ids:
-            return os.path.join(self.snapdir, ref + ".h5")
+            return self.snapshot_path(ref)
         matches = [i for i in ids if i.startswith(ref)]
         if len(matches) == 1:
-            return os.path.join(self.snapdir, matches[0] + ".h5")
+            return self.snapshot_path(matches[0])
         if len(matches) > 1:
             raise StoreError(f"snapshot id {ref!r} is ambiguous: {', '.join(matches[:5])}")
         raise StoreError(f"no snapshot {ref!r} in store {self.path}")
 
     def open(self, ref: str) -> SnapshotReader:
-        return SnapshotReader(self.resolve(ref))
+        path = self.resolve(ref)
+        packdir = self.packdir if os.path.dirname(path) == self.snapdir else None
+        return SnapshotReader(path, packdir)
 
     def list(self) -> list[dict]:
-        out = []
-        for sid in self.ids():
-            path = os.path.join(self.snapdir, sid + ".h5")
-            try:
-                with SnapshotReader(path) as r:
-                    a = dict(r.attrs)
-            except (FormatError, OSError) as e:
-                a = {"id": sid, "error": str(e)}
-            a["file_bytes"] = os.path.getsize(path)
+        """Every snapshot's attributes (from the catalog, reconciled with the
+        directory: entries for vanished files are dropped, new files read)."""
+        cat = self._read_catalog()
+        ids = self.ids()
+        out, changed = [], set(cat) != set(ids)
+        for sid in ids:
+            a = cat.get(sid)
+            if a is None:
+                path = self.snapshot_path(sid)
+                try:
+                    a = read_attrs(path)
+                    a["file_bytes"] = os.path.getsize(path)
+                except (FormatError, OSError) as e:
+                    a = {"id": sid, "error": str(e)}
+                changed = True
             out.append(a)
+        if changed:
+            self._write_catalog(out)
         return out
+
+    def latest(self, tree: str | None = None, root_pid: int | None = None) -> str | None:
+        rows = [r for r in self.list() if "error" not in r
+                and (tree is None or r.get("tree") == tree)
+                and (root_pid is None or r.get("root_pid") == root_pid)]
+        return max(rows, key=lambda r: (r.get("created", 0), r["id"]))["id"] if rows else None
+
+    def _read_catalog(self) -> dict[str, dict]:
+        try:
+            with open(self.catalog_path) as f:
+                doc = json.load(f)
+            if doc.get("version") != CATALOG_VERSION:
+                return {}
+            return {a["id"]: a for a in doc["snapshots"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}  # a lost or damaged catalog is rebuilt from the files
+
+    def _write_catalog(self, rows: list[dict]) -> None:
+        if not os.access(self.path, os.W_OK):
+            return
+        doc = {"version": CATALOG_VERSION, "written": time.time(),
+               "snapshots": [r for r in rows if "error" not in r]}
+        try:
+            write_atomic(self.catalog_path, json.dumps(doc, default=str, sort_keys=True).encode())
+        except OSError:
+            pass  # only a cache
+
+    def note_committed(self, path: str) -> None:
+        try:
+            a = read_attrs(path)
+            a["file_bytes"] = os.path.getsize(path)
+        except (FormatError, OSError):
+            return
+        rows = [r for r in self._read_catalog().values() if r["id"] != a["id"]] + [a]
+        self._write_catalog(sorted(rows, key=lambda r: r["id"]))
+
+    # -- maintenance --
+    def remove(self, sid: str) -> bool:
+        return remove_durably(self.snapshot_path(sid))
+
+    def referenced_packs(self) -> tuple[set[str], list[str]]:
+        """(pack names used by any snapshot, snapshots that could not be read)."""
+        used, unreadable = set(), []
+        for sid in self.ids():
+            try:
+                with h5py.File(self.snapshot_path(sid), "r", locking=False) as f:
+                    used.update(n.decode() if isinstance(n, bytes) else n for n in f["packs"][:])
+            except (OSError, KeyError):
+                unreadable.append(sid)
+        return used, unreadable
+
+    def gc(self, dry_run: bool = False, wait: bool = True) -> dict:
+        """Mark and sweep: delete packs no snapshot references.  Runs under the
+        exclusive store lock, so no writer can be deduplicating against a
+        pack while it is judged unreferenced."""
+        self.ensure_writable()
+        lock = _Lock(os.path.join(self.path, "lock"), exclusive=True, wait=wait)
+        try:
+            stale = self.remove_stale_temps()
+            used, unreadable = self.referenced_packs()
+            if unreadable:
+                # a snapshot we cannot read might reference anything: sweep nothing
+                raise StoreError(f"cannot read snapshot(s) {', '.join(unreadable)}; garbage collection "
+                                 "would not know what they use (run verify)")
+            doomed = [n for n in pack_names(self.packdir) if n not in used]
+            freed = 0
+            for n in doomed:
+                p = os.path.join(self.packdir, n)
+                try:
+                    freed += os.path.getsize(p)
+                except OSError:
+                    pass
+                if not dry_run:
+                    remove_durably(p)
+                    self.forget_index()
+            return {"removed_packs": doomed, "freed_bytes": freed, "kept_packs": len(used),
+                    "removed_temps": stale, "dry_run": dry_run}
+        finally:
+            lock.release()
+
+
+class LockedWriter:
+    """A SnapshotWriter that holds the store's shared lock until commit/abort."""
+
+    def __init__(self, w: SnapshotWriter, lock: _Lock, store: Store):
+        self.w, self.lock, self.store = w, lock, store
+
+    def __getattr__(self, name):
+        return getattr(self.w, name)
+
+    def commit(self, image: dict) -> str:
+        try:
+            path = self.w.commit(image)
+        except BaseException:
+            self.store.forget_index()  # it may name pages of packs that never committed
+            raise
+        finally:
+            self._close_parent()
+            self.lock.release()
+        self.store._index_packs.update(p.pack_id for p in self.w.packs)
+        self.store.note_committed(path)
+        return path
+
+    def abort(self) -> None:
+        try:
+            self.w.abort()
+        finally:
+            self.store.forget_index()
+            self._close_parent()
+            self.lock.release()
+
+    def _close_parent(self):
+        if self.w.parent is not None:
+            self.w.parent.close()
+            self.w.parent = None
+

@@ -1,0 +1,275 @@
+"""Page packs: immutable HDF5 files of unique, compressed pages (docs/FORMAT.md).
+
+A pack holds pages, each named by its SHA-256, in zstd blocks of up to
+PAGES_PER_BLOCK pages.  One writer writes one pack; nobody modifies it after
+commit (temporary name, fsync, link, fsync of the directory).  Snapshots
+reference pages as (pack, page index); the page hashes are kept next to the
+blocks so that every read is verified and a store's page index can be rebuilt
+from the packs alone.
+
+Writing is a small pipeline: the caller fills 1 MiB blocks, worker threads
+compress them (zstd releases the GIL), and a writer thread appends finished
+blocks to the HDF5 file in order, so that memory reading, hashing,
+compression and file writes overlap."""
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import zstandard
+
+from ..pagehash import HASH_SIZE, PAGE, hash_pages
+from .fsutil import commit_file, h5py
+
+PACK_FORMAT = "snapshotd-pack"
+PACK_VERSION = 1
+PAGES_PER_BLOCK = 256  # 1 MiB of pages per zstd frame: large enough to compress well
+ZSTD_LEVEL = 1
+WRITE_PIECE = 16 << 20  # HDF5 appends in pieces of this size: far fewer calls
+SYNC_EVERY = 64 << 20  # start writeback early so that the final fsync is short
+BUFFERS = 24  # 1 MiB block buffers per pack writer
+
+_tls = threading.local()
+
+
+def _compress(buf) -> bytes:
+    c = getattr(_tls, "cctx", None)
+    if c is None:
+        c = _tls.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return c.compress(buf)
+
+
+class DamagedError(Exception):
+    """Stored data does not match its hash, or is missing."""
+
+
+class FormatError(Exception):
+    """A file that is not what it should be, or one written by a newer snapshotd."""
+
+
+def check_format(path: str, attrs, name: str, version: int) -> int:
+    if attrs.get("format") != name:
+        raise FormatError(f"{path}: not a {name} file")
+    if "format_version" not in attrs:
+        raise FormatError(f"{path}: no format_version attribute; not a complete file")
+    v = int(attrs["format_version"])
+    if v > version:
+        raise FormatError(f"{path}: format version {v} is newer than this snapshotd reads ({version}); "
+                          "upgrade snapshotd")
+    return v
+
+
+class PackWriter:
+    """Append unique pages; commit() makes the pack visible.  Not thread-safe:
+    one caller adds pages, internal threads compress and write."""
+
+    def __init__(self, final_path: str, pack_id: str):
+        self.final_path = final_path
+        self.pack_id = pack_id
+        self.tmp_path = os.path.join(os.path.dirname(final_path),
+                                     f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
+        self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
+        self.blocks = self.h5.create_dataset("blocks", (0,), maxshape=(None,), dtype=np.uint8,
+                                             chunks=(1 << 20,))
+        self.block_offsets = [0]
+        self.hashes: list[np.ndarray] = []
+        self.npages = 0
+        # block buffers, allocated once in one piece (large numpy arrays get
+        # transparent huge pages: fresh small pages are slow to fault in on VMs)
+        # and recycled by the writer thread; the queue bounds blocks in flight
+        self.arena = np.empty((BUFFERS, PAGES_PER_BLOCK, PAGE), dtype=np.uint8)
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        for b in self.arena[1:]:
+            self.free.put(b)
+        self.buf = self.arena[0]
+        self.nbuf = 0
+        self.compressors = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zstd")
+        self.todo: queue.Queue = queue.Queue()  # (future, buffer) in block order
+        self.error: BaseException | None = None
+        self.writer = threading.Thread(target=self._write_loop, name="pack-writer", daemon=True)
+        self.writer.start()
+
+    # -- adding pages --
+    def add(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None) -> int:
+        """Append pages data[rows] (data: (n, 4096); all rows if None) with
+        their hashes (one per appended page); returns the index of the first
+        one in this pack."""
+        first = self.npages
+        rows = np.arange(len(data)) if rows is None else rows
+        n = len(rows)
+        if not n:
+            return first
+        self.hashes.append(np.array(hashes, dtype=np.uint8).reshape(n, HASH_SIZE))
+        self.npages += n
+        i = 0
+        while i < n:
+            take = min(PAGES_PER_BLOCK - self.nbuf, n - i)
+            np.take(data, rows[i:i + take], axis=0, out=self.buf[self.nbuf:self.nbuf + take])
+            self.nbuf += take
+            i += take
+            if self.nbuf == PAGES_PER_BLOCK:
+                self._submit()
+        return first
+
+    def _submit(self) -> None:
+        if self.error:
+            raise self.error
+        buf, n = self.buf, self.nbuf
+        fut = self.compressors.submit(_compress, memoryview(buf[:n]).cast("B"))
+        self.todo.put((fut, buf))
+        self.buf = self.free.get()  # waits while every buffer is in flight
+        self.nbuf = 0
+
+    def _write_loop(self) -> None:
+        out = bytearray()
+        unsynced = 0
+        syncfd = os.open(self.tmp_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while True:
+                item = self.todo.get()
+                if item is not None:
+                    fut, buf = item
+                    blob = fut.result()
+                    self.free.put(buf)
+                    out += blob
+                    self.block_offsets.append(self.block_offsets[-1] + len(blob))
+                if out and (len(out) >= WRITE_PIECE or item is None):
+                    off = self.blocks.shape[0]
+                    self.blocks.resize((off + len(out),))
+                    self.blocks[off:] = np.frombuffer(out, dtype=np.uint8)
+                    unsynced += len(out)
+                    out = bytearray()
+                    if unsynced >= SYNC_EVERY:
+                        self.h5.flush()
+                        os.fdatasync(syncfd)
+                        unsynced = 0
+                if item is None:
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the caller at commit
+            self.error = e
+            while True:  # keep draining so the producer never blocks
+                item = self.todo.get()
+                if item is None:
+                    return
+                self.free.put(item[1])
+        finally:
+            os.close(syncfd)
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.block_offsets[-1]
+
+    # -- commit --
+    def commit(self) -> str:
+        if self.nbuf:
+            self._submit()
+        self.todo.put(None)
+        self.writer.join()
+        self.compressors.shutdown()
+        if self.error:
+            raise self.error
+        h5 = self.h5
+        h5.create_dataset("hash", data=np.concatenate(self.hashes) if self.hashes
+                          else np.empty((0, HASH_SIZE), np.uint8))
+        h5.create_dataset("block_offset", data=np.asarray(self.block_offsets, dtype=np.uint64))
+        a = h5.attrs
+        a["format"] = PACK_FORMAT
+        a["format_version"] = PACK_VERSION
+        a["id"] = self.pack_id
+        a["pages"] = self.npages
+        a["pages_per_block"] = PAGES_PER_BLOCK
+        a["codec"] = "zstd"
+        a["hash"] = "sha256"
+        a["stored_bytes"] = self.stored_bytes
+        a["created"] = time.time()
+        a["hostname"] = socket.gethostname()
+        h5.close()
+        commit_file(self.tmp_path, self.final_path)
+        return self.final_path
+
+    def abort(self) -> None:
+        try:
+            self.todo.put(None)
+            self.writer.join(timeout=10)
+            self.compressors.shutdown(cancel_futures=True)
+            self.h5.close()
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
+
+
+class PackReader:
+    """Read and verify pages of one pack.  Decompressed blocks are cached
+    (a few hundred MiB at most)."""
+
+    CACHE_BLOCKS = 64
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.h5 = h5py.File(path, "r", locking=False)
+        except FileNotFoundError:
+            raise DamagedError(f"page pack {os.path.basename(path)} is missing") from None
+        except OSError as e:
+            raise DamagedError(f"page pack {os.path.basename(path)} is unreadable ({e})") from None
+        check_format(path, self.h5.attrs, PACK_FORMAT, PACK_VERSION)
+        self.name = os.path.basename(path)
+        self.offsets = self.h5["block_offset"][:]
+        self.hashes = self.h5["hash"][:]
+        self.ppb = int(self.h5.attrs["pages_per_block"])
+        self.npages = len(self.hashes)
+        self._blocks = self.h5["blocks"]
+        self._cache: dict[int, np.ndarray] = {}
+        self._dctx = zstandard.ZstdDecompressor()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.h5.close()
+
+    def block(self, b: int) -> np.ndarray:
+        """Pages of block b (n, 4096), checked against their SHA-256."""
+        blk = self._cache.get(b)
+        if blk is not None:
+            return blk
+        if b + 1 >= len(self.offsets):
+            raise DamagedError(f"{self.name}: block {b} missing")
+        lo, hi = int(self.offsets[b]), int(self.offsets[b + 1])
+        first = b * self.ppb
+        count = min(self.ppb, self.npages - first)
+        with self._lock:  # h5py is not reentrant across threads for one file
+            raw = self._blocks[lo:hi].tobytes()
+        try:
+            out = self._dctx.decompress(raw, max_output_size=count * PAGE)
+        except zstandard.ZstdError as e:
+            raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}) does not decompress ({e})") from None
+        pages = np.frombuffer(out, dtype=np.uint8).reshape(-1, PAGE)
+        if len(pages) != count:
+            raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}) holds {len(pages)} pages, not {count}")
+        bad = np.nonzero((hash_pages(pages) != self.hashes[first:first + count]).any(axis=1))[0]
+        if len(bad):
+            raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}): {len(bad)} page(s) do not match "
+                               f"their SHA-256 (first: page {first + int(bad[0])})")
+        if len(self._cache) >= self.CACHE_BLOCKS:
+            self._cache.clear()
+        self._cache[b] = pages
+        return pages
+
+    def verify(self) -> list[str]:
+        problems = []
+        for b in range(len(self.offsets) - 1):
+            try:
+                self.block(b)
+            except DamagedError as e:
+                problems.append(str(e))
+            self._cache.clear()
+        if len(self.offsets) - 1 != -(-self.npages // self.ppb):
+            problems.append(f"{self.name}: {len(self.offsets) - 1} blocks for {self.npages} pages")
+        return problems

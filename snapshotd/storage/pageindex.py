@@ -1,0 +1,65 @@
+"""The store's page index: SHA-256 of a page -> where it is stored.
+
+It is never written to disk: it is rebuilt from the `hash` dataset of every
+committed pack (a few MiB per GiB of unique pages), so it cannot go stale or
+be lost.  A page reference is a 64-bit integer: (pack slot << 32) | index of
+the page in that pack; slots number the packs this index knows.  The
+all-zero page has the reserved reference ZERO_REF and is never stored."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from ..pagehash import HASH_SIZE, PAGE
+from .fsutil import h5py
+
+ZERO_REF = 0xFFFFFFFFFFFFFFFF  # reference meaning "the all-zero page"
+ZERO_PAGE_SHA256 = hashlib.sha256(bytes(PAGE)).digest()
+SLOT_SHIFT = 32
+
+
+def pack_names(packdir: str) -> list[str]:
+    """Committed packs in a store's packs/ directory, oldest name first."""
+    try:
+        names = os.listdir(packdir)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.endswith(".h5") and not n.startswith("."))
+
+
+class PageIndex:
+    def __init__(self):
+        self.slots: list[str] = []           # pack file names, by slot
+        self.slot_of: dict[str, int] = {}
+        # the zero page: by its real digest, and by the all-zero digest the
+        # engine reports for zero pages without hashing them
+        self.where: dict[bytes, int] = {ZERO_PAGE_SHA256: ZERO_REF, bytes(HASH_SIZE): ZERO_REF}
+
+    def slot(self, pack_name: str) -> int:
+        s = self.slot_of.get(pack_name)
+        if s is None:
+            s = self.slot_of[pack_name] = len(self.slots)
+            self.slots.append(pack_name)
+        return s
+
+    def add(self, pack_name: str, first: int, hashes: np.ndarray) -> None:
+        """Pages first.. of pack_name have these hashes (n, 32)."""
+        base = (self.slot(pack_name) << SLOT_SHIFT) + first
+        setdefault = self.where.setdefault
+        for i, h in enumerate(hashes.view(f"V{HASH_SIZE}").ravel().tolist()):
+            setdefault(h, base + i)
+
+    @classmethod
+    def load(cls, packdir: str) -> "PageIndex":
+        """Index every committed pack of a store (reads only their hashes)."""
+        idx = cls()
+        for name in pack_names(packdir):
+            try:
+                with h5py.File(os.path.join(packdir, name), "r", locking=False) as f:
+                    hashes = f["hash"][:]
+            except (OSError, KeyError):
+                continue  # unreadable pack: never dedup against it
+            idx.add(name, 0, hashes)
+        return idx
