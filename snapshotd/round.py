@@ -175,17 +175,17 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
              "frozen_s": round(r.stats.frozen_s, 6)} for r in results], uid=uid)
     except BaseException as e:
         if hdf5_write_failed(e):
-            # do not touch the HDF5 objects again: keep them, remove the files by name
+            # do not touch the HDF5 objects again: keep them, and remove the files by
+            # name: every temp file of this process (the caller runs one round at a
+            # time; a writer that HDF5 could not even create leaves one behind too)
             POISONED.extend(w for _m, _s, w, _i, _st in staged)
-            for _m, sid, _w, _i, _s in staged:
-                if sid not in committed:
-                    for d in (store.snapdir, getattr(store, "packdir", store.snapdir)):
-                        for n in os.listdir(d):
-                            if n.startswith(f".{sid}") and n.endswith(f".tmp-{os.getpid()}"):
-                                try:
-                                    os.unlink(os.path.join(d, n))
-                                except FileNotFoundError:
-                                    pass
+            for d in (store.snapdir, getattr(store, "packdir", store.snapdir)):
+                for n in os.listdir(d):
+                    if n.startswith(".") and n.endswith(f".tmp-{os.getpid()}"):
+                        try:
+                            os.unlink(os.path.join(d, n))
+                        except FileNotFoundError:
+                            pass
         else:
             for _m, sid, writer, _i, _s in staged:
                 if sid not in committed:
