@@ -157,8 +157,11 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
                 check_identity(m)  # a stopped process keeps its PID: this check holds until release
             for m, fz in zip(members, fzs):
                 stats = dumpmod.DumpStats()
-                # when dump supports incremental snapshots, m.parent and m.tracker go here
-                sid, writer = store.writer(m.pid, job=job, round=rid)
+                # the previous snapshot of this tree, if retention kept it, is the parent: the
+                # store then writes only content it does not hold (m.tracker, once trackers
+                # exist, will say which pages did not change at all)
+                parent = m.parent if m.parent and os.path.isfile(store.snapshot_path(m.parent)) else None
+                sid, writer = store.writer(m.pid, parent=parent, job=job, round=rid)
                 staged.append([m, sid, writer, None, stats])
                 staged[-1][3] = dumpmod.capture(m.pid, fz.tids, writer, stats)
             frozen_s = time.monotonic() - t_frozen
