@@ -17,6 +17,7 @@ ffibuilder.cdef(
     #define SNP_INJ_EXPECT_SEGV 1
     #define SNP_PAGES_ANON_ONLY 1
     #define SNP_PAGES_USE_MEMFILE 4
+    #define SNP_STUB_PIDFD 3
     int snp_seize(int tid);
     int snp_wait_stop(int tid, int *status);
     int snp_detach(int tid, int sig);
@@ -43,10 +44,13 @@ ffibuilder.cdef(
     void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes);
     long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
     uint64_t snp_stub_base(void);
-    int snp_spawn_stub(int want_pid, int *out_pid);
+    int snp_spawn_stub(int want_pid, int new_pidns, int *out_pid, int *out_init);
+    int snp_adopt_child(int pid);
+    long snp_pipe_peek(int fd, void *buf, long max);
+    int snp_grab_fd(int pid, int fd);
     """
 )
-SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "spawn.c"]
+SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "spawn.c", "pipes.c"]
 ffibuilder.set_source(
     "snapshotd._engine",
     '#include "engine.h"',

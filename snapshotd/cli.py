@@ -15,6 +15,8 @@ Examples:
   snapshotd dump 4242                 snapshot PID 4242 (it keeps running)
   snapshotd restore 20261125-181500-4242-a1b2
   snapshotd list --json
+  snapshotd verify                    re-hash everything stored
+  snapshotd prune --keep-last 3 --keep-daily 7
 """
 
 
@@ -46,32 +48,61 @@ def _emit(args, obj: dict, text: str) -> None:
 def cmd_dump(args):
     from .dump import dump
 
-    sid, st = dump(args.pid, _store(args), kill=args.kill)
-    obj = {"id": sid, "pid": args.pid, "frozen_s": round(st.frozen_s, 6), "wall_s": round(st.wall_s, 6),
-           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill)}
+    store = _store(args)
+    parent = args.parent
+    if parent == "latest":
+        parent = store.latest(root_pid=args.pid)
+        if parent is None:
+            raise CliError(f"--parent latest: no snapshot of PID {args.pid} in store {store.path}")
+    elif parent:
+        parent = os.path.basename(store.resolve(parent))[:-3]
+    sid, st = dump(args.pid, store, kill=args.kill, parent=parent)
+    obj = {"id": sid, "pid": args.pid, "parent": parent or "", "frozen_s": round(st.frozen_s, 6), "wall_s": round(st.wall_s, 6),
+           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill), "pids": st.pids}
     if args.json:
         _emit(args, obj, "")
     else:
-        print(f"dumped PID {args.pid}: {st.pages} pages, {_human(st.stored_bytes)} stored, "
-              f"frozen {st.frozen_s * 1000:.1f} ms, {st.wall_s:.2f} s" + (", process killed" if args.kill else ""),
+        tree = f" and {len(st.pids) - 1} descendants ({' '.join(map(str, st.pids[1:]))})" if len(st.pids) > 1 else ""
+        print(f"dumped PID {args.pid}{tree}: {st.pages} pages, {_human(st.stored_bytes)} stored, "
+              f"frozen {st.frozen_s * 1000:.1f} ms, {st.wall_s:.2f} s" + (", killed" if args.kill else ""),
               file=sys.stderr)
         print(sid)
 
 
+def _damage_report(reader) -> str:
+    problems = reader.verify()
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return f"snapshot {reader.id} is damaged, not restoring: " + "; ".join(problems[:5]) + more
+
+
 def cmd_restore(args):
     from .restore import restore
+    from .storage.snapshot import DamagedError
 
     store = _store(args)
     with store.open(args.snapshot) as reader:
-        pid, st, notes = restore(reader)
+        if reader.missing_packs():
+            raise CliError(_damage_report(reader))
+        try:
+            pid, st, notes = restore(reader, pidns=args.pidns)
+        except DamagedError:
+            # every page is checked as it is read, before the process runs;
+            # the half-built process is gone: report everything that is wrong
+            raise CliError(_damage_report(reader)) from None
     for n in notes:
         print(f"snapshotd: note: {n}", file=sys.stderr)
+    outside = st.outside_pids[0] if st.outside_pids else pid
     if args.json:
-        _emit(args, {"pid": pid, "snapshot": args.snapshot, "wall_s": round(st.wall_s, 6), "pages": st.pages,
-                     "notes": notes}, "")
+        _emit(args, {"pid": pid, "pids": st.pids, "pidns": st.pidns, "outside_pid": outside,
+                     "outside_pids": st.outside_pids, "snapshot": args.snapshot, "wall_s": round(st.wall_s, 6),
+                     "pages": st.pages, "notes": notes}, "")
     else:
-        print(f"restored PID {pid} in {st.wall_s:.2f} s", file=sys.stderr)
-        print(pid)
+        tree = f" and {len(st.pids) - 1} descendants ({' '.join(map(str, st.pids[1:]))})" if len(st.pids) > 1 else ""
+        print(f"restored PID {pid}{tree} in {st.wall_s:.2f} s", file=sys.stderr)
+        if st.pidns:
+            print("in a new PID namespace; seen from outside: "
+                  + ", ".join(f"{a} is {b}" for a, b in zip(st.pids, st.outside_pids)), file=sys.stderr)
+        print(outside)  # the PID to use from here (ps, kill)
 
 
 def cmd_list(args):
@@ -82,11 +113,14 @@ def cmd_list(args):
     if not rows:
         print("no snapshots", file=sys.stderr)
         return
-    print(f"{'ID':32} {'PID':>7} {'KIND':5} {'CREATED (UTC)':20} {'STORED':>10}")
+    print(f"{'ID':34} {'PID':>7} {'KIND':11} {'CREATED (UTC)':19} {'NEW DATA':>10} {'JOB':8} PARENT")
     for r in rows:
+        if "error" in r:
+            print(f"{r['id']:34} {'?':>7} {'UNREADABLE':11} {r['error']}")
+            continue
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.get("created", 0)))
-        print(f"{r['id']:32} {r.get('root_pid', '?'):>7} {r.get('kind', '?'):5} {created:20} "
-              f"{_human(r.get('file_bytes', 0)):>10}")
+        print(f"{r['id']:34} {r.get('root_pid', '?'):>7} {r.get('kind', '?'):11} {created:19} "
+              f"{_human(r.get('stored_bytes', 0)):>10} {r.get('job') or '-':8} {r.get('parent') or '-'}")
 
 
 def cmd_show(args):
@@ -95,21 +129,91 @@ def cmd_show(args):
         attrs = dict(r.attrs)
         image = r.image()
         procs = [{
-            "pid": p["pid"], "comm": p["comm"], "exe": p["exe"], "threads": [t["tid"] for t in p["threads"]],
+            "pid": p["pid"], "ppid": p["ppid"], "pgid": p["pgid"], "sid": p["sid"], "zombie": p.get("zombie", False),
+            "comm": p["comm"], "exe": p["exe"], "threads": [t["tid"] for t in p["threads"]],
             "mappings": len(p["mappings"]), "fds": [f["fd"] for f in p["fds"]],
             "pages": int(len(r.page_table(p["pid"])[0])),
         } for p in image["processes"]]
     if args.json:
         print(json.dumps({"attrs": attrs, "processes": procs, "image": image if args.full else None}, default=str))
         return
-    for k in ("id", "kind", "parent", "root_pid", "hostname", "format_version", "stored_bytes", "unique_pages"):
+    for k in ("id", "kind", "parent", "chain_depth", "root_pid", "tree", "job", "round", "hostname",
+              "format_version", "pages", "new_pages", "stored_bytes", "compacted_from", "tracker"):
         if k in attrs:
             print(f"{k:15} {attrs[k]}")
     print(f"{'created':15} {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(attrs.get('created', 0)))}")
     for p in procs:
-        print(f"process {p['pid']} ({p['comm']}) {p['exe']}")
+        if p["zombie"]:
+            print(f"process {p['pid']} ({p['comm']}) zombie, parent {p['ppid']}")
+            continue
+        print(f"process {p['pid']} ({p['comm']}) {p['exe']}  parent {p['ppid']} group {p['pgid']} session {p['sid']}")
         print(f"  threads  {' '.join(map(str, p['threads']))}")
         print(f"  mappings {p['mappings']}   pages {p['pages']}   fds {' '.join(map(str, p['fds']))}")
+
+
+def cmd_verify(args):
+    from .progress import Progress
+    from .storage.maintenance import verify
+
+    results = verify(_store(args), args.snapshot or None, progress_factory=Progress)
+    bad = [r for r in results if not r["ok"]]
+    if args.json:
+        print(json.dumps({"ok": not bad, "snapshots": results}))
+    else:
+        if not results:
+            print("no snapshots", file=sys.stderr)
+        for r in results:
+            print(f"{r['id']:32} {'ok' if r['ok'] else 'DAMAGED'}")
+            for pr in r["problems"]:
+                print(f"  {pr}")
+    return 1 if bad else 0
+
+
+def cmd_prune(args):
+    from .storage.maintenance import Policy, prune
+
+    pol = Policy(last=args.keep_last, hourly=args.keep_hourly, daily=args.keep_daily, weekly=args.keep_weekly)
+    out = prune(_store(args), pol, job=args.job, tree=args.tree, dry_run=args.dry_run, gc=not args.no_gc)
+    if args.json:
+        print(json.dumps(out))
+        return
+    verb = "would remove" if args.dry_run else "removed"
+    for sid in out["removed"]:
+        print(f"{verb} {sid}")
+    gc = out.get("gc")
+    print(f"kept {len(out['kept'])} snapshot(s), {verb} {len(out['removed'])}"
+          + (f"; freed {_human(gc['freed_bytes'])} in {len(gc['removed_packs'])} pack(s)" if gc else ""),
+          file=sys.stderr)
+
+
+def cmd_compact(args):
+    from .progress import Progress
+    from .storage.maintenance import compact
+
+    store = _store(args)
+    with store.open(args.snapshot) as r:
+        total = len(r.all_refs()) * 4096
+    bar = Progress(f"compact {args.snapshot}", total)
+    try:
+        out = compact(store, args.snapshot, progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"compacted {out['source']} into a full snapshot: {out['pages']} pages, "
+              f"{_human(out['stored_bytes'])} stored, {out['wall_s']:.2f} s", file=sys.stderr)
+        print(out["id"])
+
+
+def cmd_gc(args):
+    out = _store(args).gc(dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        verb = "would free" if args.dry_run else "freed"
+        print(f"{verb} {_human(out['freed_bytes'])}: {len(out['removed_packs'])} unreferenced pack(s); "
+              f"{out['kept_packs']} in use", file=sys.stderr)
 
 
 def cmd_check(args):
@@ -262,16 +366,47 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="snapshot store directory")
         return sp
 
-    d = add("dump", cmd_dump, "Snapshot a running process (it keeps running). Prints the snapshot id.")
+    d = add("dump", cmd_dump, "Snapshot a running process and all its descendants (they keep running). "
+            "Prints the snapshot id.")
     d.add_argument("pid", type=int, metavar="PID")
-    d.add_argument("--kill", action="store_true", help="kill the process after a successful dump (migration)")
-    r = add("restore", cmd_restore, "Recreate a process from a snapshot, with its PID and TIDs. Prints the PID.")
+    d.add_argument("--kill", action="store_true", help="kill the whole tree after a successful dump (migration)")
+    d.add_argument("--parent", metavar="SNAPSHOT",
+                   help="make an incremental snapshot in the chain of SNAPSHOT ('latest': the newest "
+                        "snapshot of this PID); only content not yet stored is written")
+    r = add("restore", cmd_restore, "Recreate a process tree from a snapshot, with its PIDs and TIDs. "
+            "Prints the root's PID.")
     r.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, unique id prefix, or path to a .h5 file")
+    ns = r.add_mutually_exclusive_group()
+    ns.add_argument("--pidns", dest="pidns", action="store_true", default=None,
+                    help="restore into a new PID namespace, where the tree keeps its PIDs (the default when a PID "
+                         "is taken); prints the root's PID as seen from outside")
+    ns.add_argument("--no-pidns", dest="pidns", action="store_false",
+                    help="fail, naming the process that holds it, when a PID is taken")
     add("list", cmd_list, "List the snapshots in the store.")
     s = add("show", cmd_show, "Describe one snapshot.")
     s.add_argument("snapshot", metavar="SNAPSHOT")
     s.add_argument("--full", action="store_true", help="with --json: include the whole image")
     add("check", cmd_check, "Report which kernel features snapshotd can use on this machine.")
+    v = add("verify", cmd_verify, "Re-hash every page the snapshots need; report what is damaged or missing "
+                                  "(exit 1 if anything is).")
+    v.add_argument("snapshot", nargs="*", metavar="SNAPSHOT", help="snapshots to check (default: all)")
+    pr = add("prune", cmd_prune, "Remove snapshots a retention policy does not keep (per tree), then "
+                                 "garbage-collect unreferenced page packs.")
+    pr.add_argument("--keep-last", type=int, default=0, metavar="N", help="keep the newest N of each tree")
+    pr.add_argument("--keep-hourly", type=int, default=0, metavar="N",
+                    help="keep the newest of each of the last N hours that have snapshots")
+    pr.add_argument("--keep-daily", type=int, default=0, metavar="N", help="same, per day")
+    pr.add_argument("--keep-weekly", type=int, default=0, metavar="N", help="same, per ISO week")
+    pr.add_argument("--job", metavar="JOBID", help="only snapshots of this job")
+    pr.add_argument("--tree", metavar="TREE", help="only this tree (HOST:PID as in `show`, or a root PID)")
+    pr.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    pr.add_argument("--no-gc", action="store_true", help="do not garbage-collect packs afterwards")
+    c = add("compact", cmd_compact, "Write a new full snapshot of the same moment with its pages in packs "
+                                    "of its own, so older chain members can be pruned and their packs freed. "
+                                    "Prints the new id.")
+    c.add_argument("snapshot", metavar="SNAPSHOT")
+    g = add("gc", cmd_gc, "Delete page packs that no snapshot references (mark and sweep).")
+    g.add_argument("--dry-run", action="store_true", help="say what would be freed, delete nothing")
 
     def svc(name, fn, help_):
         sp = add(name, fn, help_)

@@ -1,4 +1,7 @@
-"""Dump: freeze a process, capture it into an Image plus its pages, let it run on.
+"""Dump: freeze a process tree, capture it into an Image plus its pages, let it run on.
+
+tree.py finds and freezes every descendant; each live process is dumped here,
+one after the other, all staying frozen until the whole tree is captured.
 
 Order while frozen (every thread ptrace-stopped):
   1. map a scratch page in the target (syscall injected at its rip) for the
@@ -21,12 +24,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine, procfs
+from . import engine, fdkinds, procfs
+from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
+from .tree import FrozenTree, SharedPagesOnce, TreeError, capture_pipes, link_shared_files, zombie_record
 
 SCRATCH_SIZE = 64 * 1024
 PAGES_PER_READ = 8192  # 32 MiB windows (the engine works through them 1 MiB at a time)
@@ -46,6 +51,7 @@ class DumpStats:
     pages: int = 0
     stored_bytes: int = 0
     resident_bytes: int = 0
+    pids: list = field(default_factory=list)  # the tree's processes, root first
     notes: list = field(default_factory=list)
 
 
@@ -119,8 +125,9 @@ def _mask(hexstr: str) -> int:
 
 
 class ProcessDumper:
-    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats):
+    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, shared_pages: SharedPagesOnce | None = None):
         self.pid = pid
+        self.shared_pages = shared_pages or SharedPagesOnce()
         self.tids = tids
         self.writer = writer
         self.stats = stats
@@ -214,12 +221,14 @@ class ProcessDumper:
         }
 
     # -- files --
-    def _file_for(self, procpath: str, link: str, flags: int, pos: int, kind_hint: str | None = None) -> int:
+    def _file_for(self, procpath: str, link: str, flags: int, pos: int, kind_hint: str | None = None,
+                  fd: int | None = None) -> int:
         """Index of a File record for the object behind procpath."""
+        where = f"PID {self.pid}" if fd is None else f"PID {self.pid} fd {fd}"
         try:
             s = os.stat(procpath)
         except OSError as e:
-            raise DumpError(f"PID {self.pid}: cannot stat {link}: {e.strerror}") from None
+            raise DumpError(f"{where}: cannot stat {link}: {e.strerror}") from None
         deleted = link.endswith(" (deleted)")
         path = link[: -len(" (deleted)")] if deleted else link
         if statmod.S_ISREG(s.st_mode):
@@ -229,9 +238,11 @@ class ProcessDumper:
         elif statmod.S_ISCHR(s.st_mode):
             kind = "chr"
         elif statmod.S_ISFIFO(s.st_mode):
-            kind = "pipe-ext"
+            # a named pipe has a path; tree.capture_pipes turns pipes with both
+            # ends in the tree into "pipe"
+            kind = "fifo" if path.startswith("/") else "pipe-ext"
         else:
-            raise DumpError(f"PID {self.pid}: {link} has a file type snapshotd cannot restore yet")
+            raise DumpError(f"{where}: {link} ({_TYPE_NAMES.get(statmod.S_IFMT(s.st_mode), 'unknown type')}) is not supported")
         f = File(kind=kind, path=path, flags=flags, pos=pos, deleted=deleted or s.st_nlink == 0 and kind == "reg",
                  size=s.st_size, mode=statmod.S_IMODE(s.st_mode), inode=s.st_ino, dev=s.st_dev)
         if kind == "memfd" or (kind == "reg" and (f.deleted or _on_tmpfs(path))):
@@ -247,17 +258,27 @@ class ProcessDumper:
     def dump_fds(self) -> list[Fd]:
         out: list[Fd] = []
         seen: list[tuple[int, int]] = []  # (fd, file index) of earlier fds, for kcmp
-        for fd in procfs.fds(self.pid):
-            link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
-            info = procfs.fdinfo(self.pid, fd)
-            flags = int(info["flags"], 8)
-            if not (link.startswith("/") or link.startswith("pipe:")):
-                raise DumpError(f"PID {self.pid}: fd {fd} is {link}, a kind of file snapshotd cannot snapshot yet")
-            same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, KCMP_FILE, ofd, fd) == 0), None)
-            if same is None:
-                same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)))
-            seen.append((fd, same))
-            out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))
+        kinds = fdkinds.DumpContext(self.pid)  # sockets, event fds: snapshotd/fdkinds/
+        try:
+            for fd in procfs.fds(self.pid):
+                link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
+                info = procfs.fdinfo(self.pid, fd)
+                flags = int(info["flags"], 8)
+                same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, KCMP_FILE, ofd, fd) == 0), None)
+                if same is None and fdkinds.is_plain(link):
+                    same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)),
+                                          fd=fd)
+                elif same is None:
+                    kind, state = kinds.dump(fd, link)
+                    self.files.append(File(kind=kind, path=link, flags=flags & ~O_CLOEXEC, state=state))
+                    same = len(self.files) - 1
+                seen.append((fd, same))
+                out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))
+            kinds.finish()
+        except fdkinds.Unsupported as e:
+            raise DumpError(str(e)) from None
+        finally:
+            kinds.close()
         return out
 
     # -- memory --
@@ -287,7 +308,12 @@ class ProcessDumper:
             mp.pages = "none"
         elif m.inode == 0 or m.path.startswith("/dev/zero") or m.path.startswith("/SYSV"):
             if m.path.startswith("/SYSV"):
-                raise DumpError(f"PID {self.pid}: SysV shared memory ({m.path}) is not supported yet")
+                try:
+                    mp.sysv = sysvshm.dump_mapping(self, m, start, end)
+                except fdkinds.Unsupported as e:
+                    raise DumpError(str(e)) from None
+                mp.pages = "sysv"
+                return mp
             mp.pages = "anon"  # private anon, heap, stack, or shared anonymous
             if shared:
                 mp.shmem = os.stat(f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}").st_ino
@@ -325,20 +351,35 @@ class ProcessDumper:
                     flags |= lib.SNP_PAGES_ANON_ONLY
                 if not mp.prot & sc.PROT_READ:
                     flags |= lib.SNP_PAGES_USE_MEMFILE
-                a = mp.start
-                while a < mp.end:
-                    got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, mp.end, flags, c_addrs, c_data,
-                                                c_hashes, n, nxt)
-                    engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
-                    if got:
-                        rows = None
-                        if mp.pages == "anon":
-                            rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
-                        self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE], hashes[:got],
-                                              rows=rows)
-                        self.stats.pages += got if rows is None else len(rows)
-                    bar.add(nxt[0] - a)
-                    a = nxt[0]
+                private = mp.pages == "anon" and not mp.shared
+                # windows of the mapping, so that pagemap reads stay small
+                windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
+                    if private else [(mp.start, mp.end)]
+                for wlo, whi in windows:
+                    if private:  # frames already captured from another process of the tree
+                        kaddrs, krefs, todo, pfn = self.shared_pages.split_private(pmfd, wlo, whi)
+                        self.writer.add_refs(self.pid, kaddrs, krefs)
+                        self.stats.pages += len(kaddrs)
+                    else:
+                        todo = self.shared_pages.ranges(pmfd, mp)
+                    bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
+                    for lo, hi in todo:
+                        a = lo
+                        while a < hi:
+                            got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, hi, flags, c_addrs, c_data,
+                                                        c_hashes, n, nxt)
+                            engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
+                            if got:
+                                rows = None
+                                if mp.pages == "anon":
+                                    rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
+                                refs = self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE],
+                                                             hashes[:got], rows=rows)
+                                if private:
+                                    self.shared_pages.remember(pfn, wlo, addrs[:got], rows, refs)
+                                self.stats.pages += got if rows is None else len(rows)
+                            bar.add(nxt[0] - a)
+                            a = nxt[0]
         finally:
             bar.close()
             os.close(memfd)
@@ -370,6 +411,8 @@ class ProcessDumper:
         return proc
 
 
+_TYPE_NAMES = {statmod.S_IFSOCK: "socket", statmod.S_IFBLK: "block device", statmod.S_IFLNK: "symlink"}
+
 SCRATCH = object()  # placeholder argument: "the scratch area's address"
 
 _mounts: list = []
@@ -388,40 +431,71 @@ def _on_tmpfs(path: str) -> bool:
     return best is not None and best[1] in ("tmpfs", "ramfs")
 
 
-def capture(pid: int, tids: list[int], writer, stats: DumpStats) -> Image:
-    """Collect the process pid, whose threads tids this thread holds stopped
-    (a Frozen), into writer; returns its image. Nothing is committed."""
+def freeze_tree(pid: int) -> FrozenTree:
+    """Every process of the tree rooted at pid ptrace-stopped (release() to
+    let them run)."""
     try:
-        proc = ProcessDumper(pid, tids, writer, stats).dump()
-    except procfs.ProcGone:
-        raise DumpError(f"PID {pid} exited during the dump") from None
-    except engine.EngineError as e:
-        if not os.path.exists(f"/proc/{pid}"):
-            raise DumpError(f"PID {pid} exited during the dump") from None
-        raise DumpError(f"dump of PID {pid} failed: {e}") from None
-    return Image(root_pid=pid, processes=[proc])
+        tree_ctx = FrozenTree(pid, Frozen)
+        tree_ctx.__enter__()
+    except (TreeError, procfs.ProcGone) as e:
+        raise DumpError(str(e)) from None
+    return tree_ctx
 
 
-def dump(pid: int, store: Store, kill: bool = False, progress=None,
+def capture_tree(pid: int, tree_ctx: FrozenTree, writer, stats: DumpStats) -> Image:
+    """Collect the frozen tree rooted at pid (held by this thread) into
+    writer; returns its image. Nothing is committed, nothing released."""
+    procs = []
+    shared_pages = SharedPagesOnce()
+    for p, tids in tree_ctx.members:
+        try:
+            procs.append(zombie_record(p) if tids is None
+                         else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+        except procfs.ProcGone:
+            raise DumpError(f"PID {p} exited during the dump") from None
+        except engine.EngineError as e:
+            if not os.path.exists(f"/proc/{p}"):
+                raise DumpError(f"PID {p} exited during the dump") from None
+            raise DumpError(f"dump of PID {p} failed: {e}") from None
+    try:
+        link_shared_files(procs)
+        capture_pipes(procs, writer)
+    except (OSError, procfs.ProcGone) as e:
+        raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
+    return Image(root_pid=pid, processes=procs)
+
+
+def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
          attrs: dict | None = None) -> tuple[str, DumpStats]:
-    """Snapshot the process pid into store; returns (snapshot id, stats).
-    attrs: extra snapshot attributes (job, round...; docs/FORMAT.md §3.2)."""
+    """Snapshot the process tree rooted at pid into store (every descendant,
+    zombies included); returns (snapshot id, stats).  parent: id of the
+    snapshot this one continues (an incremental in its chain); attrs: extra
+    snapshot attributes (job, round)."""
     t0 = time.monotonic()
     validate_target(pid)
     store.ensure_writable()
-    sid, writer = store.writer(pid, **(attrs or {}))
+    sid, writer = store.writer(pid, parent=parent, **(attrs or {}))
     stats = DumpStats()
     try:
-        with Frozen(pid) as fz:
+        tree_ctx = freeze_tree(pid)
+        try:
             t_freeze = time.monotonic()
-            image = capture(pid, fz.tids, writer, stats)
+            image = capture_tree(pid, tree_ctx, writer, stats)
             stats.frozen_s = time.monotonic() - t_freeze
+        finally:
+            tree_ctx.release()
+        procs = image.processes
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
         raise
     stats.stored_bytes = writer.stored_bytes
     stats.wall_s = time.monotonic() - t0
+    stats.pids = [p.pid for p in procs]
     if kill:
-        os.kill(pid, signal.SIGKILL)
+        for p in procs:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     return sid, stats

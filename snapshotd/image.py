@@ -13,7 +13,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2  # 2: fd kinds (File.state), SysV shared memory (Mapping.sysv), trees (pipe/fifo, File.share, zombies)
 
 
 @dataclass
@@ -42,25 +42,36 @@ class Mapping:
     vmflags: list = field(default_factory=list)  # smaps VmFlags ("gd", "dd", ...)
     # how the pages of this mapping are stored: "anon" (present, non-zero),
     # "cow" (private file mapping: only pages no longer backed by the file),
-    # "file" (shared file mapping: content lives in the file), "none" (special)
+    # "file" (shared file mapping: content lives in the file), "none" (special),
+    # "sysv" (SysV shared memory: content saved with the segment record)
     pages: str = "anon"
     shmem: int = 0  # shared anonymous memory: inode of its shmem object (views with one inode share pages)
+    sysv: dict | None = None  # pages "sysv": SysV shared memory segment (docs/FORMAT.md 7.6.1)
 
 
 @dataclass
 class File:
     """An open file (a file description, or the file behind a mapping)."""
 
-    kind: str  # "reg", "dir", "chr", "memfd", "pipe-ext"
+    # "reg", "dir", "chr", "memfd"; "pipe" (both ends inside the tree: recreated
+    # with its queued bytes), "fifo" (named pipe, reopened by path, queued bytes
+    # restored), "pipe-ext" (one end outside the tree: reconnected if it lives);
+    # or an fd kind of snapshotd/fdkinds/ ("eventfd", "timerfd", "signalfd",
+    # "epoll", "inotify", "unix", "tcp")
+    kind: str
     path: str  # path when dumped, without " (deleted)"
     flags: int = 0  # open(2) status flags from fdinfo (without O_CLOEXEC)
     pos: int = 0
     deleted: bool = False
-    content: str | None = None  # storage key of saved contents (deleted/tmpfs/memfd)
-    size: int = 0
+    content: str | None = None  # storage key of saved contents (deleted/tmpfs/memfd; pipe/fifo: queued bytes)
+    size: int = 0  # pipe/fifo: buffer capacity (F_GETPIPE_SZ)
     mode: int = 0o600
     inode: int = 0
     dev: int = 0
+    state: dict | None = None  # fd kinds: the kind's own record (docs/FORMAT.md 7.7.1)
+    # open file description shared with other processes of the tree (kcmp):
+    # every File with the same non-zero share is one description on restore
+    share: int = 0
 
 
 @dataclass
@@ -92,11 +103,17 @@ class Process:
     fds: list[Fd]
     shared_pending: list = field(default_factory=list)  # list[bytes] siginfo
     exe_file: int | None = None  # index into files
+    # an exited child not yet reaped: only pid, ppid, pgid, sid, comm and the
+    # wait status (/proc/PID/stat field 52) are recorded; restore recreates it
+    # as a child of ppid that exits with that status
+    zombie: bool = False
+    exit_status: int = 0
 
 
 @dataclass
 class Image:
-    """One snapshot's metadata: a tree of processes (root first)."""
+    """One snapshot's metadata: a tree of processes (root first, every parent
+    before its children; Process.ppid links them)."""
 
     root_pid: int
     processes: list[Process]

@@ -15,7 +15,8 @@ ZERO_HASH = bytes(HASH_SIZE)
 
 
 def hash_pages(data) -> np.ndarray:
-    """data: a buffer of n*4096 bytes; returns an (n, 32) uint8 array."""
+    """data: a buffer of n*4096 bytes; returns an (n, 32) uint8 array: the
+    SHA-256 of each page, ZERO_HASH for a page of zeros."""
     mv = memoryview(data).cast("B")
     n = len(mv) // PAGE
     out = np.empty((n, HASH_SIZE), dtype=np.uint8)

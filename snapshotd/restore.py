@@ -1,8 +1,10 @@
 """Restore: rebuild a process from an Image, syscall by syscall, in a stub
-process that has the original PID (engine/csrc/spawn.c explains the stub).
+process that has the original PID (engine/csrc/spawn.c explains the stub;
+tree_restore.py creates the stubs of a whole tree and drives this module for
+each live process, then resumes them all).
 
 Order (each step depends on the ones before; see kernel-facts.md):
-  1. spawn the stub with the dumped PID, stopped at its first int3;
+  1. the stub with the dumped PID, stopped at an int3 (tree_restore.py);
   2. map a scratch page (code + syscall arguments) where the image has nothing;
   3. unmap the stub, move vvar+vvar_vclock+vdso together to the dumped address
      (glibc cached the vDSO address; it must not move);
@@ -13,24 +15,26 @@ Order (each step depends on the ones before; see kernel-facts.md):
   6. threads: clone3(set_tid=[TID]) injected in the main thread; per thread
      set_tid_address, robust list, rseq, name, sigaltstack, pending signals;
   7. credentials last (thread by thread: setresuid acts on one thread);
-  8. unmap the scratch page from inside, set registers, xstate and signal masks,
-     and detach: the process runs on from where it was dumped.
-Any failure kills the stub (PTRACE_O_EXITKILL also covers our own death).
+  8. unmap the scratch page from inside, set registers, xstate and signal masks;
+  9. resume(): detach, once every process of the tree is built: the process
+     runs on from where it was dumped.
+Any failure kills the whole tree (PTRACE_O_EXITKILL also covers our own death).
 """
 from __future__ import annotations
 
 import os
 import resource
-import signal
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import engine, procfs
+from . import engine, fdkinds, procfs
+from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
 from .image import File, Image, Process, from_dict
+from .restore_shared import SharedObjects
 from .storage.snapshot import SnapshotReader
 
 SCRATCH_SIZE = 1 << 20
@@ -46,6 +50,9 @@ class RestoreError(Exception):
 class RestoreStats:
     wall_s: float = 0.0
     pages: int = 0
+    pids: list = field(default_factory=list)  # every restored process, root first
+    pidns: bool = False  # restored into a new PID namespace
+    outside_pids: list = field(default_factory=list)  # pids as seen from outside it (the same without pidns)
 
 
 def _wait_zombie_gone(pid: int, timeout: float = 3.0) -> None:
@@ -62,16 +69,19 @@ def _wait_zombie_gone(pid: int, timeout: float = 3.0) -> None:
 
 
 def _check_pids_free(proc: Process) -> None:
-    for t in proc.threads:
-        _wait_zombie_gone(t.tid)
-        if os.path.exists(f"/proc/{t.tid}"):
+    """Fail, naming the holder, if the PID or a TID of proc is taken (a
+    zombie has no threads in the image: just its PID)."""
+    pid = proc.pid
+    for tid in [t.tid for t in proc.threads] or [pid]:
+        _wait_zombie_gone(tid)
+        if os.path.exists(f"/proc/{tid}"):
             try:
-                holder = int(procfs.status(t.tid).get("Tgid", t.tid))
+                holder = int(procfs.status(tid).get("Tgid", tid))
             except procfs.ProcGone:
                 continue
-            what = "PID" if t.tid == proc.pid else f"TID {t.tid} (thread of PID {proc.pid})"
+            what = "PID" if tid == pid else f"TID {tid} (thread of PID {pid})"
             raise RestoreError(
-                f"cannot restore: {what} {t.tid} is in use by process {holder} ({procfs.proc_name(holder)})"
+                f"cannot restore: {what} {tid} is in use by process {holder} ({procfs.proc_name(holder)})"
                 if what == "PID" else
                 f"cannot restore: {what} is in use by process {holder} ({procfs.proc_name(holder)})")
 
@@ -103,7 +113,10 @@ def _fixup_restart(regs: engine.Regs) -> engine.Regs:
 
 
 class Restorer:
-    def __init__(self, proc: Process, reader: SnapshotReader, stats: RestoreStats):
+    """Rebuilds one process in a stub (tree_restore.py creates the stubs and
+    calls build(), then resume() once every process of the tree is built)."""
+
+    def __init__(self, proc: Process, reader: SnapshotReader, stats: RestoreStats, shared: SharedObjects):
         self.p = proc
         self.reader = reader
         self.stats = stats
@@ -111,15 +124,24 @@ class Restorer:
         self.t: engine.Tracee | None = None
         self.rfds: list[int | None] = []  # our fd for each File, opened lazily
         self.pidfd = -1  # pidfd of us, inside the target
-        self.notes: list[str] = []
-        self.inodes: dict = {}  # (dev, inode) -> our fd of a recreated deleted file or memfd
+        self.shared = shared  # objects several processes of the tree use
+        self.notes = shared.notes
+        # TID in the image (and inside the process's PID namespace) -> TID as
+        # we see it, for ptrace and /proc; they differ when the tree is
+        # restored into a new PID namespace
+        self.outer: dict[int, int] = shared.outer
 
     # -- files on our side --
     def open_file(self, idx: int) -> int:
         while len(self.rfds) <= idx:
             self.rfds.append(None)
         if self.rfds[idx] is None:
-            self.rfds[idx] = self._open(self.p.files[idx])
+            f = self.p.files[idx]
+            if f.share:  # one description for every process that shares it
+                if f.share not in self.shared.descs:
+                    self.shared.descs[f.share] = self._open(f)
+                return self.shared.descs[f.share]
+            self.rfds[idx] = self._open(f)
         return self.rfds[idx]
 
     def _open(self, f: File) -> int:
@@ -128,11 +150,15 @@ class Restorer:
             if f.kind == "memfd" or (f.kind == "reg" and f.deleted):
                 # one object per dumped inode, however many fds and mappings use it
                 key = (f.dev, f.inode)
-                if key not in self.inodes:
-                    self.inodes[key] = self._memfd(f) if f.kind == "memfd" else self._ghost(f, os.O_RDWR)
-                fd = os.open(f"/proc/self/fd/{self.inodes[key]}", flags)
+                if key not in self.shared.inodes:
+                    self.shared.inodes[key] = self._memfd(f) if f.kind == "memfd" else self._ghost(f, os.O_RDWR)
+                fd = os.open(f"/proc/self/fd/{self.shared.inodes[key]}", flags)
+            elif f.kind in ("pipe", "fifo"):
+                fd = self.shared.pipe_end(f)
             elif f.kind == "pipe-ext":
                 fd = self._external_pipe(f, flags)
+            elif f.kind in fdkinds.KINDS:
+                return fdkinds.restore(self, f)
             else:
                 if f.content is not None:  # tmpfs: put the saved contents back
                     with open(f.path, "wb") as out:
@@ -143,6 +169,8 @@ class Restorer:
             return fd
         except OSError as e:
             raise RestoreError(f"cannot reopen {f.path}: {e.strerror}") from None
+        except fdkinds.Failed as e:
+            raise RestoreError(f"cannot restore {f.path}: {e}") from None
 
     def _memfd(self, f: File) -> int:
         fd = os.memfd_create(f.path[len("/memfd:"):] or "memfd", os.MFD_CLOEXEC)
@@ -195,15 +223,9 @@ class Restorer:
         return self.t.call("pidfd_getfd", sc.PIDFD_GETFD, self.pidfd, rfd, 0)
 
     # -- steps --
-    def spawn(self):
-        out = ffi.new("int *")
-        r = lib.snp_spawn_stub(self.p.pid, out)
-        if r == -17:  # EEXIST
-            _check_pids_free(self.p)
-            raise RestoreError(f"cannot restore: PID {self.p.pid} is in use")
-        engine.check(r, f"create a process with PID {self.p.pid}")
-        self.s = out[0]
-        code = engine.getregs(self.s).rip  # the stub stops just after its int3, at "syscall; int3"
+    def attach(self, stub: int, code: int):
+        """Work on the stub with PID stub, whose `code` holds "syscall; int3"."""
+        self.s = stub
         self.t = engine.Tracee(self.s, code=code)
 
     def setup_scratch(self):
@@ -216,7 +238,9 @@ class Restorer:
         engine.mem_write(self.s, got, engine.SYSCALL_INT3)
         self.t.code, self.t.scratch, self.t.scratch_size = got, got + 4096, SCRATCH_SIZE - 4096
         self.scratch = (got, got + SCRATCH_SIZE)
-        self.pidfd = self.t.call("pidfd_open", sc.PIDFD_OPEN, os.getpid(), 0)
+        # a pidfd of us, left in every stub by spawn.c (pidfd_open(our PID)
+        # would fail inside a new PID namespace)
+        self.pidfd = lib.SNP_STUB_PIDFD
 
     def clear_stub(self):
         """Unmap everything of the stub but the vDSO group and the scratch."""
@@ -257,20 +281,16 @@ class Restorer:
     def shmem_fds(self) -> dict:
         """One shmem object per dumped shared-anonymous inode, as an fd in the
         target, so that every view maps the same pages (at its own offset)."""
-        sizes: dict = {}
-        for m in self.p.mappings:
-            if m.shared and m.shmem:
-                sizes[m.shmem] = max(sizes.get(m.shmem, 0), m.offset + m.end - m.start)
         fds = {}
-        for ino, size in sizes.items():
-            addr = self.t.call("mmap shared anon", sc.MMAP, 0, size, sc.PROT_READ | sc.PROT_WRITE,
-                               sc.MAP_SHARED | sc.MAP_ANONYMOUS, -1, 0)
-            rfd = os.open(f"/proc/{self.s}/map_files/{addr:x}-{addr + size:x}", os.O_RDWR | os.O_CLOEXEC)
-            try:
-                fds[ino] = self.give_fd(rfd)
-            finally:
-                os.close(rfd)
-            self.t.call("munmap", sc.MUNMAP, addr, size)
+        for ino in {m.shmem for m in self.p.mappings if m.shared and m.shmem}:
+            if ino not in self.shared.shmem:  # the first process of the tree to map it creates it
+                size = self.shared.shmem_size[ino]
+                addr = self.t.call("mmap shared anon", sc.MMAP, 0, size, sc.PROT_READ | sc.PROT_WRITE,
+                                   sc.MAP_SHARED | sc.MAP_ANONYMOUS, -1, 0)
+                self.shared.shmem[ino] = os.open(f"/proc/{self.s}/map_files/{addr:x}-{addr + size:x}",
+                                                 os.O_RDWR | os.O_CLOEXEC)
+                self.t.call("munmap", sc.MUNMAP, addr, size)
+            fds[ino] = self.give_fd(self.shared.shmem[ino])
         return fds
 
     def map_memory(self):
@@ -279,6 +299,12 @@ class Restorer:
         shm = self.shmem_fds()
         for m in p.mappings:
             if m.pages == "none":
+                continue
+            if m.pages == "sysv":
+                try:
+                    sysvshm.attach(self, m)
+                except fdkinds.Failed as e:
+                    raise RestoreError(str(e)) from None
                 continue
             size = m.end - m.start
             flags = sc.MAP_FIXED | (sc.MAP_SHARED if m.shared else sc.MAP_PRIVATE)
@@ -392,6 +418,10 @@ class Restorer:
                 t.call("close", sc.CLOSE, got)
             elif not f.cloexec:  # pidfd_getfd sets FD_CLOEXEC
                 t.call("fcntl(F_SETFD)", sc.FCNTL, f.fd, sc.F_SETFD, 0)
+        try:
+            fdkinds.after_fds(self)  # epoll watches need their target fds
+        except fdkinds.Failed as e:
+            raise RestoreError(f"cannot restore {e}") from None
 
     def create_threads(self):
         t = self.t
@@ -401,11 +431,12 @@ class Restorer:
             got = t.call(f"clone3(set_tid={th.tid})", sc.CLONE3, t.put(0, args), len(args))
             if got != th.tid:
                 raise RestoreError(f"thread got TID {got} instead of {th.tid}")
+            self.outer[th.tid] = t.last_new_thread() or got  # PTRACE_GETEVENTMSG: the TID we see
             status = ffi.new("int *")
-            engine.check(lib.snp_wait_stop(th.tid, status), f"wait for new thread {th.tid}")
+            engine.check(lib.snp_wait_stop(self.outer[th.tid], status), f"wait for new thread {th.tid}")
 
     def thread_state(self, th):
-        t, tid = self.t, th.tid
+        t, tid = self.t, self.outer[th.tid]
         if th.tid_address:
             t.call("set_tid_address", sc.SET_TID_ADDRESS, th.tid_address, tid=tid)
         head, ln = th.robust_list
@@ -420,7 +451,7 @@ class Restorer:
             t.call("sigaltstack", sc.SIGALTSTACK, t.put(0, struct.pack("<QiiQ", sp, flags & ~1, 0, size)), 0, tid=tid)
         for info in th.pending:
             sig = struct.unpack_from("<i", info)[0]
-            t.call("rt_tgsigqueueinfo", sc.RT_TGSIGQUEUEINFO, self.p.pid, tid, sig, t.put(0, info), tid=tid)
+            t.call("rt_tgsigqueueinfo", sc.RT_TGSIGQUEUEINFO, self.p.pid, th.tid, sig, t.put(0, info), tid=tid)
 
     def set_creds(self, tid: int):
         c, t = self.p.creds, self.t
@@ -441,7 +472,7 @@ class Restorer:
             t.call("close pidfd", sc.CLOSE, self.pidfd)
             self.pidfd = -1
         for th in p.threads:
-            self.set_creds(th.tid)
+            self.set_creds(self.outer[th.tid])
         # after the uid change, which resets it (to suid_dumpable)
         t.call("PR_SET_DUMPABLE", sc.PRCTL, sc.PR_SET_DUMPABLE, p.creds.get("dumpable", 1))
         # the main thread unmaps the scratch page it runs in: it comes back in a
@@ -450,14 +481,14 @@ class Restorer:
         if r < 0:
             raise RestoreError(f"munmap of the scratch page failed: {os.strerror(-r)}")
         for th in p.threads:
-            engine.setregs(th.tid, _fixup_restart(engine.Regs(th.regs)))
-            engine.setxstate(th.tid, th.xstate)
-            engine.setsigmask(th.tid, th.sigmask)
-        for th in reversed(p.threads):
-            engine.detach(th.tid, 0)
+            tid = self.outer[th.tid]
+            engine.setregs(tid, _fixup_restart(engine.Regs(th.regs)))
+            engine.setxstate(tid, th.xstate)
+            engine.setsigmask(tid, th.sigmask)
 
-    def run(self) -> int:
-        self.spawn()
+    def build(self) -> None:
+        """Everything but letting it run: on return every thread is stopped
+        with its dumped registers.  On failure the caller kills the tree."""
         try:
             self.setup_scratch()
             self.clear_stub()
@@ -470,35 +501,29 @@ class Restorer:
             for th in self.p.threads:
                 self.thread_state(th)
             self.finish()
-        except BaseException:
-            self.kill()
-            raise
         finally:
-            for fd in [*self.rfds, *self.inodes.values()]:
+            for fd in self.rfds:
                 if fd is not None:
                     os.close(fd)
-        return self.s
+            self.rfds = []
 
-    def kill(self):
-        if self.s:
-            try:
-                os.kill(self.s, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            status = ffi.new("int *")
-            lib.snp_wait_stop(self.s, status)
+    def resume(self) -> None:
+        for th in reversed(self.p.threads):
+            engine.detach(self.outer[th.tid], 0)
 
 
-def restore(reader: SnapshotReader) -> tuple[int, RestoreStats, list[str]]:
+def restore(reader: SnapshotReader, pidns: bool | None = None) -> tuple[int, RestoreStats, list[str]]:
+    """Recreate the whole tree of the snapshot; returns (root PID, stats,
+    notes).  stats.pids lists every restored PID, root first.  pidns: True
+    forces a new PID namespace, False fails when a PID is taken, None uses
+    one only when a PID is taken (stats.outside_pids: the PIDs seen from
+    outside it)."""
+    from .tree_restore import TreeRestorer
+
     t0 = time.monotonic()
     img: Image = from_dict(reader.image())
-    proc = img.processes[0]
-    _check_pids_free(proc)
     stats = RestoreStats()
-    r = Restorer(proc, reader, stats)
-    try:
-        pid = r.run()
-    except engine.EngineError as e:
-        raise RestoreError(f"restore of PID {proc.pid} failed: {e}") from None
+    tr = TreeRestorer(img, reader, stats, pidns=pidns)
+    pid = tr.run()
     stats.wall_s = time.monotonic() - t0
-    return pid, stats, r.notes
+    return pid, stats, tr.shared.notes

@@ -2,7 +2,7 @@
 committed, and only then the round record (storage/rounds.py).
 
 Order:
-  1. freeze every member (ptrace-stop all threads), checking that each PID is
+  1. freeze every member tree (ptrace-stop all threads of all its processes), checking that each PID is
      still the process that was registered (start time, /proc/PID/stat field 22);
   2. capture each member into its own snapshot writer while all stay frozen;
   3. release every member (they run again);
@@ -151,7 +151,10 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
     committed: list[str] = []
     try:
         with contextlib.ExitStack() as frozen:
-            fzs = [frozen.enter_context(dumpmod.Frozen(m.pid)) for m in members]
+            fzs = []
+            for m in members:  # every tree of every member stopped before any is captured
+                fzs.append(dumpmod.freeze_tree(m.pid))
+                frozen.callback(fzs[-1].release)
             t_frozen = time.monotonic()
             for m, fz in zip(members, fzs):
                 check_identity(m)  # a stopped process keeps its PID: this check holds until release
@@ -163,7 +166,7 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
                 parent = m.parent if m.parent and os.path.isfile(store.snapshot_path(m.parent)) else None
                 sid, writer = store.writer(m.pid, parent=parent, job=job, round=rid)
                 staged.append([m, sid, writer, None, stats])
-                staged[-1][3] = dumpmod.capture(m.pid, fz.tids, writer, stats)
+                staged[-1][3] = dumpmod.capture_tree(m.pid, fz, writer, stats)
             frozen_s = time.monotonic() - t_frozen
         results = []
         for m, sid, writer, image, stats in staged:
@@ -184,7 +187,8 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
             POISONED.extend(w for _m, _s, w, _i, _st in staged)
             for d in (store.snapdir, getattr(store, "packdir", store.snapdir)):
                 for n in os.listdir(d):
-                    if n.startswith(".") and n.endswith(f".tmp-{os.getpid()}"):
+                    # .<name>.tmp-<pid> or .<name>.tmp-<host>-<pid>
+                    if n.startswith(".") and ".tmp-" in n and n.rsplit("-", 1)[-1] == str(os.getpid()):
                         try:
                             os.unlink(os.path.join(d, n))
                         except FileNotFoundError:

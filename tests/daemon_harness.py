@@ -94,6 +94,7 @@ class Daemon:
         self.store = os.path.join(root, "store")
         self.logpath = os.path.join(root, "daemon.log")
         self.p: subprocess.Popen | None = None
+        self.restarting = False  # the daemon may re-exec itself (full-disk tests)
 
     def start(self, timeout: float = 30, env: dict | None = None) -> None:
         self.log = open(self.logpath, "a")
@@ -144,8 +145,14 @@ class Daemon:
                               timeout=timeout, cwd=str(REPO_DIR))
 
     def ok(self, *args: str, user: str | None = None):
-        """Run a verb with --json; assert success; return the parsed output."""
+        """Run a verb with --json; assert success; return the parsed output.
+        While the daemon re-executes itself (self.restarting), wait for it."""
         res = self.cli("--json", *args, user=user)
+        deadline = time.monotonic() + 10
+        while (self.restarting and res.returncode and time.monotonic() < deadline
+               and any(w in res.stderr for w in ("not running", "reset by peer", "closed the connection"))):
+            time.sleep(0.1)
+            res = self.cli("--json", *args, user=user)
         assert res.returncode == 0, (f"snapshotd {' '.join(args)} failed ({res.returncode}):\n{res.stderr}\n"
                                      f"--- daemon log ---\n{self.log_text()[-8000:]}")
         return json.loads(res.stdout)

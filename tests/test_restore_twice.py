@@ -10,6 +10,10 @@ REPEATED = [
     "mem_private_anon",
     "fd_write_log",    # file offset keeps moving between cycles
     "py_compute",      # interpreter
+    "ipc_unix_pair",   # requeued socket data is dumped again
+    "ipc_epoll",       # watches re-added by restore are dumped again
+    "ipc_inotify",     # restored watches (and their wd numbers) dumped again
+    "ipc_tcp_established",  # a repaired connection is dumped and repaired again
 ]
 
 

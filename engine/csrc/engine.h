@@ -51,5 +51,14 @@ long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
 
 /* ---- spawn.c: a fresh stub process with a chosen PID, traced ---- */
 uint64_t snp_stub_base(void);
-int snp_spawn_stub(int want_pid, int *out_pid);
+#define SNP_STUB_PIDFD 3 /* in every stub: a pidfd of the restorer */
+/* new_pidns: in a fresh PID namespace (*out_init: its init, outside PID) */
+int snp_spawn_stub(int want_pid, int new_pidns, int *out_pid, int *out_init);
+int snp_adopt_child(int pid);
+
+/* ---- pipes.c ---- */
+/* The bytes queued in the pipe whose read end is fd, left in place (tee). */
+long snp_pipe_peek(int fd, void *buf, long max);
+/* Our own copy of fd `fd` of process pid (pidfd_getfd: same description). */
+int snp_grab_fd(int pid, int fd);
 #endif

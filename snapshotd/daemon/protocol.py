@@ -66,12 +66,14 @@ def call(path: str, op: str, **args):
                                    "start it with `snapshotd daemon`, or give its socket with --socket") from None
         except PermissionError:
             raise ProtocolError(f"permission denied connecting to {path}") from None
-        send_line(s, {"op": op, **args})
-        with s.makefile("rb") as f:
-            try:
+        try:
+            send_line(s, {"op": op, **args})
+            with s.makefile("rb") as f:
                 ans = recv_line(f)
-            except (ValueError, OSError) as e:
-                raise ProtocolError(f"bad answer from the daemon: {e}") from None
+        except OSError as e:  # e.g. the daemon stopped or restarted meanwhile
+            raise ProtocolError(f"the daemon closed the connection ({e.strerror or e}); try again") from None
+        except ValueError as e:
+            raise ProtocolError(f"bad answer from the daemon: {e}") from None
     finally:
         s.close()
     if ans is None:

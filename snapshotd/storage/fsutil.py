@@ -11,6 +11,25 @@ import os
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # shared filesystems: no flock by HDF5
 import h5py  # noqa: E402,F401  (imported after the locking switch; re-exported)
 
+from ..faults import crashpoint  # noqa: E402
+
+
+_HOST = os.uname().nodename.replace("-", "_")
+
+
+def temp_name(final_path: str) -> str:
+    """.NAME.tmp-HOST-PID: the host tells which node may judge the writer
+    dead (a PID means nothing on another node of a shared filesystem)."""
+    return os.path.join(os.path.dirname(final_path), f".{os.path.basename(final_path)}.tmp-{_HOST}-{os.getpid()}")
+
+
+def temp_writer_dead(name: str) -> bool:
+    """Whether the temporary file `name` belongs to a dead writer of this host."""
+    if not name.startswith(".") or ".tmp-" not in name:
+        return False
+    host, _, pid = name.rsplit(".tmp-", 1)[1].rpartition("-")
+    return host == _HOST and pid.isdigit() and not os.path.exists(f"/proc/{pid}")
+
 
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -28,11 +47,15 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def commit_file(tmp_path: str, final_path: str) -> None:
-    """Make tmp_path visible as final_path, durably; never replaces a file."""
+def commit_file(tmp_path: str, final_path: str, what: str = "file") -> None:
+    """Make tmp_path visible as final_path, durably; never replaces a file.
+    (Files are created 0600: snapshots hold other users' memory.)"""
+    os.chmod(tmp_path, 0o600)
     fsync_path(tmp_path)
+    crashpoint(f"{what}-before-link")
     try:
         os.link(tmp_path, final_path)
+        crashpoint(f"{what}-after-link")
     finally:
         os.unlink(tmp_path)
     fsync_dir(os.path.dirname(final_path))
@@ -41,11 +64,13 @@ def commit_file(tmp_path: str, final_path: str) -> None:
 def write_atomic(path: str, data: bytes, replace: bool = True) -> None:
     """Write a small file (catalog, round record) atomically; replace=True
     uses rename(2) for files that are caches meant to be replaced."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    crashpoint(f"{os.path.basename(path)}-before-rename")
     if replace:
         os.rename(tmp, path)
         fsync_dir(os.path.dirname(path))

@@ -24,7 +24,8 @@ import numpy as np
 import zstandard
 
 from ..pagehash import HASH_SIZE, PAGE, hash_pages
-from .fsutil import commit_file, h5py
+from ..faults import crashpoint
+from .fsutil import commit_file, h5py, temp_name
 
 PACK_FORMAT = "snapshotd-pack"
 PACK_VERSION = 1
@@ -33,6 +34,7 @@ ZSTD_LEVEL = 1
 WRITE_PIECE = 16 << 20  # HDF5 appends in pieces of this size: far fewer calls
 SYNC_EVERY = 64 << 20  # start writeback early so that the final fsync is short
 BUFFERS = 24  # 1 MiB block buffers per pack writer
+CHUNK = 128 << 10  # HDF5 chunk of the blocks dataset (a small pack wastes at most this)
 
 _tls = threading.local()
 
@@ -71,11 +73,11 @@ class PackWriter:
     def __init__(self, final_path: str, pack_id: str):
         self.final_path = final_path
         self.pack_id = pack_id
-        self.tmp_path = os.path.join(os.path.dirname(final_path),
-                                     f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
+        self.tmp_path = temp_name(final_path)
         self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
+        os.chmod(self.tmp_path, 0o600)
         self.blocks = self.h5.create_dataset("blocks", (0,), maxshape=(None,), dtype=np.uint8,
-                                             chunks=(1 << 20,))
+                                             chunks=(CHUNK,))
         self.block_offsets = [0]
         self.hashes: list[np.ndarray] = []
         self.npages = 0
@@ -144,6 +146,7 @@ class PackWriter:
                     self.blocks[off:] = np.frombuffer(out, dtype=np.uint8)
                     unsynced += len(out)
                     out = bytearray()
+                    crashpoint("pack-write")
                     if unsynced >= SYNC_EVERY:
                         self.h5.flush()
                         os.fdatasync(syncfd)
@@ -189,7 +192,7 @@ class PackWriter:
         a["created"] = time.time()
         a["hostname"] = socket.gethostname()
         h5.close()
-        commit_file(self.tmp_path, self.final_path)
+        commit_file(self.tmp_path, self.final_path, "pack")
         return self.final_path
 
     def abort(self) -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..pagehash import PAGE, hash_pages
-from .fsutil import commit_file, h5py
+from .fsutil import commit_file, h5py, temp_name
 from .pack import DamagedError, FormatError, PackReader, PackWriter, check_format
 from .pageindex import SLOT_SHIFT, ZERO_REF, PageIndex
 
@@ -40,9 +40,9 @@ class SnapshotWriter:
         self.final_path = final_path
         self.packdir = packdir
         self.sid = attrs["id"]
-        self.tmp_path = os.path.join(os.path.dirname(final_path),
-                                     f".{os.path.basename(final_path)}.tmp-{os.getpid()}")
+        self.tmp_path = temp_name(final_path)
         self.h5 = h5py.File(self.tmp_path, "w", libver=("v110", "latest"), locking=False)
+        os.chmod(self.tmp_path, 0o600)
         self.attrs = attrs
         self.index = index
         self.parent = parent
@@ -87,19 +87,29 @@ class SnapshotWriter:
         return np.asarray(refs, dtype=np.uint64)
 
     def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None,
-                  rows: np.ndarray | None = None) -> None:
+                  rows: np.ndarray | None = None) -> np.ndarray:
         """Pages of process pid: addrs (n,) uint64, data n*4096 bytes (the
         caller may reuse its buffer once this returns), hashes (n, 32) their
         SHA-256 if known (all-zero for a zero page).  With rows, only those
-        pages are part of the snapshot (the others are zero pages to drop)."""
+        pages are part of the snapshot (the others are zero pages to drop).
+        Returns the references of the pages kept (for add_refs)."""
         data = np.frombuffer(data, dtype=np.uint8).reshape(-1, PAGE)
         if not len(data) or (rows is not None and not len(rows)):
-            return
+            return np.empty(0, np.uint64)
         if hashes is None:
             hashes = hash_pages(data)
         refs = self._refs_for(data, hashes, rows)
         a = np.asarray(addrs, dtype=np.uint64)
         self.page_tables.setdefault(pid, []).append((a[rows] if rows is not None else a.copy(), refs))
+        return refs
+
+    def add_refs(self, pid: int, addrs, refs) -> None:
+        """Pages of pid whose contents were already added (references from
+        add_pages): e.g. one physical page that several processes of a tree
+        share copy-on-write after fork."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        if len(addrs):
+            self.page_tables.setdefault(pid, []).append((addrs.copy(), np.asarray(refs, dtype=np.uint64).copy()))
 
     def add_unchanged(self, pid: int, addrs) -> None:
         """Pages of pid known (by a dirty-page tracker) to hold what they held
@@ -173,7 +183,7 @@ class SnapshotWriter:
         a["new_pages"] = int(self.new_pages)
         a["pages"] = int(total)
         h5.close()
-        commit_file(self.tmp_path, self.final_path)
+        commit_file(self.tmp_path, self.final_path, "snapshot")
         return self.final_path
 
     def abort(self) -> None:
@@ -192,6 +202,8 @@ class SnapshotWriter:
 def read_attrs(path: str) -> dict:
     """The attributes of a snapshot file (cheap: no datasets read)."""
     with h5py.File(path, "r", locking=False) as f:
+        if f.attrs.get("format") == FORMAT_NAME and int(f.attrs.get("format_version", 0)) == 1:
+            raise FormatError(f"{path}: format version 1 (pre-release) is no longer read")
         check_format(path, f.attrs, FORMAT_NAME, FORMAT_VERSION)
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
 

@@ -5,7 +5,7 @@
     STORE/catalog.json           a cache of every snapshot's attributes; rebuilt
                                  from snapshots/ whenever it disagrees
     STORE/lock                   flock: writers shared, garbage collection exclusive
-    .<name>.tmp-<pid>            being written (ignored; removed once <pid> is dead)
+    .<name>.tmp-<host>-<pid>     being written (ignored; removed once <pid> on <host> is dead)
 
 Nothing in the store is modified after commit; removal (prune, gc) deletes
 whole files, snapshots before the packs they used, so a crash at any moment
@@ -19,7 +19,8 @@ import secrets
 import socket
 import time
 
-from .fsutil import h5py, remove_durably, write_atomic
+from ..faults import crashpoint
+from .fsutil import h5py, remove_durably, temp_writer_dead, write_atomic
 from .pack import FormatError
 from .pageindex import PageIndex, pack_names
 from .snapshot import SnapshotReader, SnapshotWriter, read_attrs
@@ -30,6 +31,12 @@ CATALOG_VERSION = 1
 
 class StoreError(Exception):
     pass
+
+
+def newest_key(row: dict):
+    """Order of snapshots in time; a compacted copy ranks just after the
+    snapshot it copies (same moment, fewer dependencies)."""
+    return (row.get("created", 0), 1 if row.get("compacted_from") else 0, row["id"])
 
 
 class _Lock:
@@ -72,7 +79,7 @@ class Store:
         self.remove_stale_temps()
 
     def remove_stale_temps(self) -> list[str]:
-        """Remove temporary files of writers that died (.<name>.tmp-<pid>)."""
+        """Remove temporary files of this host's writers that died."""
         removed = []
         for d in (self.snapdir, self.packdir, self.path):
             try:
@@ -80,14 +87,12 @@ class Store:
             except FileNotFoundError:
                 continue
             for n in names:
-                if n.startswith(".") and ".tmp-" in n:
-                    pid = n.rsplit(".tmp-", 1)[1]
-                    if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                        try:
-                            os.unlink(os.path.join(d, n))
-                            removed.append(n)
-                        except FileNotFoundError:
-                            pass
+                if temp_writer_dead(n):
+                    try:
+                        os.unlink(os.path.join(d, n))
+                        removed.append(n)
+                    except FileNotFoundError:
+                        pass
         return removed
 
     def new_id(self, root_pid: int) -> str:
@@ -99,9 +104,12 @@ class Store:
     # -- writing --
     def index(self) -> PageIndex:
         """The page index, brought up to date with packs committed since."""
+        names = pack_names(self.packdir)
+        if self._index_packs - set(names):
+            self.forget_index()  # packs were collected: never dedup against them
         if self._index is None:
             self._index = PageIndex()
-        new = [n for n in pack_names(self.packdir) if n not in self._index_packs]
+        new = [n for n in names if n not in self._index_packs]
         for n in new:
             try:
                 with h5py.File(os.path.join(self.packdir, n), "r", locking=False) as f:
@@ -195,7 +203,7 @@ class Store:
         rows = [r for r in self.list() if "error" not in r
                 and (tree is None or r.get("tree") == tree)
                 and (root_pid is None or r.get("root_pid") == root_pid)]
-        return max(rows, key=lambda r: (r.get("created", 0), r["id"]))["id"] if rows else None
+        return max(rows, key=newest_key)["id"] if rows else None
 
     def _read_catalog(self) -> dict[str, dict]:
         try:
@@ -264,6 +272,7 @@ class Store:
                     pass
                 if not dry_run:
                     remove_durably(p)
+                    crashpoint("gc-removed")
                     self.forget_index()
             return {"removed_packs": doomed, "freed_bytes": freed, "kept_packs": len(used),
                     "removed_temps": stale, "dry_run": dry_run}

@@ -1,0 +1,244 @@
+"""TCP sockets (AF_INET/AF_INET6): listening, not yet connected, and
+established connections whose peer is in the dumped process (loopback).
+
+Dump: state, backlog and accept queue from TCP_INFO (for a listener
+tcpi_unacked is the accept queue length and tcpi_sacked the backlog), the
+bound address (getsockname) and the options that change how it binds and
+accepts.  Restore: a new socket bound with TCP_REPAIR on (SK_FORCE_REUSE:
+the dumped process's closed connections may still hold the port in
+TIME_WAIT), then the options, then listen(backlog).  listen checks the port
+again: with TIME_WAIT sockets on it, that passes only if the listener had
+SO_REUSEADDR (as a restarted server would need too).
+
+Established connections go through TCP_REPAIR (linux/tcp.h): at dump the
+socket enters repair mode for a moment to read its sequence numbers
+(TCP_QUEUE_SEQ of each queue), window (TCP_REPAIR_WINDOW), timestamp and
+the unread receive queue (MSG_PEEK), and leaves it without a window probe
+(TCP_REPAIR_OFF_NO_WP), so the running process and its peer see nothing.  At
+restore, leftovers of the killed process on the same address pair are
+destroyed (SOCK_DESTROY, CONFIG_INET_DIAG_DESTROY), a socket in repair mode
+gets the sequence numbers, bind + connect (established without a
+handshake), options, window, timestamp and the queued bytes; repair mode is
+left only once every fd is back, so the window probe finds the restored peer.
+
+Refused at dump: connections in other states (SYN_SENT, FIN_WAIT, ...),
+a connection with data not yet acknowledged by its peer (SIOCOUTQ > 0) or a
+peer outside the process (killing the dumped process would reset it), a
+listener with connections not yet accepted.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from . import _sys
+from .errors import Failed
+
+KIND = "tcp"
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
+TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
+TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE = 0, 1, 2
+TCP_REPAIR_OFF_NO_WP = -1
+TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
+TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
+SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
+TCP_ESTABLISHED = 1
+NETLINK_SOCK_DIAG, SOCK_DESTROY = 4, 21
+TCP_CLOSE, TCP_LISTEN = 7, 10
+_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+           7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+# (level, option) kept as integers
+_OPTS = {
+    "reuseaddr": (socket.SOL_SOCKET, socket.SO_REUSEADDR),
+    "reuseport": (socket.SOL_SOCKET, socket.SO_REUSEPORT),
+    "keepalive": (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    "nodelay": (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+}
+
+
+def dump(ctx, fd: int, link: str, info: str) -> dict:
+    ours = ctx.grab(fd)
+    s = socket.socket(fileno=ours)
+    try:
+        ti = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        state = ti[0]
+        queued, backlog = struct.unpack_from("<II", ti, 24)  # tcpi_unacked, tcpi_sacked
+        fam = s.family
+        what = f"{link} ({'AF_INET6' if fam == socket.AF_INET6 else 'AF_INET'} TCP {_STATES.get(state, state)})"
+        if state == TCP_ESTABLISHED:
+            return _dump_established(ctx, fd, what, s, ti)
+        if state not in (TCP_CLOSE, TCP_LISTEN):
+            raise ctx.refuse(fd, f"{what} is not supported: only listening, unconnected and established TCP sockets are")
+        if state == TCP_LISTEN and queued:
+            raise ctx.refuse(fd, f"{what} has {queued} connections not yet accepted, which is not supported")
+        addr = s.getsockname()
+        rec = {
+            "family": int(fam), "state": "listen" if state == TCP_LISTEN else "closed",
+            "backlog": backlog if state == TCP_LISTEN else 0,
+            "addr": [addr[0], addr[1]], "bound": addr[1] != 0,
+            "opts": {k: s.getsockopt(*lv) for k, lv in _OPTS.items()},
+        }
+        if fam == socket.AF_INET6:
+            rec["v6only"] = s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        return rec
+    finally:
+        s.close()
+
+
+def _u32(s: socket.socket, opt: int) -> int:
+    return struct.unpack("<I", s.getsockopt(socket.IPPROTO_TCP, opt, 4))[0]
+
+
+def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> dict:
+    unacked = _sys.ioctl_int(s.fileno(), SIOCOUTQ)
+    if unacked:
+        raise ctx.refuse(fd, f"{what} has {unacked} bytes not yet acknowledged by its peer, which is not supported")
+    inq = _sys.ioctl_int(s.fileno(), SIOCINQ)
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        rcv_nxt = _u32(s, TCP_QUEUE_SEQ)
+        data = b""
+        while len(data) < inq:  # MSG_PEEK reads the receive queue in repair mode
+            got = s.recv(inq, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            if not got or len(got) <= len(data):
+                break
+            data = got
+        if len(data) != inq:
+            raise ctx.refuse(fd, f"{what}: read {len(data)} of its {inq} queued bytes")
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+        write_seq = _u32(s, TCP_QUEUE_SEQ)
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
+        window = list(struct.unpack("<5I", s.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, 20)))
+        tsval = _u32(s, TCP_TIMESTAMP)
+    finally:
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+    options, wscale = ti[5], ti[6]
+    local, peer = s.getsockname(), s.getpeername()
+    rec = {
+        "family": int(s.family), "state": "established", "backlog": 0,
+        "addr": [local[0], local[1]], "bound": True, "peer": [peer[0], peer[1]],
+        "opts": {k: s.getsockopt(*lv) for k, lv in _OPTS.items()},
+        "rcv_nxt": rcv_nxt, "write_seq": write_seq, "recv_queue": data,
+        "mss": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG),
+        "timestamps": bool(options & TCPI_OPT_TIMESTAMPS), "sack": bool(options & TCPI_OPT_SACK),
+        "wscale": [wscale & 0xF, wscale >> 4] if options & TCPI_OPT_WSCALE else None,
+        "window": window, "tsval": tsval,
+    }
+    if s.family == socket.AF_INET6:
+        rec["v6only"] = s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    return rec
+
+
+def check(ctx) -> None:
+    """The peer of an established connection must be in the process."""
+    ends = {(tuple(r["addr"]), tuple(r["peer"])) for r in ctx.records.values() if r.get("state") == "established"}
+    for fd, r in ctx.records.items():
+        if r.get("state") == "established" and (tuple(r["peer"]), tuple(r["addr"])) not in ends:
+            raise ctx.refuse(fd, f"TCP connection {r['addr'][0]}:{r['addr'][1]} -> {r['peer'][0]}:{r['peer'][1]} "
+                                 "has its peer outside the process; not supported")
+
+
+def _destroy(family: int, local, peer) -> None:
+    """SOCK_DESTROY whatever socket (a leftover of the killed process, e.g.
+    in TIME_WAIT or FIN_WAIT) holds this address pair."""
+    def raw(a):
+        return socket.inet_pton(family, a).ljust(16, b"\0")
+    sid = struct.pack(">HH", local[1], peer[1]) + raw(local[0]) + raw(peer[0]) + struct.pack("<III", 0, 0xFFFFFFFF, 0xFFFFFFFF)
+    req = struct.pack("<BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sid
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    try:
+        for _ in range(8):
+            nl.send(struct.pack("<IHHII", 16 + len(req), SOCK_DESTROY, 1 | 4, 1, 0) + req)  # REQUEST|ACK
+            err = -struct.unpack_from("<i", nl.recv(4096), 16)[0]
+            if err:
+                return  # ENOENT: nothing (more) there
+    finally:
+        nl.close()
+
+
+def _restore_established(s: socket.socket, st: dict) -> None:
+    def opt(name: str, value) -> None:
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, globals()[name], value)
+        except OSError as e:
+            raise OSError(e.errno, f"{name}: {e.strerror}") from None
+
+    _destroy(st["family"], st["addr"], st["peer"])
+    data = st["recv_queue"]
+    opt("TCP_REPAIR", 1)
+    opt("TCP_REPAIR_QUEUE", TCP_RECV_QUEUE)
+    opt("TCP_QUEUE_SEQ", struct.pack("<I", (st["rcv_nxt"] - len(data)) & 0xFFFFFFFF))
+    opt("TCP_REPAIR_QUEUE", TCP_SEND_QUEUE)
+    opt("TCP_QUEUE_SEQ", struct.pack("<I", st["write_seq"]))
+    s.bind(tuple(st["addr"]))
+    s.connect(tuple(st["peer"]))  # repair mode: established at once, nothing sent
+    opts = [(TCPOPT_MSS, st["mss"])]
+    if st["wscale"]:
+        opts.append((TCPOPT_WINDOW, st["wscale"][0] | st["wscale"][1] << 16))
+    if st["sack"]:
+        opts.append((TCPOPT_SACK_PERM, 0))
+    if st["timestamps"]:
+        opts.append((TCPOPT_TIMESTAMP, 0))
+    opt("TCP_REPAIR_OPTIONS", b"".join(struct.pack("<II", *o) for o in opts))
+    if st["timestamps"]:
+        opt("TCP_TIMESTAMP", struct.pack("<I", st["tsval"]))
+    if data:  # sent in repair mode, bytes go to the receive queue
+        opt("TCP_REPAIR_QUEUE", TCP_RECV_QUEUE)
+        sent = 0
+        while sent < len(data):
+            sent += s.send(data[sent:])
+    opt("TCP_REPAIR_QUEUE", TCP_NO_QUEUE)
+    # after the data: the window's rcv_wup may not lie beyond rcv_nxt
+    opt("TCP_REPAIR_WINDOW", struct.pack("<5I", *st["window"]))
+    # repair mode stays on until every fd is back (after_fds)
+
+
+def after_fds(rctx, f, target_fd: int) -> None:
+    if f.state["state"] != "established":
+        return
+    done = rctx.cache.setdefault("tcp_done", set())
+    if id(f) in done:
+        return
+    done.add(id(f))
+    i = next(k for k, x in enumerate(rctx.r.p.files) if x is f)
+    s = socket.socket(fileno=os.dup(rctx.r.rfds[i]))
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)  # with a window probe: the peer is back too
+        for k, v in f.state["opts"].items():
+            if v:
+                s.setsockopt(*_OPTS[k], v)
+    except OSError as e:
+        raise Failed(f"TCP connection {f.state['addr']}: leaving repair mode: {e.strerror}") from None
+    finally:
+        s.close()
+
+
+def restore(rctx, f) -> int:
+    st = f.state
+    s = socket.socket(st["family"], socket.SOCK_STREAM)
+    try:
+        if "v6only" in st:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, st["v6only"])
+        if st["state"] == "established":
+            _restore_established(s, st)
+            s.setblocking(not f.flags & os.O_NONBLOCK)
+            return s.detach()
+        # bind in repair mode (SK_FORCE_REUSE); leaving it resets sk_reuse,
+        # so the options come after, and listen last (a listener cannot
+        # enter or leave repair mode)
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+        if st["bound"]:
+            s.bind(tuple(st["addr"]))
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+        for k, v in st["opts"].items():
+            if v:
+                s.setsockopt(*_OPTS[k], v)
+        if st["state"] == "listen":
+            s.listen(st["backlog"])
+        s.setblocking(not f.flags & os.O_NONBLOCK)
+    except OSError as e:
+        s.close()
+        raise Failed(f"TCP socket on {st['addr'][0]} port {st['addr'][1]}: {e.strerror}") from None
+    return s.detach()

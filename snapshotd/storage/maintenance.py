@@ -1,0 +1,168 @@
+"""Retention (prune), compaction and verification of a store.
+
+Every step deletes or creates whole files, each durably, in an order that
+keeps what is kept complete: prune removes snapshot files (never a pack);
+gc then removes packs no remaining snapshot uses; compact writes a new full
+snapshot with its own packs before anything old may go."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..faults import crashpoint
+from ..pagehash import PAGE
+from .pack import DamagedError, FormatError
+from .pageindex import PageIndex
+from .snapshot import SnapshotReader, SnapshotWriter
+from .store import Store, StoreError, _Lock, newest_key
+
+
+@dataclass
+class Policy:
+    last: int = 0     # the newest N of each tree
+    hourly: int = 0   # the newest of each of the last N hours that have one
+    daily: int = 0    # the newest of each of the last N days that have one
+    weekly: int = 0
+
+    def empty(self) -> bool:
+        return not (self.last or self.hourly or self.daily or self.weekly)
+
+
+_PERIODS = (("hourly", "%Y-%m-%d %H"), ("daily", "%Y-%m-%d"), ("weekly", "%G-%V"))
+
+
+def select_kept(rows: list[dict], policy: Policy) -> dict[str, str]:
+    """Which snapshots of one tree the policy keeps: id -> reason.  Rows are
+    snapshot attributes; 'created' orders them (newest first)."""
+    rows = sorted(rows, key=newest_key, reverse=True)
+    keep: dict[str, str] = {}
+    for r in rows[: policy.last]:
+        keep[r["id"]] = "last"
+    for name, fmt in _PERIODS:
+        n = getattr(policy, name)
+        seen: list[str] = []
+        for r in rows:
+            if len(seen) >= n:
+                break
+            period = time.strftime(fmt, time.gmtime(r.get("created", 0)))
+            if period not in seen:
+                seen.append(period)
+                keep.setdefault(r["id"], name)
+    return keep
+
+
+def plan_prune(store: Store, policy: Policy, job: str | None = None, tree: str | None = None) -> tuple[list, list]:
+    """(kept rows, removed rows) for every tree (or the one asked for)."""
+    if policy.empty():
+        raise StoreError("prune needs a policy: --keep-last, --keep-hourly, --keep-daily or --keep-weekly")
+    groups: dict[tuple, list] = {}
+    for r in store.list():
+        if "error" in r:
+            continue  # unreadable: never removed by policy (verify reports it)
+        if job is not None and r.get("job") != job:
+            continue
+        if tree is not None and r.get("tree") != tree and str(r.get("root_pid")) != tree:
+            continue
+        groups.setdefault((r.get("job", ""), r.get("tree", "")), []).append(r)
+    kept, removed = [], []
+    for rows in groups.values():
+        k = select_kept(rows, policy)
+        for r in rows:
+            if r["id"] in k:
+                kept.append({**r, "reason": k[r["id"]]})
+            else:
+                removed.append(r)
+    return kept, removed
+
+
+def prune(store: Store, policy: Policy, job=None, tree=None, dry_run=False, gc=True) -> dict:
+    kept, removed = plan_prune(store, policy, job, tree)
+    if not dry_run:
+        store.ensure_writable()
+        for r in removed:
+            store.remove(r["id"])
+            crashpoint("prune-removed")
+        store.list()  # refresh the catalog
+    out = {"kept": [r["id"] for r in kept], "removed": [r["id"] for r in removed], "dry_run": dry_run}
+    if gc and not dry_run:
+        out["gc"] = store.gc()
+    return out
+
+
+def compact(store: Store, ref: str, progress=None) -> dict:
+    """Write a new full snapshot of the same moment as `ref`, whose pages all
+    live in new packs of its own (copied and verified on the way), so that
+    the chain before it and the packs only it used can be pruned and
+    collected.  The source snapshot is left as it is."""
+    t0 = time.monotonic()
+    src = store.open(ref)
+    try:
+        missing = src.missing_packs()
+        if missing:
+            raise DamagedError(f"{src.id}: page pack(s) missing: {', '.join(missing)}")
+        store.ensure_writable()
+        lock = _Lock(os.path.join(store.path, "lock"), exclusive=False)
+        try:
+            a = dict(src.attrs)
+            root = int(a.get("root_pid", 0))
+            sid = store.new_id(root)
+            attrs = {k: a[k] for k in ("root_pid", "job", "round", "tree", "created", "tracker") if k in a}
+            attrs.update(id=sid, parent="", kind="full", chain_depth=0, compacted_from=src.id,
+                         compacted_at=time.time())
+            # a fresh index: nothing is deduplicated against the old packs
+            w = SnapshotWriter(store.snapshot_path(sid), store.packdir, attrs, PageIndex())
+            try:
+                for pid in src.pids():
+                    addrs, refs = src.page_table(pid)
+                    for i in range(0, len(addrs), 16384):
+                        data = src.gather(refs[i:i + 16384])
+                        w.add_pages(pid, addrs[i:i + 16384], data)
+                        crashpoint("compact-write")
+                        if progress:
+                            progress.add(len(data) * PAGE)
+                g = src.h5.get("files")
+                for key in (g.keys() if g is not None else ()):
+                    w.add_file(key, src.file_content(key))
+                w.commit(src.image())
+            except BaseException:
+                w.abort()
+                raise
+        finally:
+            lock.release()
+    finally:
+        src.close()
+    store.forget_index()
+    store.note_committed(store.snapshot_path(sid))
+    return {"id": sid, "source": ref if ref == src.id else src.id, "stored_bytes": int(w.new_bytes),
+            "pages": int(sum(len(a) for parts in w.page_tables.values() for a, _ in parts)), "wall_s": round(time.monotonic() - t0, 3)}
+
+
+def verify(store: Store, refs: list[str] | None = None, progress_factory=None) -> list[dict]:
+    """Re-hash what each snapshot needs; one result per snapshot."""
+    out = []
+    targets = refs or store.ids()
+    for ref in targets:
+        try:
+            r = store.open(ref)
+        except (FormatError, OSError) as e:
+            out.append({"id": ref, "ok": False, "problems": [str(e)]})
+            continue
+        with r:
+            bar = progress_factory(f"verify {r.id}", _needed_bytes(r)) if progress_factory else None
+            try:
+                problems = r.verify(bar)
+            finally:
+                if bar:
+                    bar.close()
+            out.append({"id": r.id, "ok": not problems, "problems": problems})
+    return out
+
+
+def _needed_bytes(r: SnapshotReader) -> int:
+    """Bytes of the blocks verify will read (progress bar total)."""
+    refs = r.all_refs()
+    refs = refs[refs != np.uint64(0xFFFFFFFFFFFFFFFF)]
+    return len(np.unique(refs >> np.uint64(8))) * 256 * PAGE

@@ -1,0 +1,227 @@
+"""Storage: chains, store-wide dedup, retention, compaction, verification,
+and crash safety -- with real programs, real dumps and real HDF5 files."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import h5py
+import pytest
+
+from genwriter import Gen, cli_json, cli_ok, dump, restore_and_check
+from zdtm_harness import assert_cli_fails, cli_command, last_line, wait_gone
+
+
+def snapshot_files(store):
+    return sorted((store / "snapshots").glob("*.h5"))
+
+
+def test_chain_of_20_incrementals_restores_every_moment(tmp_path, store):
+    g = Gen(tmp_path / "g", npages=1024)
+    chain = [(dump(store, g.pid), g.state())]
+    for _ in range(20):
+        want = g.advance()
+        chain.append((dump(store, g.pid, "--parent", "latest"), want))
+    full = chain[0][0]
+    assert full["parent"] == "" and full["stored_bytes"] > 1024 * 2048
+    for (prev, _), (cur, _) in zip(chain, chain[1:]):
+        assert cur["parent"] == prev["id"]
+        # about a tenth of the pages changed: far less than a full snapshot
+        assert cur["stored_bytes"] < full["stored_bytes"] * 0.3, cur
+    rows = {r["id"]: r for r in cli_json(store, "list")}
+    assert [rows[s["id"]]["kind"] for s, _ in chain] == ["full"] + ["incremental"] * 20
+    assert rows[chain[-1][0]["id"]]["chain_depth"] == 20
+    for snap, want in reversed(chain):
+        restore_and_check(store, snap["id"], g, want)
+
+
+def test_identical_processes_are_stored_once(tmp_path, store):
+    gens = [Gen(tmp_path / f"g{i}", npages=4096, seed=7) for i in range(4)]
+    sizes = [dump(store, g.pid)["stored_bytes"] for g in gens]
+    assert sizes[0] > 4096 * 2048
+    for s in sizes[1:]:
+        assert s < sizes[0] * 0.02, sizes
+
+
+def test_unchanged_process_costs_under_one_percent(tmp_path, store):
+    g = Gen(tmp_path / "g", npages=4096)
+    first = dump(store, g.pid)
+    second = dump(store, g.pid, "--parent", first["id"])
+    snap_file = store / "snapshots" / (second["id"] + ".h5")
+    cost = second["stored_bytes"] + snap_file.stat().st_size
+    assert cost < first["stored_bytes"] * 0.01, (cost, first["stored_bytes"])
+    restore_and_check(store, second["id"], g, g.state())
+
+
+def _corrupt_first_block(store, snap_id):
+    with h5py.File(store / "snapshots" / f"{snap_id}.h5", "r") as f:
+        pack = f["packs"][0].decode()
+    path = store / "packs" / pack
+    with h5py.File(path, "r") as f:
+        ds = f["blocks"]
+        lo, hi = int(f["block_offset"][0]), int(f["block_offset"][1])
+        pos = (lo + hi) // 2
+        chunk = ds.chunks[0]
+        where = ds.id.get_chunk_info_by_coord((pos // chunk * chunk,)).byte_offset + pos % chunk
+    with open(path, "r+b") as fh:
+        fh.seek(where)
+        b = fh.read(1)
+        fh.seek(where)
+        fh.write(bytes([b[0] ^ 0x55]))
+    return pack
+
+
+def test_corrupt_byte_is_named_by_verify_and_refused_by_restore(tmp_path, store):
+    g = Gen(tmp_path / "g", npages=1024)
+    snap = dump(store, g.pid)["id"]
+    pack = _corrupt_first_block(store, snap)
+    res = subprocess.run(cli_command(store, "verify", "--json"), capture_output=True, text=True)
+    assert res.returncode == 1, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    assert not report["ok"]
+    problems = " ".join(report["snapshots"][0]["problems"])
+    assert pack in problems and "block 0" in problems, problems
+    g.kill()
+    msg = assert_cli_fails(store, "restore", snap)
+    assert "damaged" in msg and pack in msg, msg
+    wait_gone(g.pid)  # a refused restore leaves no process behind
+
+
+def test_missing_pack_is_reported(tmp_path, store):
+    g = Gen(tmp_path / "g", npages=256)
+    snap = dump(store, g.pid)["id"]
+    for p in (store / "packs").glob("*.h5"):
+        p.unlink()
+    res = subprocess.run(cli_command(store, "verify", snap), capture_output=True, text=True)
+    assert res.returncode == 1 and "missing" in res.stdout, res.stdout
+    g.kill()
+    assert "missing" in assert_cli_fails(store, "restore", snap)
+
+
+def _crash(store, point, *args):
+    env = dict(os.environ, SNAPSHOTD_CRASH_AT=point)
+    res = subprocess.run(cli_command(store, *args), env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == -9, f"{point}: expected to be killed there\n{res.stdout}{res.stderr}"
+
+
+def _assert_all_verify(store, expect_ids):
+    out = cli_json(store, "verify")
+    assert out["ok"], out
+    assert {s["id"] for s in out["snapshots"]} >= set(expect_ids)
+
+
+DUMP_POINTS = ["pack-write", "pack-before-link", "pack-after-link", "snapshot-before-link",
+               "snapshot-after-link", "catalog.json-before-rename"]
+
+
+@pytest.mark.parametrize("point", DUMP_POINTS)
+def test_kill_during_dump_keeps_committed_snapshots(tmp_path, store, point):
+    g = Gen(tmp_path / "g", npages=6000)  # > 16 MiB new data: several pack writes
+    a_state = g.state()
+    a = dump(store, g.pid)
+    g.advance()
+    g2 = Gen(tmp_path / "g2", npages=6000, seed=99)  # all new content
+    _crash(store, point, "dump", str(g2.pid))
+    assert os.path.exists(f"/proc/{g2.pid}"), "the dumped process must survive its dumper's death"
+    ids = [r["id"] for r in cli_json(store, "list")]
+    assert a["id"] in ids
+    _assert_all_verify(store, [a["id"]])
+    # the next writer removes the dead one's temporary files, and works
+    b = dump(store, g2.pid)
+    assert not [p for p in (store / "packs").iterdir() if ".tmp-" in p.name]
+    _assert_all_verify(store, [a["id"], b["id"]])
+    restore_and_check(store, a["id"], g, a_state)
+
+
+@pytest.fixture
+def chain3(tmp_path, store):
+    g = Gen(tmp_path / "g", npages=1024)
+    snaps = []
+    for i in range(3):
+        d = dump(store, g.pid, *(["--parent", "latest"] if snaps else []))
+        snaps.append((d["id"], g.state()))
+        if i < 2:
+            g.advance()
+    return g, snaps
+
+
+@pytest.mark.parametrize("point,args", [
+    ("prune-removed", ["prune", "--keep-last", "1"]),
+    ("gc-removed", ["gc"]),
+    ("compact-write", ["compact", "latest"]),
+    ("snapshot-before-link", ["compact", "latest"]),
+])
+def test_kill_during_maintenance_keeps_what_is_kept(store, chain3, point, args):
+    g, snaps = chain3
+    if point == "gc-removed":
+        # garbage: the chain's packs, once only a compacted copy is kept
+        snaps = [(last_line(cli_ok(store, "compact", snaps[-1][0])), snaps[-1][1])]
+        cli_ok(store, "prune", "--keep-last", "1", "--no-gc")
+    args = [snaps[-1][0] if a == "latest" else a for a in args]
+    _crash(store, point, *args)
+    _assert_all_verify(store, [snaps[-1][0]])
+    restore_and_check(store, snaps[-1][0], g, snaps[-1][1])
+
+
+def test_prune_compact_gc(store, chain3):
+    g, snaps = chain3
+    before = sum(p.stat().st_size for p in (store / "packs").iterdir())
+    new = last_line(cli_ok(store, "compact", snaps[-1][0]))
+    row = {r["id"]: r for r in cli_json(store, "list")}[new]
+    assert row["kind"] == "full" and row["parent"] == "" and row["compacted_from"] == snaps[-1][0]
+    # keep only the compacted snapshot: every old pack becomes garbage
+    out = cli_json(store, "prune", "--keep-last", "1")
+    assert sorted(out["removed"]) == sorted(s for s, _ in snaps) and out["kept"] == [new]
+    assert len(out["gc"]["removed_packs"]) == 3
+    after = sum(p.stat().st_size for p in (store / "packs").iterdir())
+    assert after < before
+    _assert_all_verify(store, [new])
+    restore_and_check(store, new, g, snaps[-1][1])
+
+
+def test_prune_policy_needs_rules_and_dry_run_removes_nothing(store, chain3):
+    msg = assert_cli_fails(store, "prune")
+    assert "--keep-last" in msg
+    out = cli_json(store, "prune", "--keep-last", "1", "--dry-run")
+    assert len(out["removed"]) == 2
+    assert len(snapshot_files(store)) == 3
+
+
+def test_catalog_is_rebuilt_when_lost_or_damaged(store, chain3):
+    _, snaps = chain3
+    ids = sorted(s for s, _ in snaps)
+    (store / "catalog.json").unlink()
+    assert sorted(r["id"] for r in cli_json(store, "list")) == ids
+    (store / "catalog.json").write_text("{garbage")
+    assert sorted(r["id"] for r in cli_json(store, "list")) == ids
+    assert json.loads((store / "catalog.json").read_text())["version"] == 1
+    # a snapshot removed behind the catalog's back disappears from the list
+    (store / "snapshots" / f"{ids[0]}.h5").unlink()
+    assert sorted(r["id"] for r in cli_json(store, "list")) == ids[1:]
+
+
+def test_files_open_with_plain_h5py_and_h5ls(store, chain3):
+    files = snapshot_files(store) + sorted((store / "packs").glob("*.h5"))
+    for path in files:
+        with h5py.File(path, "r") as f:
+            names = []
+            f.visit(names.append)
+            assert names and f.attrs["format_version"] >= 1
+    if shutil.which("h5ls"):
+        for path in files:
+            res = subprocess.run(["h5ls", "-r", str(path)], capture_output=True, text=True)
+            assert res.returncode == 0, res.stderr
+
+
+def test_newer_format_is_refused_not_misread(store, chain3):
+    _, snaps = chain3
+    src = store / "snapshots" / f"{snaps[0][0]}.h5"
+    newer = store / "newer.h5"
+    shutil.copy(src, newer)
+    with h5py.File(newer, "r+") as f:
+        f.attrs["format_version"] = 99
+    msg = assert_cli_fails(store, "show", str(newer))
+    assert "newer" in msg and "99" in msg
