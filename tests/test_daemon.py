@@ -381,3 +381,28 @@ def test_retention_keeps_the_newest_rounds_and_what_they_need(daemon, root):
         with st.open(r["snapshot"]) as rd:
             assert not rd.verify()
     assert st.gc(dry_run=True)["removed_packs"] == []
+
+
+def test_rollback_restores_a_whole_tree(daemon, root):
+    """A registered tree is its root and every descendant: a shell and the
+    counter it started come back together, the counter's log cut and resumed."""
+    from daemon_harness import counter_binary
+
+    work = os.path.join(root, "t")
+    os.makedirs(work)
+    subprocess.run(["setsid", "-f", "sh", "-c", f"echo $$ > {work}/sh.pid; {counter_binary()} {work} 20 & wait"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: os.path.exists(os.path.join(work, "ready")), 20, "the counter under sh")
+    sh, counter = int(open(os.path.join(work, "sh.pid")).read()), int(open(os.path.join(work, "ready")).read())
+    STARTED_PIDS.update((sh, counter))
+    daemon.ok("register", str(sh), "--every", "1h", "--job", "TREE")
+    now = daemon.ok("snapshot-now", "--job", "TREE")
+    time.sleep(0.4)
+    n_before = len(read_log(work))
+    rb = daemon.ok("rollback", "TREE", "--to", now["round"])
+    assert counter in rb["killed"] and sh in rb["killed"]
+    assert [x["pid"] for x in rb["restored"]] == [sh]
+    with open(f"/proc/{counter}/stat") as f:  # the child is back, under its restored parent
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) == sh
+    wait_for(lambda: len(read_log(work)) > n_before + 5, 10, "the restored counter to count")
+    assert consecutive(read_log(work))

@@ -196,7 +196,9 @@ def restore_members(store, members: list[dict]) -> tuple[list[dict], list[str]]:
     try:
         for m in members:
             with store.open(m["snapshot"]) as r:
-                pid, st, n = restore(r)
+                # same PIDs or nothing: the job's PIDs were freed above, and its
+                # registrations name them (no PID namespace fallback)
+                pid, st, n = restore(r, pidns=False)
             done.append({"pid": pid, "snapshot": m["snapshot"], "name": m.get("name", ""),
                          "wall_s": round(st.wall_s, 6)})
             notes += n
