@@ -196,6 +196,14 @@ def other_user():
     if res.returncode:
         pytest.skip(f"useradd failed: {res.stderr.strip()}")
     yield name
+    uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout or -1)
+    for d in os.listdir("/proc"):  # userdel refuses while the user has processes: kill them (by PID)
+        try:
+            if d.isdigit() and os.stat(f"/proc/{d}").st_uid == uid:
+                kill_pid(int(d))
+        except OSError:
+            pass
+    time.sleep(0.2)
     subprocess.run(["userdel", name], capture_output=True)
 
 
