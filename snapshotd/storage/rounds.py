@@ -1,4 +1,4 @@
-"""Rounds: one consistent moment across the trees of a job (docs/FORMAT.md §12).
+"""Rounds: one consistent moment across the trees of a job (docs/FORMAT.md §15).
 
     STORE/rounds/<job>/<round id>.json              committed round records (immutable)
     STORE/rounds/<job>/.<round id>.json.tmp-<pid>   being written (ignored)
