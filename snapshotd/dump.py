@@ -676,6 +676,40 @@ def resolve_parent(store: Store, pid: int, ref: str) -> str:
     return sid
 
 
+def freeze_tree(pid: int) -> FrozenTree:
+    """Every process of the tree rooted at pid ptrace-stopped (release() to
+    let them run)."""
+    try:
+        tree_ctx = FrozenTree(pid, Frozen)
+        tree_ctx.__enter__()
+    except (TreeError, procfs.ProcGone) as e:
+        raise DumpError(str(e)) from None
+    return tree_ctx
+
+
+def capture_tree(pid: int, tree_ctx: FrozenTree, writer, stats: DumpStats) -> Image:
+    """Collect the frozen tree rooted at pid (held by this thread) into
+    writer; returns its image. Nothing is committed, nothing released."""
+    procs = []
+    shared_pages = SharedPagesOnce()
+    for p, tids in tree_ctx.members:
+        try:
+            procs.append(zombie_record(p) if tids is None
+                         else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+        except procfs.ProcGone:
+            raise DumpError(f"PID {p} exited during the dump") from None
+        except engine.EngineError as e:
+            if not os.path.exists(f"/proc/{p}"):
+                raise DumpError(f"PID {p} exited during the dump") from None
+            raise DumpError(f"dump of PID {p} failed: {e}") from None
+    try:
+        link_shared_files(procs)
+        capture_pipes(procs, writer)
+    except (OSError, procfs.ProcGone) as e:
+        raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
+    return Image(root_pid=pid, processes=procs)
+
+
 def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
          attrs: dict | None = None, tracker=None, capture: str = DEFAULT_CAPTURE) -> tuple[str, DumpStats]:
     """Snapshot the process tree rooted at pid into store (every descendant,
@@ -713,11 +747,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     plans: list = []
     single = False
     try:
-        try:
-            tree_ctx = FrozenTree(pid, Frozen)
-            tree_ctx.__enter__()
-        except (TreeError, procfs.ProcGone) as e:
-            raise DumpError(str(e)) from None
+        tree_ctx = freeze_tree(pid)
         try:
             t_freeze = time.monotonic()
             procs = []

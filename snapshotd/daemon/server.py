@@ -1,0 +1,134 @@
+"""The daemon's life: listen on the unix socket, answer requests (one thread
+per connection), stop cleanly on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+
+from ..dump import DumpError
+from ..restore import RestoreError
+from ..storage.rounds import RoundError
+from ..storage.snapshot import DamagedError, FormatError
+from ..storage.store import Store, StoreError
+from . import auth
+from .protocol import MAX_LINE, ProtocolError
+from .rollback import RollbackError
+from .service import Daemon, ServiceError
+
+log = logging.getLogger("snapshotd")
+
+CLIENT_ERRORS = (auth.Denied, ProtocolError, ServiceError, RoundError, RollbackError, DumpError, RestoreError,
+                 StoreError, FormatError, DamagedError)
+
+
+class DaemonStartError(Exception):
+    pass
+
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        try:
+            cpid, uid, _gid = auth.peercred(self.connection)
+        except OSError:
+            return
+        line = self.rfile.readline(MAX_LINE)
+        if not line:
+            return
+        op = "?"
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+                raise ProtocolError("a request is a JSON object with an \"op\"")
+            op = req.pop("op")
+            log.debug("request %s from PID %d uid %d: %s", op, cpid, uid, req)
+            ans = {"ok": True, "result": self.server.daemon.handle(op, req, uid)}
+        except CLIENT_ERRORS as e:
+            ans = {"ok": False, "error": str(e)}
+        except TypeError as e:
+            ans = {"ok": False, "error": f"bad arguments for {op}: {e}"}
+        except (ValueError, KeyError) as e:
+            ans = {"ok": False, "error": f"bad request: {e}"}
+        except OSError as e:
+            ans = {"ok": False, "error": f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")}
+        except Exception as e:  # a bug: keep serving, say what happened
+            log.exception("request %s from uid %d failed", op, uid)
+            ans = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
+        if not ans["ok"]:
+            log.info("request %s from uid %d refused: %s", op, uid, ans["error"])
+        try:
+            self.wfile.write(json.dumps(ans, default=str).encode() + b"\n")
+        except OSError:
+            pass
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = False  # server_close() waits for requests in progress
+    block_on_close = True
+
+
+def _claim_socket(path: str) -> None:
+    """Remove a socket left by a daemon that died; refuse if one is alive."""
+    if not os.path.exists(path):
+        return
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        raise DaemonStartError(f"a snapshotd daemon is already listening on {path}")
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+    finally:
+        s.close()
+
+
+def run(store_path: str, socket_path: str, retention_every: int = 60, workers: int = 2) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s snapshotd[%(process)d] %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    os.umask(0o077)  # snapshots, rounds and the schedule: readable by root only
+    store = Store(store_path)
+    store.ensure_writable()
+    _claim_socket(socket_path)
+    daemon = Daemon(store, retention_every=retention_every, workers=workers)
+    server = Server(socket_path, Handler, bind_and_activate=True)
+    os.chmod(socket_path, 0o666)  # anyone may connect; SO_PEERCRED decides what they may do
+    server.daemon = daemon
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("got %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    def on_restart():
+        log.warning("%s: restarting the daemon (registrations are kept)", daemon.restart_needed)
+        stop.set()
+
+    daemon.on_restart = on_restart
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.start()
+    th = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="api", daemon=True)
+    th.start()
+    log.info("listening on %s, store %s", socket_path, store.path)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.shutdown()  # no new requests
+        daemon.stop()  # wait for rounds in progress (each commits whole or leaves nothing)
+        server.server_close()  # wait for requests in progress
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass
+        log.info("stopped")
+    if daemon.restart_needed:
+        for h in logging.getLogger().handlers:
+            h.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "snapshotd", *sys.argv[1:]])
+    return 0

@@ -1,0 +1,504 @@
+"""The service: registrations, rounds on schedule, retention, and the verbs.
+
+A *job* groups the trees that are snapshotted together (one round = all of its
+live trees frozen together); a tree registered without --job gets a job of its
+own, named pid-<PID>. Each job is one APScheduler job (id "job:<name>", an
+interval trigger with jitter, max_instances=1, coalescing missed runs) in a
+persistent SQLAlchemy job store on sqlite (STORE/daemon/schedule.sqlite). The
+registrations live in that job's kwargs, so a restarted daemon has them back.
+
+Per tree the daemon holds, between snapshots, the previous snapshot id and the
+dirty-page tracker (issue 4; None until trackers exist), and the outcome of
+the last attempt for `status`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timezone
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .. import round as roundmod
+from ..dump import validate_target
+from ..storage import rounds as roundstore
+from . import auth
+from . import rollback as rb
+from .jobstore import DiskTolerantJobStore
+from .protocol import ProtocolError, format_duration, parse_duration
+from .triggers import SteadyIntervalTrigger
+
+log = logging.getLogger("snapshotd")
+
+_DAEMON: "Daemon | None" = None  # the running daemon, for the scheduled functions below
+
+
+def scheduled_round(job: str, **_registration) -> None:
+    """APScheduler entry point (stored by reference in the job store)."""
+    if _DAEMON is not None:
+        _DAEMON.scheduled_round(job)
+
+
+def scheduled_retention() -> None:
+    if _DAEMON is not None:
+        _DAEMON.retention()
+
+
+class ServiceError(Exception):
+    pass
+
+
+def jitter_for(every: int) -> float:
+    """Spread trees with one interval so they do not all freeze at once."""
+    return min(every * 0.1, 30.0)
+
+
+@dataclass
+class Tree:
+    pid: int
+    start_time: int
+    uid: int
+    every: int
+    name: str = ""
+    keep: int | None = None
+    registered: float = field(default_factory=time.time)
+    state: str = "active"  # "active" or "retired"
+    reason: str = ""  # why retired
+    # runtime (not persisted)
+    last_snapshot: str = ""
+    last_round: str = ""
+    last_time: float = 0.0
+    last_bytes: int = 0
+    last_duration: float = 0.0
+    last_frozen: float = 0.0
+    last_error: str = ""
+    last_error_time: float = 0.0
+    snapshots: int = 0
+    failures: int = 0
+    tracker: object = None  # dirty-page tracker held between snapshots (issue 4)
+
+    PERSISTED = ("pid", "start_time", "uid", "every", "name", "keep", "registered", "state", "reason")
+
+    def persisted(self) -> dict:
+        return {k: getattr(self, k) for k in self.PERSISTED}
+
+    def status(self) -> dict:
+        d = asdict(self)
+        d.pop("tracker")
+        d["every"] = format_duration(self.every)
+        return d
+
+
+@dataclass
+class Job:
+    name: str
+    uid: int
+    trees: dict = field(default_factory=dict)  # pid -> Tree
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def every(self) -> int:
+        live = [t.every for t in self.trees.values() if t.state == "active"] or \
+               [t.every for t in self.trees.values()] or [3600]
+        return min(live)
+
+    @property
+    def active(self) -> list:
+        return [t for t in self.trees.values() if t.state == "active"]
+
+    @property
+    def keep(self) -> int | None:
+        """Newest complete rounds to keep: the largest --keep of its trees,
+        None (keep all) if any tree has none."""
+        ks = [t.keep for t in self.trees.values()]
+        return None if not ks or any(k is None for k in ks) else max(ks)
+
+
+class Daemon:
+    def __init__(self, store, retention_every: int = 60, workers: int = 2):
+        self.store = store
+        self.jobs: dict[str, Job] = {}
+        self.mutex = threading.RLock()  # guards self.jobs and the trees in it
+        # one writer at a time: writers share the store's page index, which names pages
+        # of packs not committed yet (storage/snapshot.py), and gc must not run meanwhile
+        self.write_lock = threading.Lock()
+        self.started = time.time()
+        self.retention_every = retention_every
+        self._gc_pending = False
+        self.restart_needed = ""  # why the daemon must re-exec itself (see _round)
+        self.on_restart = lambda: None  # set by the server: stop, then re-exec
+        statedir = os.path.join(store.path, "daemon")
+        os.makedirs(statedir, mode=0o700, exist_ok=True)
+        self.sched = BackgroundScheduler(
+            jobstores={"default": DiskTolerantJobStore(url=f"sqlite:///{statedir}/schedule.sqlite"),
+                       "memory": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(workers)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=timezone.utc)
+
+    # -- life --
+    def start(self) -> None:
+        global _DAEMON
+        _DAEMON = self
+        self.store.ensure_writable()
+        roundstore.remove_stale_temps(self.store)
+        self.sched.start(paused=True)
+        for aj in self.sched.get_jobs(jobstore="default"):
+            kw = aj.kwargs
+            if not aj.id.startswith("job:") or "trees" not in kw:
+                continue
+            job = Job(kw["job"], int(kw["uid"]))
+            for td in kw["trees"]:
+                t = Tree(**td)
+                t.last_snapshot = self._last_snapshot(job.name, t.pid)
+                job.trees[t.pid] = t
+            self.jobs[job.name] = job
+            log.info("job %s: %d tree(s) registered (%s), next run %s", job.name, len(job.trees),
+                     ", ".join(str(p) for p in job.trees), aj.next_run_time)
+        self.sched.add_job(scheduled_retention, IntervalTrigger(seconds=self.retention_every, timezone=timezone.utc),
+                           id="retention", jobstore="memory", replace_existing=True)
+        self.sched.resume()
+
+    def stop(self) -> None:
+        """Stop scheduling and wait for the rounds in progress: a round either
+        commits or removes what it wrote."""
+        global _DAEMON
+        self.sched.shutdown(wait=True)
+        _DAEMON = None
+
+    def _last_snapshot(self, job: str, pid: int) -> str:
+        for rec in reversed(roundstore.rounds(self.store, job)):
+            for m in rec.members:
+                if int(m["root_pid"]) == pid and rec.complete:
+                    return m["snapshot"]
+        return ""
+
+    # -- persistence (the APScheduler job is the registration) --
+    def _save(self, job: Job) -> None:
+        kwargs = {"job": job.name, "uid": job.uid, "trees": [t.persisted() for t in job.trees.values()]}
+        jid = "job:" + job.name
+        trigger = SteadyIntervalTrigger(seconds=job.every, jitter=jitter_for(job.every), timezone=timezone.utc)
+        aj = self.sched.get_job(jid, jobstore="default")
+        if aj is None:
+            self.sched.add_job("snapshotd.daemon.service:scheduled_round", trigger, id=jid, kwargs=kwargs,
+                               jobstore="default", name=f"rounds of job {job.name}")
+        else:
+            self.sched.modify_job(jid, jobstore="default", kwargs=kwargs)
+            if aj.trigger.interval.total_seconds() != job.every:
+                self.sched.reschedule_job(jid, jobstore="default", trigger=trigger)
+        if job.active:
+            if self.sched.get_job(jid, jobstore="default").next_run_time is None:
+                self.sched.resume_job(jid, jobstore="default")
+        else:
+            self.sched.pause_job(jid, jobstore="default")
+
+    def _drop(self, job: Job) -> None:
+        try:
+            self.sched.remove_job("job:" + job.name, jobstore="default")
+        except JobLookupError:
+            pass
+        self.jobs.pop(job.name, None)
+
+    def _retire(self, job: Job, tree: Tree, reason: str) -> None:
+        log.info("job %s: tree %d retired: %s", job.name, tree.pid, reason)
+        tree.state, tree.reason, tree.tracker = "retired", reason, None
+        self._save(job)
+
+    # -- rounds --
+    def scheduled_round(self, name: str) -> None:
+        job = self.jobs.get(name)
+        if job is None:
+            return
+        if not job.lock.acquire(blocking=False):
+            log.info("job %s: busy (snapshot-now or rollback in progress); skipping this run", name)
+            return
+        try:
+            self._round(job)
+        except Exception:
+            pass  # logged and recorded in status by _round; retried at the next interval
+        finally:
+            job.lock.release()
+
+    def _round(self, job: Job) -> dict | None:
+        """One round of job (job.lock held). Retires trees that exited or whose
+        PID now names another process; raises if the round failed."""
+        with self.mutex:
+            for t in job.active:
+                st = roundmod.start_time(t.pid)
+                if st is None:
+                    self._retire(job, t, "exited")
+                elif st != t.start_time:
+                    self._retire(job, t, "PID reused by another process")
+                elif t.uid != 0 and auth.unprivileged_as(t.pid, t.uid):
+                    self._retire(job, t, "it gained privileges (" + auth.unprivileged_as(t.pid, t.uid) + ")")
+            trees = job.active
+        if not trees:
+            return None
+        members = [roundmod.Member(pid=t.pid, start_time=t.start_time, name=t.name, owner_uid=t.uid,
+                                   parent=t.last_snapshot, tracker=t.tracker, estimate=t.last_bytes)
+                   for t in trees]
+        t0 = time.monotonic()
+        try:
+            with self.write_lock:
+                rec, results = roundmod.take_round(self.store, job.name, members, uid=job.uid)
+        except Exception as e:
+            msg = str(e) or type(e).__name__
+            if isinstance(e, OSError) and e.strerror:
+                msg = f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+            log.warning("job %s: round failed: %s", job.name, msg)
+            if roundmod.POISONED and not self.restart_needed:
+                # HDF5 failed mid-write (e.g. ENOSPC despite the free-space check): this
+                # process cannot safely write HDF5 files any more; start afresh
+                self.restart_needed = "HDF5 failed writing a snapshot"
+                self.on_restart()
+            with self.mutex:
+                for t in trees:
+                    t.last_error, t.last_error_time = msg, time.time()
+                    t.failures += 1
+                for t in trees:  # a tree that died meanwhile is retired, not failed forever
+                    st = roundmod.start_time(t.pid)
+                    if t.state == "active" and (st is None or st != t.start_time):
+                        self._retire(job, t, "exited" if st is None else "PID reused by another process")
+            raise
+        dt = time.monotonic() - t0
+        with self.mutex:
+            for r in results:
+                t = job.trees.get(r.pid)
+                if t is None:
+                    continue
+                t.last_snapshot, t.last_round, t.last_time = r.snapshot, rec.id, time.time()
+                t.last_bytes, t.last_duration, t.last_frozen = int(r.stats.stored_bytes), dt, r.stats.frozen_s
+                t.last_error = ""
+                t.snapshots += 1
+        log.info("job %s: round %s: %d tree(s), frozen %.1f ms, %.2f s", job.name, rec.id, len(results),
+                 results[0].stats.frozen_s * 1000, dt)
+        return {"round": rec.id, "job": job.name, "duration_s": round(dt, 6),
+                "snapshots": [{"pid": r.pid, "snapshot": r.snapshot, "name": r.name,
+                               "stored_bytes": int(r.stats.stored_bytes)} for r in results]}
+
+    # -- retention --
+    def retention(self) -> None:
+        with self.mutex:
+            jobs = list(self.jobs.values())
+        deleted = []
+        for job in jobs:
+            keep = job.keep
+            if keep is None:
+                continue
+            with job.lock:
+                try:
+                    deleted += self._prune(job, keep)
+                except Exception as e:
+                    log.warning("job %s: retention failed: %s", job.name, e)
+        if deleted or self._gc_pending:
+            # free the page packs no snapshot uses any more
+            with self.write_lock:
+                try:
+                    r = self.store.gc(wait=False)
+                    self._gc_pending = False
+                    if r["removed_packs"]:
+                        log.info("gc: removed %d pack(s), %d bytes", len(r["removed_packs"]), r["freed_bytes"])
+                except Exception as e:
+                    self._gc_pending = True
+                    log.warning("gc failed (will retry): %s", e)
+
+    def _prune(self, job: Job, keep: int) -> list[str]:
+        """Keep the newest `keep` complete rounds and every round newer than
+        the oldest of them; delete older rounds whole (record first, then its
+        snapshots), so no complete round ever loses a member."""
+        recs = roundstore.rounds(self.store, job.name)
+        complete = [i for i, r in enumerate(recs) if r.complete]
+        if len(complete) <= keep:
+            return []
+        cut = complete[-keep]
+        deleted = []
+        for rec in recs[:cut]:
+            roundstore.delete(self.store, job.name, rec.id)
+            for m in rec.members:
+                if self.store.remove(m["snapshot"]):
+                    deleted.append(m["snapshot"])
+        if deleted:
+            log.info("job %s: retention removed %d snapshot(s) of %d round(s)", job.name, len(deleted), cut)
+        return deleted
+
+    # -- the verbs --
+    def handle(self, op: str, args: dict, uid: int) -> object:
+        fn = getattr(self, "op_" + op.replace("-", "_"), None)
+        if fn is None:
+            raise ProtocolError(f"unknown request {op!r}")
+        return fn(uid, **args)
+
+    def _job_of_pid(self, pid: int) -> tuple[Job, Tree]:
+        with self.mutex:
+            for job in self.jobs.values():
+                t = job.trees.get(pid)
+                if t is not None:
+                    return job, t
+        raise ServiceError(f"PID {pid} is not registered")
+
+    def _job(self, uid: int, name: str) -> Job:
+        with self.mutex:
+            job = self.jobs.get(name)
+        if job is None:
+            raise ServiceError(f"no job {name!r} is registered")
+        auth.require_job(uid, name, job.uid)
+        return job
+
+    def op_register(self, uid: int, pid: int, every: str, job: str | None = None, keep: int | None = None,
+                    name: str | None = None) -> dict:
+        seconds = parse_duration(every)
+        if keep is not None and int(keep) < 1:
+            raise ServiceError("--keep must be at least 1")
+        pid = int(pid)
+        owner = auth.require_process(uid, pid)
+        validate_target(pid)
+        st = roundmod.start_time(pid)
+        if st is None:
+            raise ServiceError(f"no process with PID {pid}")
+        jobname = roundstore.check_job(job or f"pid-{pid}")
+        with self.mutex:
+            for j in self.jobs.values():
+                t = j.trees.get(pid)
+                if t is not None and t.state == "active" and t.start_time == st:
+                    raise ServiceError(f"PID {pid} is already registered (job {j.name}); unregister it first")
+            jb = self.jobs.get(jobname)
+            if jb is None:
+                jb = Job(jobname, owner)
+            elif jb.uid != owner:
+                raise auth.Denied(f"permission denied: job {jobname} belongs to uid {jb.uid}, "
+                                  f"PID {pid} to uid {owner}")
+            for j in list(self.jobs.values()):  # a stale (exited, reused) registration of this PID
+                if j is not jb and pid in j.trees:
+                    del j.trees[pid]
+                    self._save(j) if j.trees else self._drop(j)
+            tree = Tree(pid=pid, start_time=st, uid=owner, every=seconds, name=name or "",
+                        keep=int(keep) if keep is not None else None)
+            tree.last_snapshot = self._last_snapshot(jobname, pid)
+            jb.trees[pid] = tree
+            self.jobs[jobname] = jb
+            self._save(jb)
+            nxt = self.sched.get_job("job:" + jobname, jobstore="default").next_run_time
+        log.info("registered PID %d (uid %d) in job %s every %s", pid, owner, jobname, format_duration(seconds))
+        return {"pid": pid, "job": jobname, "every": format_duration(seconds), "every_s": seconds,
+                "keep": tree.keep, "name": tree.name, "next_run": nxt.timestamp() if nxt else None}
+
+    def op_unregister(self, uid: int, pid: int | None = None, job: str | None = None) -> dict:
+        with self.mutex:
+            if job is not None:
+                jb = self._job(uid, job)
+                pids = sorted(jb.trees)
+                self._drop(jb)
+            else:
+                jb, t = self._job_of_pid(int(pid))
+                auth.require_job(uid, jb.name, jb.uid)
+                pids = [t.pid]
+                del jb.trees[t.pid]
+                self._save(jb) if jb.trees else self._drop(jb)
+        log.info("unregistered %s from job %s", ", ".join(map(str, pids)), jb.name)
+        return {"job": jb.name, "pids": pids}
+
+    def op_status(self, uid: int) -> dict:
+        out = []
+        with self.mutex:
+            for jb in sorted(self.jobs.values(), key=lambda j: j.name):
+                if not auth.may_see(uid, jb.uid):
+                    continue
+                aj = self.sched.get_job("job:" + jb.name, jobstore="default")
+                nxt = aj.next_run_time.timestamp() if aj and aj.next_run_time else None
+                for t in sorted(jb.trees.values(), key=lambda t: t.pid):
+                    out.append({**t.status(), "job": jb.name, "next_run": nxt if t.state == "active" else None})
+        return {"daemon_pid": os.getpid(), "store": self.store.path, "started": self.started, "trees": out}
+
+    def op_snapshots(self, uid: int, job: str | None = None) -> list:
+        if job is not None:
+            roundstore.check_job(job)
+            names = [job]
+        else:
+            names = sorted(set(roundstore.jobs(self.store)) | set(self.jobs))
+        rows = []
+        for name in names:
+            recs = roundstore.rounds(self.store, name)
+            jb = self.jobs.get(name)
+            if jb is None and not recs:
+                continue
+            owner = jb.uid if jb else (recs[-1].uid if recs else 0)
+            if not auth.may_see(uid, owner):
+                if job is not None:
+                    auth.require_job(uid, name, owner)
+                continue
+            for rec in recs:
+                for m in rec.members:
+                    rows.append({"snapshot": m["snapshot"], "id": m["snapshot"], "job": name, "round": rec.id,
+                                 "pid": m["root_pid"], "name": m.get("name", ""), "created": rec.created,
+                                 "stored_bytes": m.get("stored_bytes", 0), "complete": rec.complete})
+        rows.sort(key=lambda r: (r["created"], r["snapshot"]))
+        return rows
+
+    def op_snapshot_now(self, uid: int, pid: int | None = None, job: str | None = None) -> dict:
+        if job is not None:
+            jb = self._job(uid, job)
+        else:
+            jb, _t = self._job_of_pid(int(pid))
+            auth.require_job(uid, jb.name, jb.uid)
+        with jb.lock:
+            res = self._round(jb)
+        if res is None:
+            raise ServiceError(f"job {jb.name} has no live tree to snapshot (all retired)")
+        return res
+
+    def op_rollback(self, uid: int, job: str, to: str | None = None, keep_files: bool = False) -> dict:
+        roundstore.check_job(job)
+        with self.mutex:
+            jb = self.jobs.get(job)
+        recs = roundstore.rounds(self.store, job)
+        if jb is None and not recs:
+            raise ServiceError(f"no job {job!r} is registered and the store has no round of it")
+        owner = jb.uid if jb else recs[-1].uid
+        auth.require_job(uid, job, owner)
+        lock = jb.lock if jb else threading.Lock()
+        t0 = time.monotonic()
+        with lock:
+            if to:
+                rec = roundstore.find(self.store, job, to)
+                if not rec.complete:
+                    raise ServiceError(f"round {rec.id} of job {job} is not complete: {'; '.join(rec.problems)}")
+            else:
+                rec = roundstore.latest_complete(self.store, job)
+                if rec is None:
+                    raise ServiceError(f"job {job} has no complete round to roll back to")
+            own: dict[int, set] = {}
+            if jb:
+                for t in jb.trees.values():
+                    own.setdefault(t.pid, set()).add(t.start_time)
+            rb.check_user_access(self.store, rec.members)
+            killed = rb.kill_old(rec.members, own)
+            cut, notes = ([], []) if keep_files else rb.cut_files(self.store, rec.members, owner)
+            restored, rnotes = rb.restore_members(self.store, rec.members)
+            if jb:
+                with self.mutex:
+                    in_round = set()
+                    for r in restored:
+                        t = jb.trees.get(r["pid"])
+                        if t is None:
+                            t = Tree(pid=r["pid"], start_time=0, uid=owner, every=jb.every, name=r["name"])
+                            jb.trees[t.pid] = t
+                        t.start_time = roundmod.start_time(r["pid"]) or 0
+                        t.state, t.reason, t.tracker = "active", "", None
+                        t.last_snapshot, t.last_round, t.last_error = r["snapshot"], rec.id, ""
+                        in_round.add(t.pid)
+                    for t in jb.trees.values():
+                        if t.pid not in in_round and t.state == "active":
+                            t.state, t.reason = "retired", f"not in round {rec.id}"
+                    self._save(jb)
+        dt = time.monotonic() - t0
+        log.info("job %s: rolled back to round %s (%d tree(s), %d file(s) cut) in %.2f s", job, rec.id,
+                 len(restored), len(cut), dt)
+        return {"job": job, "round": rec.id, "restored": restored, "killed": killed, "cut": cut,
+                "keep_files": bool(keep_files), "notes": notes + rnotes, "wall_s": round(dt, 6)}

@@ -1,0 +1,208 @@
+"""Take one round: every tree of a job frozen together, captured, resumed,
+committed, and only then the round record (storage/rounds.py).
+
+Order:
+  1. freeze every member tree (ptrace-stop all threads of all its processes), checking that each PID is
+     still the process that was registered (start time, /proc/PID/stat field 22);
+  2. capture each member into its own snapshot writer while all stay frozen;
+  3. release every member (they run again);
+  4. commit each snapshot (fsync + link), then write the round record.
+If anything fails, nothing of the round stays visible: writers are aborted and
+snapshots already committed for this round are unlinked.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+
+from . import dump as dumpmod
+from . import procfs
+from .image import to_dict
+from .storage import rounds as roundstore
+from .storage.fsutil import fsync_dir
+
+
+# Free space a round needs beyond its estimated size (bytes). HDF5 must not
+# meet ENOSPC: after a failed write (HDF5 2.0, h5py 3.16) closing or freeing
+# that file's objects, and even closing other files later, can segfault the
+# process; so a round that would not fit fails before it starts.
+# SNAPSHOTD_FREE_MARGIN overrides it (0: no check).
+FREE_MARGIN = 256 << 10
+FIRST_ESTIMATE = 1 << 20  # a tree with no previous snapshot
+
+# Writers of rounds that failed inside HDF5: never closed nor freed (see
+# above). A process with any must not write HDF5 again: the daemon re-execs.
+POISONED: list = []
+
+
+def hdf5_write_failed(e: BaseException) -> bool:
+    text = str(e)
+    return "file write failed" in text or "errno = 28" in text or \
+        (isinstance(e, OSError) and e.errno == 28 and not isinstance(e, NoSpaceError))
+
+
+class NoSpaceError(OSError):
+    """The free-space check refused a round (nothing was written)."""
+
+
+class StrangerError(dumpmod.DumpError):
+    """The PID now belongs to another process than the registered one."""
+
+
+class PrivilegedError(dumpmod.DumpError):
+    """The process gained privileges its owner does not have (set-id exec)."""
+
+
+class GoneError(dumpmod.DumpError):
+    """The process exited (or is a zombie)."""
+
+
+def start_time(pid: int) -> int | None:
+    """Start time of pid in clock ticks after boot (/proc/PID/stat field 22),
+    or None if it is gone or a zombie. With the PID it names one process."""
+    try:
+        st = procfs.stat_fields(pid)
+    except (procfs.ProcGone, ValueError):
+        return None
+    if st[2] in ("Z", "X"):
+        return None
+    return int(st[21])
+
+
+def unprivileged_as(pid: int, uid: int) -> str:
+    """"" if pid runs purely as uid (real, effective, saved and fs uids all
+    uid, one gid throughout, no capabilities), else why not. A user may have
+    only such processes snapshotted and restored: a set-id program or one with
+    capabilities would come back from a rollback with privileges the user
+    could then steer."""
+    try:
+        st = procfs.status(pid)
+    except procfs.ProcGone:
+        return "it has exited"
+    uids = {int(x) for x in st.get("Uid", "").split()}
+    gids = {int(x) for x in st.get("Gid", "").split()}
+    if uids != {uid}:
+        return f"it runs with uids {st.get('Uid')}"
+    if len(gids) != 1:
+        return f"it runs with gids {st.get('Gid')} (set-group-id)"
+    if int(st.get("CapPrm", "0"), 16) or int(st.get("CapAmb", "0"), 16):
+        return "it holds capabilities"
+    return ""
+
+
+
+@dataclass
+class Member:
+    pid: int
+    start_time: int | None = None  # expected; None: do not check
+    name: str = ""
+    owner_uid: int = 0  # non-zero: the process must still run purely as this uid
+    parent: str = ""  # previous snapshot of this tree (for incremental dumps, issue 4)
+    tracker: object = None  # dirty-page tracker held between snapshots (issue 4)
+    estimate: int = 0  # bytes its last snapshot stored (for the free-space check)
+
+
+@dataclass
+class MemberResult:
+    pid: int
+    snapshot: str
+    name: str
+    stats: dumpmod.DumpStats = field(default_factory=dumpmod.DumpStats)
+
+
+def check_identity(m: Member) -> None:
+    st = start_time(m.pid)
+    if st is None:
+        raise GoneError(f"PID {m.pid} has exited")
+    if m.start_time is not None and st != m.start_time:
+        raise StrangerError(f"PID {m.pid} is now another process (start time {st}, registered {m.start_time})")
+    if m.owner_uid:
+        why = unprivileged_as(m.pid, m.owner_uid)
+        if why:  # e.g. it exec'd a set-uid program: same PID and start time
+            raise PrivilegedError(f"PID {m.pid} is no longer an unprivileged process of uid {m.owner_uid}: {why}")
+
+
+def check_free_space(store, members: list["Member"]) -> None:
+    margin = int(os.environ.get("SNAPSHOTD_FREE_MARGIN", FREE_MARGIN))
+    if margin <= 0:
+        return
+    need = margin + sum(m.estimate * 5 // 4 if m.estimate else FIRST_ESTIMATE for m in members)
+    st = os.statvfs(store.snapdir)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise NoSpaceError(28, f"No space left on device: store {store.path} has {free >> 10} KiB free, "
+                               f"a round of {len(members)} tree(s) needs about {need >> 10} KiB")
+
+
+def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[roundstore.Round, list[MemberResult]]:
+    """Snapshot all members as one round of job; returns the committed round
+    record and per-member results."""
+    t0 = time.monotonic()
+    roundstore.check_job(job)
+    for m in members:
+        dumpmod.validate_target(m.pid)
+        check_identity(m)
+    store.ensure_writable()
+    check_free_space(store, members)
+    rid = roundstore.new_round_id()
+    staged = []  # (member, sid, writer, image, stats)
+    committed: list[str] = []
+    try:
+        with contextlib.ExitStack() as frozen:
+            fzs = []
+            for m in members:  # every tree of every member stopped before any is captured
+                fzs.append(dumpmod.freeze_tree(m.pid))
+                frozen.callback(fzs[-1].release)
+            t_frozen = time.monotonic()
+            for m, fz in zip(members, fzs):
+                check_identity(m)  # a stopped process keeps its PID: this check holds until release
+            for m, fz in zip(members, fzs):
+                stats = dumpmod.DumpStats()
+                # the previous snapshot of this tree, if retention kept it, is the parent: the
+                # store then writes only content it does not hold (m.tracker, once trackers
+                # exist, will say which pages did not change at all)
+                parent = m.parent if m.parent and os.path.isfile(store.snapshot_path(m.parent)) else None
+                sid, writer = store.writer(m.pid, parent=parent, job=job, round=rid)
+                staged.append([m, sid, writer, None, stats])
+                staged[-1][3] = dumpmod.capture_tree(m.pid, fz, writer, stats)
+            frozen_s = time.monotonic() - t_frozen
+        results = []
+        for m, sid, writer, image, stats in staged:
+            writer.commit(to_dict(image))
+            committed.append(sid)
+            stats.frozen_s = frozen_s
+            stats.stored_bytes = writer.stored_bytes
+            stats.wall_s = time.monotonic() - t0
+            results.append(MemberResult(m.pid, sid, m.name, stats))
+        rec = roundstore.write_round(store, job, rid, [
+            {"snapshot": r.snapshot, "root_pid": r.pid, "name": r.name, "stored_bytes": int(r.stats.stored_bytes),
+             "frozen_s": round(r.stats.frozen_s, 6)} for r in results], uid=uid)
+    except BaseException as e:
+        if hdf5_write_failed(e):
+            # do not touch the HDF5 objects again: keep them, and remove the files by
+            # name: every temp file of this process (the caller runs one round at a
+            # time; a writer that HDF5 could not even create leaves one behind too)
+            POISONED.extend(w for _m, _s, w, _i, _st in staged)
+            for d in (store.snapdir, getattr(store, "packdir", store.snapdir)):
+                for n in os.listdir(d):
+                    # .<name>.tmp-<pid> or .<name>.tmp-<host>-<pid>
+                    if n.startswith(".") and ".tmp-" in n and n.rsplit("-", 1)[-1] == str(os.getpid()):
+                        try:
+                            os.unlink(os.path.join(d, n))
+                        except FileNotFoundError:
+                            pass
+        else:
+            for _m, sid, writer, _i, _s in staged:
+                if sid not in committed:
+                    writer.abort()
+        for sid in committed:  # snapshots of a round that never committed are not kept
+            try:
+                os.unlink(os.path.join(store.snapdir, sid + ".h5"))
+            except FileNotFoundError:
+                pass
+        if committed:
+            fsync_dir(store.snapdir)
+        raise
+    return rec, results
