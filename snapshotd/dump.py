@@ -687,27 +687,89 @@ def freeze_tree(pid: int) -> FrozenTree:
     return tree_ctx
 
 
-def capture_tree(pid: int, tree_ctx: FrozenTree, writer, stats: DumpStats) -> Image:
-    """Collect the frozen tree rooted at pid (held by this thread) into
-    writer; returns its image. Nothing is committed, nothing released."""
-    procs = []
-    shared_pages = SharedPagesOnce()
-    for p, tids in tree_ctx.members:
+class TreeCapture:
+    """One tree's capture, in the two phases a freeze imposes: `frozen()` runs
+    while every process is stopped (metadata, tracker, pages that must be read
+    frozen, the copy-on-write child); `finish()` runs once they run again
+    (pages from the COW child, deferred storing, unchanged pages) and returns
+    the image; `committed(sid)` tells the tracker its new baseline; `close()`
+    always releases the COW child.  dump() uses it for one tree; a round
+    (round.py) freezes every tree of a job, runs each frozen(), releases them
+    all, then finishes each."""
+
+    def __init__(self, pid: int, writer, stats: DumpStats, tracker=None, parent_sid: str | None = None,
+                 capture: str = DEFAULT_CAPTURE, hint=None):
+        self.pid, self.writer, self.stats = pid, writer, stats
+        self.tracker, self.parent_sid, self.capture = tracker, parent_sid, capture
+        self.hint = hint if hint is not None else vmflags_by_vma(pid)
+        self.child = 0
+        self.pd = None
+        self.plans: list = []
+        self.single = False
+        self.procs: list[Process] = []
+
+    def frozen(self, tree_ctx: FrozenTree) -> None:
+        pid, writer, stats, tracker = self.pid, self.writer, self.stats, self.tracker
+        procs = self.procs
+        members = tree_ctx.members
+        self.single = len(members) == 1 and members[0][1] is not None
+        if self.single:
+            try:
+                proc, self.pd, self.plans, self.child = _dump_single(
+                    pid, members[0][1], writer, stats, tracker, self.parent_sid, self.capture, self.hint)
+            except procfs.ProcGone:
+                raise DumpError(f"PID {pid} exited during the dump") from None
+            except engine.EngineError as e:
+                if not os.path.exists(f"/proc/{pid}"):
+                    raise DumpError(f"PID {pid} exited during the dump") from None
+                raise DumpError(f"dump of PID {pid} failed: {e}") from None
+            procs.append(proc)
+        else:
+            if tracker is not None or self.capture == "cow":
+                stats.notes.append(f"a tree of {len(members)} processes: captured frozen, "
+                                   "without dirty-page tracker or copy-on-write capture")
+            if tracker is not None:
+                tracker.baseline = None
+            shared_pages = SharedPagesOnce()
+            for p, tids in members:
+                try:
+                    procs.append(zombie_record(p) if tids is None
+                                 else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+                except procfs.ProcGone:
+                    raise DumpError(f"PID {p} exited during the dump") from None
+                except engine.EngineError as e:
+                    if not os.path.exists(f"/proc/{p}"):
+                        raise DumpError(f"PID {p} exited during the dump") from None
+                    raise DumpError(f"dump of PID {p} failed: {e}") from None
         try:
-            procs.append(zombie_record(p) if tids is None
-                         else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
-        except procfs.ProcGone:
-            raise DumpError(f"PID {p} exited during the dump") from None
-        except engine.EngineError as e:
-            if not os.path.exists(f"/proc/{p}"):
-                raise DumpError(f"PID {p} exited during the dump") from None
-            raise DumpError(f"dump of PID {p} failed: {e}") from None
-    try:
-        link_shared_files(procs)
-        capture_pipes(procs, writer)
-    except (OSError, procfs.ProcGone) as e:
-        raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
-    return Image(root_pid=pid, processes=procs)
+            link_shared_files(procs)
+            capture_pipes(procs, writer)
+        except (OSError, procfs.ProcGone) as e:
+            raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
+
+    def finish(self) -> Image:
+        pd, stats = self.pd, self.stats
+        if self.child:
+            try:
+                pd.capture_pages(self.plans, self.child, frozen=False)
+            except engine.EngineError as e:
+                raise DumpError(f"dump of PID {self.pid} failed reading its copy-on-write child: {e}") from None
+        if pd is not None:
+            check_vmflags_unchanged(self.pid, pd.flags_used)
+            pd.flush_deferred()
+            pd.add_unchanged(self.plans)
+        self.writer.attrs["tracker"] = stats.tracker
+        self.writer.attrs["capture"] = stats.capture
+        return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes))
+
+    def committed(self, sid: str) -> None:
+        if self.tracker is not None and self.single:
+            self.tracker.baseline = sid
+
+    def close(self) -> None:
+        if self.child:
+            release_child(self.pid, self.child, self.pd.scratch_range[0], SCRATCH_SIZE)
+            self.child = 0
 
 
 def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
@@ -741,75 +803,25 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                 raise DumpError(f"snapshot {parent_sid} has no process {pid}: it cannot be the parent of this dump")
     sid, writer = store.writer(pid, parent=parent_sid, **(attrs or {}))
     stats = DumpStats(tracker="hash" if parent_sid else "none", capture="frozen")
-    hint = vmflags_by_vma(pid)  # smaps is slow for big processes: read it before freezing
-    child = 0
-    pd = None
-    plans: list = []
-    single = False
+    # smaps is slow for big processes: read it before freezing
+    tc = TreeCapture(pid, writer, stats, tracker, parent_sid, capture)
     try:
         tree_ctx = freeze_tree(pid)
         try:
             t_freeze = time.monotonic()
-            procs = []
-            members = tree_ctx.members
-            single = len(members) == 1 and members[0][1] is not None
-            if single:
-                try:
-                    proc, pd, plans, child = _dump_single(pid, members[0][1], writer, stats, tracker, parent_sid,
-                                                          capture, hint)
-                except procfs.ProcGone:
-                    raise DumpError(f"PID {pid} exited during the dump") from None
-                except engine.EngineError as e:
-                    if not os.path.exists(f"/proc/{pid}"):
-                        raise DumpError(f"PID {pid} exited during the dump") from None
-                    raise DumpError(f"dump of PID {pid} failed: {e}") from None
-                procs.append(proc)
-            else:
-                if tracker is not None or capture == "cow":
-                    stats.notes.append(f"a tree of {len(members)} processes: captured frozen, "
-                                       "without dirty-page tracker or copy-on-write capture")
-                if tracker is not None:
-                    tracker.baseline = None
-                shared_pages = SharedPagesOnce()
-                for p, tids in members:
-                    try:
-                        procs.append(zombie_record(p) if tids is None
-                                     else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
-                    except procfs.ProcGone:
-                        raise DumpError(f"PID {p} exited during the dump") from None
-                    except engine.EngineError as e:
-                        if not os.path.exists(f"/proc/{p}"):
-                            raise DumpError(f"PID {p} exited during the dump") from None
-                        raise DumpError(f"dump of PID {p} failed: {e}") from None
-            try:
-                link_shared_files(procs)
-                capture_pipes(procs, writer)
-            except (OSError, procfs.ProcGone) as e:
-                raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
+            tc.frozen(tree_ctx)
             stats.frozen_s = time.monotonic() - t_freeze
         finally:
             tree_ctx.release()
-        if child:
-            try:
-                pd.capture_pages(plans, child, frozen=False)
-            except engine.EngineError as e:
-                raise DumpError(f"dump of PID {pid} failed reading its copy-on-write child: {e}") from None
-        if pd is not None:
-            check_vmflags_unchanged(pid, pd.flags_used)
-            pd.flush_deferred()
-            pd.add_unchanged(plans)
-        writer.attrs["tracker"] = stats.tracker
-        writer.attrs["capture"] = stats.capture
-        image = Image(root_pid=pid, processes=procs, notes=list(stats.notes))
+        image = tc.finish()
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
         raise
     finally:
-        if child:
-            release_child(pid, child, pd.scratch_range[0], SCRATCH_SIZE)
-    if tracker is not None and single:
-        tracker.baseline = sid
+        tc.close()
+    tc.committed(sid)
+    procs = image.processes
     stats.stored_bytes = writer.stored_bytes
     stats.new_pages = writer.new_pages
     stats.wall_s = time.monotonic() - t0

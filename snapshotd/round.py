@@ -147,7 +147,8 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
     store.ensure_writable()
     check_free_space(store, members)
     rid = roundstore.new_round_id()
-    staged = []  # (member, sid, writer, image, stats)
+    staged = []  # (member, sid, writer, capture, stats)
+    captures: list = []
     committed: list[str] = []
     try:
         with contextlib.ExitStack() as frozen:
@@ -165,12 +166,19 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
                 # exist, will say which pages did not change at all)
                 parent = m.parent if m.parent and os.path.isfile(store.snapshot_path(m.parent)) else None
                 sid, writer = store.writer(m.pid, parent=parent, job=job, round=rid)
-                staged.append([m, sid, writer, None, stats])
-                staged[-1][3] = dumpmod.capture_tree(m.pid, fz, writer, stats)
+                stats.tracker, stats.capture = ("hash" if parent else "none"), "frozen"
+                tc = dumpmod.TreeCapture(m.pid, writer, stats, tracker=m.tracker, parent_sid=parent)
+                staged.append([m, sid, writer, tc, stats])
+                captures.append(tc)
+                tc.frozen(fz)
             frozen_s = time.monotonic() - t_frozen
         results = []
-        for m, sid, writer, image, stats in staged:
+        for m, sid, writer, tc, stats in staged:
+            # pages of copy-on-write children, and deferred ones, are stored
+            # now that every tree runs again
+            image = tc.finish()
             writer.commit(to_dict(image))
+            tc.committed(sid)
             committed.append(sid)
             stats.frozen_s = frozen_s
             stats.stored_bytes = writer.stored_bytes
@@ -205,4 +213,7 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
         if committed:
             fsync_dir(store.snapdir)
         raise
+    finally:
+        for tc in captures:
+            tc.close()  # copy-on-write children
     return rec, results

@@ -8,7 +8,7 @@ persistent SQLAlchemy job store on sqlite (STORE/daemon/schedule.sqlite). The
 registrations live in that job's kwargs, so a restarted daemon has them back.
 
 Per tree the daemon holds, between snapshots, the previous snapshot id and the
-dirty-page tracker (issue 4; None until trackers exist), and the outcome of
+dirty-page tracker (issue 4: created at its first round, closed when it retires), and the outcome of
 the last attempt for `status`.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from .. import incremental
 from .. import round as roundmod
 from ..dump import validate_target
 from ..storage import rounds as roundstore
@@ -36,6 +37,17 @@ from .protocol import ProtocolError, format_duration, parse_duration
 from .triggers import SteadyIntervalTrigger
 
 log = logging.getLogger("snapshotd")
+
+
+def _drop_tracker(tree) -> None:
+    """Close a tree's dirty-page tracker (its userfaultfd): the next round
+    starts a new one."""
+    if tree.tracker is not None:
+        try:
+            tree.tracker.close()
+        except OSError:
+            pass
+        tree.tracker = None
 
 _DAEMON: "Daemon | None" = None  # the running daemon, for the scheduled functions below
 
@@ -200,6 +212,8 @@ class Daemon:
             self.sched.pause_job(jid, jobstore="default")
 
     def _drop(self, job: Job) -> None:
+        for t in job.trees.values():
+            _drop_tracker(t)
         try:
             self.sched.remove_job("job:" + job.name, jobstore="default")
         except JobLookupError:
@@ -208,7 +222,8 @@ class Daemon:
 
     def _retire(self, job: Job, tree: Tree, reason: str) -> None:
         log.info("job %s: tree %d retired: %s", job.name, tree.pid, reason)
-        tree.state, tree.reason, tree.tracker = "retired", reason, None
+        tree.state, tree.reason = "retired", reason
+        _drop_tracker(tree)
         self._save(job)
 
     # -- rounds --
@@ -241,6 +256,13 @@ class Daemon:
             trees = job.active
         if not trees:
             return None
+        for t in trees:
+            if t.tracker is None:
+                # held between rounds: every round after the first reads only
+                # the pages written since (uffd-wp + PAGEMAP_SCAN where the
+                # kernel has it); the first round, and the first after a
+                # daemon restart, compare content hashes instead
+                t.tracker = incremental.choose()
         members = [roundmod.Member(pid=t.pid, start_time=t.start_time, name=t.name, owner_uid=t.uid,
                                    parent=t.last_snapshot, tracker=t.tracker, estimate=t.last_bytes)
                    for t in trees]
@@ -490,7 +512,8 @@ class Daemon:
                             t = Tree(pid=r["pid"], start_time=0, uid=owner, every=jb.every, name=r["name"])
                             jb.trees[t.pid] = t
                         t.start_time = roundmod.start_time(r["pid"]) or 0
-                        t.state, t.reason, t.tracker = "active", "", None
+                        _drop_tracker(t)
+                        t.state, t.reason = "active", ""
                         t.last_snapshot, t.last_round, t.last_error = r["snapshot"], rec.id, ""
                         in_round.add(t.pid)
                     for t in jb.trees.values():
