@@ -467,6 +467,10 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                 capture_pipes(procs, writer)
             except (OSError, procfs.ProcGone) as e:
                 raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
+            try:
+                fdkinds.check_tree(procs)  # socket peers inside the tree
+            except fdkinds.Unsupported as e:
+                raise DumpError(str(e)) from None
             stats.frozen_s = time.monotonic() - t_freeze
         finally:
             tree_ctx.release()

@@ -46,7 +46,7 @@ import signal
 import struct
 import time
 
-from . import engine, procfs
+from . import engine, fdkinds, procfs
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .image import Image, Process
@@ -263,6 +263,10 @@ class TreeRestorer:
                 rs.attach(self.o(p.pid), self.code)
                 rs.build()
                 restorers.append(rs)
+            try:
+                fdkinds.after_tree(self.shared)  # TCP peers in different processes
+            except fdkinds.Failed as e:
+                raise RestoreError(f"cannot restore {e}") from None
             for rs in reversed(restorers):
                 rs.resume()
         except engine.EngineError as e:
