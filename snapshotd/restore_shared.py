@@ -57,7 +57,8 @@ class SharedObjects:
             fd = ends[mode]  # the pipe's own end, for the first description of it
             self.used_ends.add((key, mode))
         else:  # another description of the same end: reopen it (FIFO semantics)
-            fd = os.open(f"/proc/self/fd/{ends[os.O_RDONLY]}", (f.flags & ~OPEN_STRIP) | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(f"/proc/self/fd/{ends[os.O_RDONLY]}",
+                         (f.flags & ~OPEN_STRIP & ~os.O_NOFOLLOW) | os.O_NONBLOCK | os.O_CLOEXEC)
         fcntl.fcntl(fd, fcntl.F_SETFL, f.flags)  # status flags as dumped (O_NONBLOCK or not)
         return fd
 

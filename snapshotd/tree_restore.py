@@ -289,7 +289,15 @@ class TreeRestorer:
             except ProcessLookupError:
                 pass
         for pid in reversed(self.created):
-            lib.snp_wait_stop(pid, ffi.new("int *"))  # as tracer (fails harmlessly if detached)
+            # as tracer (fails harmlessly if detached); a traced leader's exit
+            # is only reported once its other threads are reaped: them first
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+            except OSError:
+                tids = []
+            for tid in tids:
+                lib.snp_wait_stop(tid, ffi.new("int *"))
+            lib.snp_wait_stop(pid, ffi.new("int *"))
         self.created = []
         # the namespace's init exits by itself once it has no child left
 
