@@ -24,6 +24,9 @@ TREE_SIZES = {
     "tree_pipeline": 3,       # sh -c 'producer | consumer' completes with the right output
     "tree_child_threads": 2,  # a child with two running threads
     "tree_cow_private": 2,    # private pages shared copy-on-write, partly rewritten by each
+    "tree_unix_pair": 2,      # stream/dgram/seqpacket pairs across processes, queued both ways; a shared end
+    "tree_unix_listen": 3,    # a named listener inherited by a server child; a client child
+    "tree_tcp": 2,            # TCP over loopback between parent and child, queued both ways
 }
 TREE_PROGRAMS = list(TREE_SIZES)
 
@@ -123,9 +126,9 @@ def test_tree(name, tmp_path, store):
         assert "lines=20000 sum=199990000" in prog.log(), prog.report("wrong pipeline output")
 
 
-@pytest.mark.parametrize("name", ["tree_pipe_queued", "tree_fifo", "tree_pipeline"])
+@pytest.mark.parametrize("name", ["tree_pipe_queued", "tree_fifo", "tree_pipeline", "tree_unix_pair", "tree_tcp"])
 def test_tree_runs_on_after_dump(name, tmp_path, store):
-    """A dump must not consume the bytes queued in pipes: the dumped tree
+    """A dump must not consume the bytes queued in pipes and sockets: the dumped tree
     keeps running and still finds them."""
     run_tree(name, tmp_path, store, TREE_SIZES[name], kill=False)
 

@@ -46,7 +46,7 @@ TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
 TCP_ESTABLISHED = 1
-NETLINK_SOCK_DIAG, SOCK_DESTROY = 4, 21
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, SOCK_DESTROY, NLMSG_ERROR = 4, 20, 21, 2
 TCP_CLOSE, TCP_LISTEN = 7, 10
 _STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
            7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
@@ -153,6 +153,14 @@ def _destroy(family: int, local, peer) -> None:
     nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
     try:
         for _ in range(8):
+            # the kernel finds the socket as an incoming packet would
+            # (inet_lookup): with no connection left on the pair, that is a
+            # listener on the local port -- perhaps one just restored, which
+            # must live.  Ask first (SOCK_DIAG_BY_FAMILY, same lookup).
+            nl.send(struct.pack("<IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, 1, 1, 0) + req)
+            got = nl.recv(4096)
+            if struct.unpack_from("<H", got, 4)[0] == NLMSG_ERROR or got[17] == TCP_LISTEN:
+                return  # nothing there, or only a listener
             nl.send(struct.pack("<IHHII", 16 + len(req), SOCK_DESTROY, 1 | 4, 1, 0) + req)  # REQUEST|ACK
             err = -struct.unpack_from("<i", nl.recv(4096), 16)[0]
             if err:
