@@ -9,15 +9,19 @@ consuming it: MSG_PEEK with SO_PEEK_OFF moving forward (one datagram per
 recvmsg for dgram/seqpacket, so boundaries are kept), then SO_PEEK_OFF back
 to its old value.
 
-Restore builds all unix sockets of the process at once (peers need each
-other): listeners (bind + listen), bound sockets, connected stream/seqpacket
-pairs (socketpair(2) when unnamed; else connect to the name through the
-restored listener or a short-lived one, then accept, so both ends carry their
-names), datagram connects, then the queued data sent again from the peer,
-buffer sizes, shutdowns, SO_PEEK_OFF.  Relative names are bound in the
-dumped process's working directory.
+Restore builds all unix sockets of the whole tree at once, on snapshotd's
+side (peers need each other, and may be in different processes), keyed by
+the dumped inode: a socket several processes hold (inherited across fork)
+is built once and handed to each of them, so they share one description.
+Order: listeners (bind + listen), bound sockets, connected
+stream/seqpacket pairs (socketpair(2) when unnamed; else connect to the
+name through the restored listener or a short-lived one, then accept, so
+both ends carry their names), datagram connects, then the queued data sent
+again from the peer, buffer sizes, shutdowns, SO_PEEK_OFF.  Relative names
+are bound in the working directory of the dumped process holding the
+socket.
 
-Limits (refused at dump): a peer outside the dumped process, a listener with
+Limits (refused at dump): a peer outside the dumped tree (fdkinds.check_tree), a listener with
 connections not yet accepted, queued file descriptors or credentials
 (SCM_RIGHTS/SCM_CREDENTIALS), zero-length datagrams, a connected datagram
 socket whose peer is gone.  Not kept: SO_PEERCRED of restored pairs
