@@ -51,7 +51,9 @@ def cmd_dump(args):
     store = _store(args)
     parent = args.parent
     if parent == "latest":
-        parent = store.latest(root_pid=args.pid)
+        import socket
+
+        parent = store.latest(tree=f"{socket.gethostname()}:{args.pid}")
         if parent is None:
             raise CliError(f"--parent latest: no snapshot of PID {args.pid} in store {store.path}")
     elif parent:
@@ -69,8 +71,10 @@ def cmd_dump(args):
         print(sid)
 
 
-def _damage_report(reader) -> str:
+def _damage_report(reader, store=None) -> str:
     problems = reader.verify()
+    if store is not None:
+        store.quarantine(sorted(reader.damaged_packs), f"damaged, found by restore of {reader.id}")
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     return f"snapshot {reader.id} is damaged, not restoring: " + "; ".join(problems[:5]) + more
 
@@ -82,13 +86,13 @@ def cmd_restore(args):
     store = _store(args)
     with store.open(args.snapshot) as reader:
         if reader.missing_packs():
-            raise CliError(_damage_report(reader))
+            raise CliError(_damage_report(reader, store))
         try:
             pid, st, notes = restore(reader, pidns=args.pidns)
         except DamagedError:
             # every page is checked as it is read, before the process runs;
             # the half-built process is gone: report everything that is wrong
-            raise CliError(_damage_report(reader)) from None
+            raise CliError(_damage_report(reader, store)) from None
     for n in notes:
         print(f"snapshotd: note: {n}", file=sys.stderr)
     outside = st.outside_pids[0] if st.outside_pids else pid

@@ -225,3 +225,58 @@ def test_newer_format_is_refused_not_misread(store, chain3):
         f.attrs["format_version"] = 99
     msg = assert_cli_fails(store, "show", str(newer))
     assert "newer" in msg and "99" in msg
+
+
+def test_damaged_metadata_is_detected(tmp_path, store):
+    g = Gen(tmp_path / "g", npages=256)
+    snap = dump(store, g.pid)["id"]
+    path = store / "snapshots" / f"{snap}.h5"
+    with h5py.File(path, "r+") as f:  # one changed digit in the image, as a bit flip would do
+        img = f["image"][()].decode()
+        del f["image"]
+        f.create_dataset("image", data=img.replace('"pid":', '"pid":1', 1), dtype=h5py.string_dtype())
+    res = subprocess.run(cli_command(store, "verify", snap), capture_output=True, text=True)
+    assert res.returncode == 1 and "image does not match" in res.stdout, res.stdout + res.stderr
+    g.kill()
+    assert "damaged" in assert_cli_fails(store, "restore", snap)
+
+
+def test_damaged_pack_is_quarantined_and_not_reused(tmp_path, store):
+    g = Gen(tmp_path / "g", npages=1024)
+    first = dump(store, g.pid)["id"]
+    pack = _corrupt_first_block(store, first)
+    subprocess.run(cli_command(store, "verify"), capture_output=True)
+    assert (store / "damaged" / pack).exists()
+    # the next snapshot stores its pages again instead of pointing into the bad pack
+    want = g.state()
+    second = dump(store, g.pid, "--parent", first)
+    out = cli_json(store, "verify", second["id"])
+    assert out["ok"], out
+    restore_and_check(store, second["id"], g, want)
+
+
+def test_gc_deletes_nothing_when_a_listed_pack_is_missing(store, chain3):
+    _, snaps = chain3
+    new = last_line(cli_ok(store, "compact", snaps[-1][0]))
+    cli_ok(store, "prune", "--keep-last", "1", "--no-gc")  # old packs are now garbage
+    packs = sorted((store / "packs").glob("*.h5"))
+    with h5py.File(store / "snapshots" / f"{new}.h5", "r") as f:
+        mine = f["packs"][0].decode()
+    (store / "packs" / mine).rename(store / "packs" / ("x" + mine))  # as if its name were lost
+    msg = assert_cli_fails(store, "gc")
+    assert "missing" in msg and "nothing deleted" in msg
+    assert len(sorted((store / "packs").glob("*.h5"))) == len(packs)
+
+
+def test_dumps_after_compaction_use_the_compacted_packs(store, chain3):
+    g, snaps = chain3
+    new = last_line(cli_ok(store, "compact", snaps[-1][0]))
+    want = g.advance()
+    after = dump(store, g.pid, "--parent", new)["id"]
+    cli_ok(store, "prune", "--keep-last", "1")  # keeps `after`; everything else goes
+    out = cli_json(store, "verify")
+    assert out["ok"] and [s["id"] for s in out["snapshots"]] == [after]
+    with h5py.File(store / "snapshots" / f"{after}.h5", "r") as f:
+        used = {n.decode() for n in f["packs"][:]}
+    assert not any(n.startswith(tuple(s for s, _ in snaps)) for n in used), used
+    restore_and_check(store, after, g, want)

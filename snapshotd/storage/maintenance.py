@@ -147,17 +147,23 @@ def verify(store: Store, refs: list[str] | None = None, progress_factory=None) -
     for ref in targets:
         try:
             r = store.open(ref)
-        except (FormatError, OSError) as e:
+        except (FormatError, DamagedError, OSError) as e:
             out.append({"id": ref, "ok": False, "problems": [str(e)]})
             continue
         with r:
-            bar = progress_factory(f"verify {r.id}", _needed_bytes(r)) if progress_factory else None
+            try:
+                bar = progress_factory(f"verify {r.id}", _needed_bytes(r)) if progress_factory else None
+            except DamagedError:
+                bar = None
             try:
                 problems = r.verify(bar)
             finally:
                 if bar:
                     bar.close()
-            out.append({"id": r.id, "ok": not problems, "problems": problems})
+            if r.damaged_packs and os.access(store.path, os.W_OK):
+                store.quarantine(sorted(r.damaged_packs), f"damaged, found by verify of {r.id}")
+            out.append({"id": r.id, "ok": not problems, "problems": problems,
+                        "damaged_packs": sorted(r.damaged_packs)})
     return out
 
 

@@ -66,6 +66,21 @@ def check_format(path: str, attrs, name: str, version: int) -> int:
     return v
 
 
+def check_pack(path: str, attrs) -> None:
+    """A pack this snapshotd can read: format, version, codec and hash."""
+    check_format(path, attrs, PACK_FORMAT, PACK_VERSION)
+    for k, want in (("codec", "zstd"), ("hash", "sha256")):
+        if attrs.get(k) != want:
+            raise FormatError(f"{path}: pack {k} {attrs.get(k)!r} is not {want!r}; upgrade snapshotd")
+
+
+def read_pack_hashes(path: str) -> tuple[float, np.ndarray]:
+    """(creation time, page hashes) of a committed pack, for the page index."""
+    with h5py.File(path, "r", locking=False) as f:
+        check_pack(path, f.attrs)
+        return float(f.attrs.get("created", 0)), f["hash"][:]
+
+
 class PackWriter:
     """Append unique pages; commit() makes the pack visible.  Not thread-safe:
     one caller adds pages, internal threads compress and write."""
@@ -177,9 +192,12 @@ class PackWriter:
         if self.error:
             raise self.error
         h5 = self.h5
-        h5.create_dataset("hash", data=np.concatenate(self.hashes) if self.hashes
-                          else np.empty((0, HASH_SIZE), np.uint8))
-        h5.create_dataset("block_offset", data=np.asarray(self.block_offsets, dtype=np.uint64))
+        # fletcher32: HDF5's own checksum, so damaged metadata is an error, not a misread
+        hashes = np.concatenate(self.hashes) if self.hashes else np.empty((0, HASH_SIZE), np.uint8)
+        h5.create_dataset("hash", data=hashes, chunks=(max(1, min(len(hashes), 1 << 15)), HASH_SIZE),
+                          fletcher32=True)
+        h5.create_dataset("block_offset", data=np.asarray(self.block_offsets, dtype=np.uint64),
+                          chunks=(min(len(self.block_offsets), 1 << 16),), fletcher32=True)
         a = h5.attrs
         a["format"] = PACK_FORMAT
         a["format_version"] = PACK_VERSION
@@ -217,17 +235,21 @@ class PackReader:
 
     def __init__(self, path: str):
         self.path = path
+        self.name = os.path.basename(path)
         try:
             self.h5 = h5py.File(path, "r", locking=False)
         except FileNotFoundError:
-            raise DamagedError(f"page pack {os.path.basename(path)} is missing") from None
+            raise DamagedError(f"page pack {self.name} is missing") from None
         except OSError as e:
-            raise DamagedError(f"page pack {os.path.basename(path)} is unreadable ({e})") from None
-        check_format(path, self.h5.attrs, PACK_FORMAT, PACK_VERSION)
-        self.name = os.path.basename(path)
-        self.offsets = self.h5["block_offset"][:]
-        self.hashes = self.h5["hash"][:]
-        self.ppb = int(self.h5.attrs["pages_per_block"])
+            raise DamagedError(f"page pack {self.name} is unreadable ({e})") from None
+        try:
+            check_pack(path, self.h5.attrs)
+            self.offsets = self.h5["block_offset"][:]
+            self.hashes = self.h5["hash"][:]
+            self.ppb = int(self.h5.attrs["pages_per_block"])
+        except (OSError, KeyError, ValueError) as e:
+            self.h5.close()
+            raise DamagedError(f"page pack {self.name}: metadata unreadable ({e})") from None
         self.npages = len(self.hashes)
         self._blocks = self.h5["blocks"]
         self._cache: dict[int, np.ndarray] = {}
@@ -247,8 +269,11 @@ class PackReader:
         lo, hi = int(self.offsets[b]), int(self.offsets[b + 1])
         first = b * self.ppb
         count = min(self.ppb, self.npages - first)
-        with self._lock:  # h5py is not reentrant across threads for one file
-            raw = self._blocks[lo:hi].tobytes()
+        try:
+            with self._lock:  # h5py is not reentrant across threads for one file
+                raw = self._blocks[lo:hi].tobytes()
+        except (OSError, ValueError) as e:
+            raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}) unreadable ({e})") from None
         try:
             out = self._dctx.decompress(raw, max_output_size=count * PAGE)
         except zstandard.ZstdError as e:

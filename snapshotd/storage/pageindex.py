@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import numpy as np
 
 from ..pagehash import HASH_SIZE, PAGE
-from .fsutil import h5py
 
 ZERO_REF = 0xFFFFFFFFFFFFFFFF  # reference meaning "the all-zero page"
 ZERO_PAGE_SHA256 = hashlib.sha256(bytes(PAGE)).digest()
@@ -30,7 +30,12 @@ def pack_names(packdir: str) -> list[str]:
 
 
 class PageIndex:
+    """Shared by the writers of one Store object (the daemon runs several);
+    a writer looks pages up here but keeps its own new pages apart until its
+    packs are committed (SnapshotWriter.own), then merges them."""
+
     def __init__(self):
+        self.lock = threading.Lock()
         self.slots: list[str] = []           # pack file names, by slot
         self.slot_of: dict[str, int] = {}
         # the zero page: by its real digest, and by the all-zero digest the
@@ -38,28 +43,25 @@ class PageIndex:
         self.where: dict[bytes, int] = {ZERO_PAGE_SHA256: ZERO_REF, bytes(HASH_SIZE): ZERO_REF}
 
     def slot(self, pack_name: str) -> int:
-        s = self.slot_of.get(pack_name)
-        if s is None:
-            s = self.slot_of[pack_name] = len(self.slots)
-            self.slots.append(pack_name)
-        return s
+        with self.lock:
+            s = self.slot_of.get(pack_name)
+            if s is None:
+                s = self.slot_of[pack_name] = len(self.slots)
+                self.slots.append(pack_name)
+            return s
 
     def add(self, pack_name: str, first: int, hashes: np.ndarray) -> None:
-        """Pages first.. of pack_name have these hashes (n, 32)."""
+        """Pages first.. of committed pack pack_name have these hashes (n, 32).
+        Packs are added oldest first and the newest copy of a page wins, so
+        that after a compaction new snapshots use the compacted packs and
+        the old ones can be collected."""
         base = (self.slot(pack_name) << SLOT_SHIFT) + first
-        setdefault = self.where.setdefault
-        for i, h in enumerate(hashes.view(f"V{HASH_SIZE}").ravel().tolist()):
-            setdefault(h, base + i)
+        keys = hashes.view(f"V{HASH_SIZE}").ravel().tolist()
+        with self.lock:
+            self.where.update(zip(keys, range(base, base + len(keys))))
+            self.where[bytes(HASH_SIZE)] = self.where[ZERO_PAGE_SHA256] = ZERO_REF
 
-    @classmethod
-    def load(cls, packdir: str) -> "PageIndex":
-        """Index every committed pack of a store (reads only their hashes)."""
-        idx = cls()
-        for name in pack_names(packdir):
-            try:
-                with h5py.File(os.path.join(packdir, name), "r", locking=False) as f:
-                    hashes = f["hash"][:]
-            except (OSError, KeyError):
-                continue  # unreadable pack: never dedup against it
-            idx.add(name, 0, hashes)
-        return idx
+    def merge(self, own: dict[bytes, int]) -> None:
+        """Pages of a writer's packs, once those are committed."""
+        with self.lock:
+            self.where.update(own)

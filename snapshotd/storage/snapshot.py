@@ -12,6 +12,7 @@ in C), or add_unchanged() for addresses a dirty-page tracker knows were not
 written since the parent (their references are copied from the parent)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..pagehash import PAGE, hash_pages
-from .fsutil import commit_file, h5py, temp_name
+from .fsutil import commit_file, fsync_dir, h5py, temp_name
 from .pack import DamagedError, FormatError, PackReader, PackWriter, check_format
 from .pageindex import SLOT_SHIFT, ZERO_REF, PageIndex
 
@@ -31,7 +32,16 @@ FORMAT_NAME = "snapshotd-snapshot"
 FORMAT_VERSION = 2
 PACK_MAX_PAGES = 1 << 18  # start a new pack after 1 GiB of unique pages
 _ZERO = np.uint64(ZERO_REF)
-_TABLE_OPTS = dict(compression="gzip", compression_opts=1, shuffle=True)  # readable by stock h5dump
+# readable by stock h5dump; fletcher32 makes damaged metadata an error, not a misread
+_TABLE_OPTS = dict(compression="gzip", compression_opts=1, shuffle=True, fletcher32=True)
+
+
+def _opts(n: int) -> dict:
+    return {**_TABLE_OPTS, "chunks": (max(1, min(n, 1 << 16)),)} if n else {}
+
+
+def _names_digest(names: list[str]) -> str:
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
 class SnapshotWriter:
@@ -46,6 +56,7 @@ class SnapshotWriter:
         self.attrs = attrs
         self.index = index
         self.parent = parent
+        self.own: dict[bytes, int] = {}  # pages of this writer's packs, until they are committed
         self.packs: list[PackWriter] = []
         self.page_tables: dict[int, list] = {}
         self.files: dict[str, tuple[np.ndarray, int]] = {}
@@ -65,8 +76,8 @@ class SnapshotWriter:
         is appended to this snapshot's pack."""
         if rows is not None:
             hashes = hashes[rows]
-        where = self.index.where
-        get = where.get
+        get = self.index.where.get
+        own = self.own
         keys = hashes.view(f"V{hashes.shape[1]}").ravel().tolist()
         refs = [get(h, -1) for h in keys]
         new = [i for i, r in enumerate(refs) if r == -1]
@@ -76,9 +87,9 @@ class SnapshotWriter:
             fresh = []
             for i in new:
                 h = keys[i]
-                r = get(h, -1)  # the same content twice in this batch
+                r = own.get(h, -1)  # stored by this writer already
                 if r == -1:
-                    r = where[h] = base + len(fresh)
+                    r = own[h] = base + len(fresh)
                     fresh.append(i)
                 refs[i] = r
             f = np.asarray(fresh)
@@ -123,9 +134,10 @@ class SnapshotWriter:
         pos = np.searchsorted(paddrs, addrs)
         pos_c = np.minimum(pos, max(len(paddrs) - 1, 0))
         found = (pos < len(paddrs)) & (paddrs[pos_c] == addrs) if len(paddrs) else np.zeros(len(addrs), bool)
-        refs = np.full(len(addrs), _ZERO, dtype=np.uint64)
-        refs[found] = prefs[pos_c[found]]
-        self.page_tables.setdefault(pid, []).append((addrs.copy(), refs))
+        # an address the parent did not have was absent then and is now: it
+        # stays out of the table (zero for anonymous memory, the file's page
+        # for a file mapping)
+        self.page_tables.setdefault(pid, []).append((addrs[found], prefs[pos_c[found]]))
 
     def add_file(self, key: str, content: bytes) -> None:
         """Contents of a file the snapshot must carry (deleted, memfd, tmpfs)."""
@@ -154,6 +166,7 @@ class SnapshotWriter:
         """Commit packs, then the snapshot file; returns its path."""
         for p in self.packs:
             p.commit()  # pages are durable before anything refers to them
+        self.index.merge(self.own)
         self.new_bytes = self.stored_bytes
         h5 = self.h5
         slot_map: dict[int, int] = {}
@@ -161,17 +174,27 @@ class SnapshotWriter:
         for pid, parts in self.page_tables.items():
             addrs = np.concatenate([a for a, _ in parts])
             refs = self._localize(np.concatenate([r for _, r in parts]), slot_map)
+            # sorted by address; an address given twice keeps the last entry
             order = np.argsort(addrs, kind="stable")
+            addrs, refs = addrs[order], refs[order]
+            last = np.append(addrs[1:] != addrs[:-1], True) if len(addrs) else np.empty(0, bool)
+            addrs, refs = addrs[last], refs[last]
             g = h5.create_group(f"pages/{pid}")
-            g.create_dataset("addr", data=addrs[order], **_TABLE_OPTS)
-            g.create_dataset("ref", data=refs[order], **_TABLE_OPTS)
+            g.create_dataset("addr", data=addrs, **_TABLE_OPTS)
+            g.create_dataset("ref", data=refs, **_TABLE_OPTS)
             total += len(addrs)
         for key, (refs, size) in self.files.items():
-            ds = h5.create_dataset(f"files/{key}/ref", data=self._localize(refs, slot_map))
+            refs = self._localize(refs, slot_map)
+            ds = h5.create_dataset(f"files/{key}/ref", data=refs, **_opts(len(refs)))
             ds.parent.attrs["size"] = size
         names = [self.index.slots[s] for s, _ in sorted(slot_map.items(), key=lambda kv: kv[1])]
+        for n in names:  # never publish a reference to a pack that is not there
+            if not os.path.exists(os.path.join(self.packdir, n)):
+                raise DamagedError(f"page pack {n} vanished before snapshot {self.sid} was committed")
+        fsync_dir(self.packdir)  # packs linked by other writers are durable too
+        image_json = json.dumps(image, separators=(",", ":"))
         h5.create_dataset("packs", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
-        h5.create_dataset("image", data=json.dumps(image, separators=(",", ":")), dtype=h5py.string_dtype())
+        h5.create_dataset("image", data=image_json, dtype=h5py.string_dtype())
         a = h5.attrs
         for k, v in self.attrs.items():
             a[k] = v
@@ -182,6 +205,9 @@ class SnapshotWriter:
         a["stored_bytes"] = int(self.new_bytes)
         a["new_pages"] = int(self.new_pages)
         a["pages"] = int(total)
+        # strings have no HDF5 checksum: their SHA-256 lives beside them
+        a["image_sha256"] = hashlib.sha256(image_json.encode()).hexdigest()
+        a["packs_sha256"] = _names_digest(names)
         h5.close()
         commit_file(self.tmp_path, self.final_path, "snapshot")
         return self.final_path
@@ -223,7 +249,14 @@ class SnapshotReader:
         check_format(path, a, FORMAT_NAME, FORMAT_VERSION)
         self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()}
         self.id = self.attrs.get("id", os.path.basename(path)[:-3])
-        self.pack_names = [n.decode() if isinstance(n, bytes) else n for n in self.h5["packs"][:]]
+        try:
+            self.pack_names = [n.decode() if isinstance(n, bytes) else n for n in self.h5["packs"][:]]
+        except (OSError, KeyError, ValueError) as e:
+            self.h5.close()
+            raise DamagedError(f"{self.id}: pack list unreadable ({e})") from None
+        if self.attrs.get("packs_sha256") != _names_digest(self.pack_names):
+            self.h5.close()
+            raise DamagedError(f"{self.id}: pack list does not match its SHA-256 (snapshot file damaged)")
         self._packs: dict[int, PackReader] = {}
         self._image = None
 
@@ -241,8 +274,14 @@ class SnapshotReader:
 
     def image(self) -> dict:
         if self._image is None:
-            raw = self.h5["image"][()]
-            self._image = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            try:
+                raw = self.h5["image"][()]
+            except (OSError, KeyError) as e:
+                raise DamagedError(f"{self.id}: image unreadable ({e})") from None
+            raw = raw if isinstance(raw, bytes) else raw.encode()
+            if hashlib.sha256(raw).hexdigest() != self.attrs.get("image_sha256"):
+                raise DamagedError(f"{self.id}: image does not match its SHA-256 (snapshot file damaged)")
+            self._image = json.loads(raw)
         return self._image
 
     def pids(self) -> list[int]:
@@ -254,7 +293,14 @@ class SnapshotReader:
         g = self.h5.get(f"pages/{pid}")
         if g is None:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
-        return g["addr"][:], g["ref"][:]
+        try:
+            addrs, refs = g["addr"][:], g["ref"][:]
+        except (OSError, KeyError, ValueError) as e:
+            raise DamagedError(f"{self.id}: page table of PID {pid} unreadable ({e})") from None
+        if len(addrs) != len(refs) or (len(addrs) > 1 and not (addrs[1:] > addrs[:-1]).all()) \
+                or (addrs % PAGE).any():
+            raise DamagedError(f"{self.id}: page table of PID {pid} is malformed")
+        return addrs, refs
 
     def global_page_table(self, pid: int, index: PageIndex) -> tuple[np.ndarray, np.ndarray]:
         """The page table with references translated to index's slots."""
@@ -327,36 +373,49 @@ class SnapshotReader:
                 yield addrs[i: i + chunk], data
 
     def file_content(self, key: str) -> bytes:
+        return self.gather(self._file_refs(key)).tobytes()[: int(self.h5[f"files/{key}"].attrs["size"])]
+
+    def _file_refs(self, key: str) -> np.ndarray:
         g = self.h5.get(f"files/{key}")
         if g is None:
-            raise DamagedError(f"{self.path}: saved file contents {key} missing")
-        return self.gather(g["ref"][:]).tobytes()[: int(g.attrs["size"])]
+            raise DamagedError(f"{self.id}: saved file contents {key} missing")
+        try:
+            return g["ref"][:]
+        except (OSError, KeyError, ValueError) as e:
+            raise DamagedError(f"{self.id}: saved file {key} unreadable ({e})") from None
 
     def all_refs(self) -> np.ndarray:
         parts = [self.page_table(pid)[1] for pid in self.pids()]
         g = self.h5.get("files")
         if g is not None:
-            parts += [g[k]["ref"][:] for k in g.keys()]
+            parts += [self._file_refs(k) for k in g.keys()]
         return np.concatenate(parts) if parts else np.empty(0, np.uint64)
 
     def verify(self, progress=None) -> list[str]:
-        """Re-hash every stored page this snapshot needs; return the problems."""
-        problems = [f"{self.id}: page pack {n} is missing" for n in self.missing_packs()]
+        """Re-hash every stored page this snapshot needs; return the problems.
+        Packs found damaged are listed in self.damaged_packs."""
+        self.damaged_packs: set[str] = set()
+        missing = self.missing_packs()
+        problems = [f"{self.id}: page pack {n} is missing" for n in missing]
         try:
             self.image()
         except Exception as e:  # noqa: BLE001 - report any decode failure
-            problems.append(f"{self.id}: image unreadable ({e})")
-        refs = self.all_refs()
+            problems.append(f"{self.id}: image unreadable ({e})" if not isinstance(e, DamagedError) else str(e))
+        try:
+            refs = self.all_refs()
+        except DamagedError as e:
+            return problems + [str(e)]
         refs = refs[refs != _ZERO]
         slots = (refs >> np.uint64(SLOT_SHIFT)).astype(np.int64)
         for s in np.unique(slots):
             name = self.pack_names[s] if s < len(self.pack_names) else f"slot {s}"
-            if name in self.missing_packs():
+            if name in missing:
                 continue
             try:
                 pk = self.pack(int(s))
             except (DamagedError, FormatError) as e:
                 problems.append(f"{self.id}: {e}")
+                self.damaged_packs.add(name)
                 continue
             pi = (refs[slots == s] & np.uint64(0xFFFFFFFF)).astype(np.int64)
             if int(pi.max()) >= pk.npages:
@@ -366,6 +425,7 @@ class SnapshotReader:
                     pk.block(int(b))
                 except DamagedError as e:
                     problems.append(f"{self.id}: {e}")
+                    self.damaged_packs.add(name)
                 if progress:
                     progress.add(pk.ppb * PAGE)
             pk._cache.clear()

@@ -21,9 +21,9 @@ import time
 
 from ..faults import crashpoint
 from .fsutil import h5py, remove_durably, temp_writer_dead, write_atomic
-from .pack import FormatError
+from .pack import FormatError, read_pack_hashes
 from .pageindex import PageIndex, pack_names
-from .snapshot import SnapshotReader, SnapshotWriter, read_attrs
+from .snapshot import DamagedError, SnapshotReader, SnapshotWriter, read_attrs
 
 DEFAULT_STORE = "/var/lib/snapshotd"
 CATALOG_VERSION = 1
@@ -43,13 +43,20 @@ class _Lock:
     """flock(2) on STORE/lock: shared for writers, exclusive for gc."""
 
     def __init__(self, path: str, exclusive: bool, wait: bool = True):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise StoreError(f"cannot open the store lock {path}: {e.strerror}") from None
         op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:
             fcntl.flock(self.fd, op if wait else op | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
             raise StoreError("the store is busy (a dump or garbage collection is running)") from None
+        except OSError as e:
+            os.close(self.fd)
+            raise StoreError(f"cannot lock {path}: {e.strerror} (does this filesystem support flock? "
+                             "see docs/FORMAT.md, Concurrency)") from None
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -63,6 +70,7 @@ class Store:
         self.snapdir = os.path.join(self.path, "snapshots")
         self.packdir = os.path.join(self.path, "packs")
         self.catalog_path = os.path.join(self.path, "catalog.json")
+        self.damaged_dir = os.path.join(self.path, "damaged")
         self._index: PageIndex | None = None  # kept by long-lived users (the daemon)
         self._index_packs: set[str] = set()
 
@@ -109,15 +117,36 @@ class Store:
             self.forget_index()  # packs were collected: never dedup against them
         if self._index is None:
             self._index = PageIndex()
-        new = [n for n in names if n not in self._index_packs]
-        for n in new:
+        bad = set(self.damaged_packs())
+        found = []
+        for n in names:
+            if n in self._index_packs or n in bad:
+                continue  # never deduplicate against a pack verify found damaged
             try:
-                with h5py.File(os.path.join(self.packdir, n), "r", locking=False) as f:
-                    self._index.add(n, 0, f["hash"][:])
-            except (OSError, KeyError):
-                pass
+                created, hashes = read_pack_hashes(os.path.join(self.packdir, n))
+            except (OSError, KeyError, ValueError, FormatError):
+                continue  # unreadable or foreign: not used (verify reports it)
+            found.append((created, n, hashes))
+        for _, n, hashes in sorted(found, key=lambda x: x[:2]):  # oldest first: the newest copy wins
+            self._index.add(n, 0, hashes)
             self._index_packs.add(n)
         return self._index
+
+    def damaged_packs(self) -> list[str]:
+        try:
+            return [n for n in os.listdir(self.damaged_dir) if not n.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+    def quarantine(self, pack_names, reason: str) -> None:
+        """Mark packs as damaged: no new snapshot will reference them.  The
+        mark is a file STORE/damaged/<pack name> holding the reason."""
+        if not pack_names:
+            return
+        os.makedirs(self.damaged_dir, mode=0o700, exist_ok=True)
+        for n in pack_names:
+            write_atomic(os.path.join(self.damaged_dir, n), reason.encode() + b"\n")
+        self.forget_index()
 
     def forget_index(self) -> None:
         self._index = None
@@ -239,13 +268,14 @@ class Store:
         return remove_durably(self.snapshot_path(sid))
 
     def referenced_packs(self) -> tuple[set[str], list[str]]:
-        """(pack names used by any snapshot, snapshots that could not be read)."""
+        """(pack names used by any snapshot, snapshots that could not be read
+        or are of a newer format: their pack list cannot be trusted)."""
         used, unreadable = set(), []
         for sid in self.ids():
             try:
-                with h5py.File(self.snapshot_path(sid), "r", locking=False) as f:
-                    used.update(n.decode() if isinstance(n, bytes) else n for n in f["packs"][:])
-            except (OSError, KeyError):
+                with SnapshotReader(self.snapshot_path(sid), self.packdir) as r:
+                    used.update(r.pack_names)
+            except (OSError, KeyError, ValueError, FormatError, DamagedError):
                 unreadable.append(sid)
         return used, unreadable
 
@@ -261,8 +291,14 @@ class Store:
             if unreadable:
                 # a snapshot we cannot read might reference anything: sweep nothing
                 raise StoreError(f"cannot read snapshot(s) {', '.join(unreadable)}; garbage collection "
-                                 "would not know what they use (run verify)")
-            doomed = [n for n in pack_names(self.packdir) if n not in used]
+                                 "would not know what they use (run verify); nothing deleted")
+            present = set(pack_names(self.packdir))
+            if used - present:
+                # a pack list naming a missing pack may be a damaged name for a
+                # pack that exists: deleting "unreferenced" packs could lose it
+                raise StoreError(f"snapshots reference missing page pack(s) {', '.join(sorted(used - present))}; "
+                                 "the store is inconsistent (run verify); nothing deleted")
+            doomed = [n for n in sorted(present) if n not in used]
             freed = 0
             for n in doomed:
                 p = os.path.join(self.packdir, n)
@@ -274,6 +310,9 @@ class Store:
                     remove_durably(p)
                     crashpoint("gc-removed")
                     self.forget_index()
+            for n in self.damaged_packs():  # marks of packs that are gone
+                if n not in present or n in doomed:
+                    remove_durably(os.path.join(self.damaged_dir, n))
             return {"removed_packs": doomed, "freed_bytes": freed, "kept_packs": len(used),
                     "removed_temps": stale, "dry_run": dry_run}
         finally:
@@ -292,9 +331,6 @@ class LockedWriter:
     def commit(self, image: dict) -> str:
         try:
             path = self.w.commit(image)
-        except BaseException:
-            self.store.forget_index()  # it may name pages of packs that never committed
-            raise
         finally:
             self._close_parent()
             self.lock.release()
@@ -304,9 +340,8 @@ class LockedWriter:
 
     def abort(self) -> None:
         try:
-            self.w.abort()
+            self.w.abort()  # its new pages were never merged into the index
         finally:
-            self.store.forget_index()
             self._close_parent()
             self.lock.release()
 
