@@ -92,9 +92,10 @@ class SnapshotWriter:
                     r = own[h] = base + len(fresh)
                     fresh.append(i)
                 refs[i] = r
-            f = np.asarray(fresh)
-            pack.add(data, hashes[f], f if rows is None else rows[f])
-            self.new_pages += len(fresh)
+            if fresh:
+                f = np.asarray(fresh, dtype=np.int64)
+                pack.add(data, hashes[f], f if rows is None else rows[f])
+                self.new_pages += len(fresh)
         return np.asarray(refs, dtype=np.uint64)
 
     def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None,

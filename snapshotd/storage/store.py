@@ -89,7 +89,7 @@ class Store:
     def remove_stale_temps(self) -> list[str]:
         """Remove temporary files of this host's writers that died."""
         removed = []
-        for d in (self.snapdir, self.packdir, self.path):
+        for d in (self.snapdir, self.packdir, self.path, self.damaged_dir):
             try:
                 names = os.listdir(d)
             except FileNotFoundError:
@@ -138,13 +138,15 @@ class Store:
         except FileNotFoundError:
             return []
 
-    def quarantine(self, pack_names, reason: str) -> None:
+    def quarantine(self, names, reason: str) -> None:
         """Mark packs as damaged: no new snapshot will reference them.  The
         mark is a file STORE/damaged/<pack name> holding the reason."""
-        if not pack_names:
+        existing = set(pack_names(self.packdir))
+        names = [n for n in names if n in existing]
+        if not names or not os.access(self.path, os.W_OK):
             return
         os.makedirs(self.damaged_dir, mode=0o700, exist_ok=True)
-        for n in pack_names:
+        for n in names:
             write_atomic(os.path.join(self.damaged_dir, n), reason.encode() + b"\n")
         self.forget_index()
 
@@ -310,7 +312,7 @@ class Store:
                     remove_durably(p)
                     crashpoint("gc-removed")
                     self.forget_index()
-            for n in self.damaged_packs():  # marks of packs that are gone
+            for n in self.damaged_packs() if not dry_run else ():  # marks of packs that are gone
                 if n not in present or n in doomed:
                     remove_durably(os.path.join(self.damaged_dir, n))
             return {"removed_packs": doomed, "freed_bytes": freed, "kept_packs": len(used),
