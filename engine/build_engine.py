@@ -41,6 +41,19 @@ ffibuilder.cdef(
                            uint8_t *hashes, long max_pages, uint64_t *next);
     int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
                         const uint8_t *data, long n);
+    long snp_read_page_list(int pid, int memfd, const uint64_t *addrs, uint8_t *data,
+                            long n, int use_memfile);
+    int snp_uffd_api(int fd, uint64_t features, uint64_t *got);
+    int snp_uffd_register_wp(int fd, uint64_t start, uint64_t len);
+    int snp_uffd_unregister(int fd, uint64_t start, uint64_t len);
+    int snp_uffd_writeprotect(int fd, uint64_t start, uint64_t len, int protect);
+    long snp_pm_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
+                           uint64_t inverted, uint64_t mask, uint64_t anyof,
+                           uint64_t *addrs, long max_pages, uint64_t *next);
+    long snp_pm_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
+                             uint64_t inverted, uint64_t mask, uint64_t anyof,
+                             uint64_t *out, long max, uint64_t *next);
+    int snp_set_ptrace_options(int tid, long options);
     void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes);
     long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
     uint64_t snp_stub_base(void);
@@ -50,7 +63,7 @@ ffibuilder.cdef(
     int snp_grab_fd(int pid, int fd);
     """
 )
-SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "spawn.c", "pipes.c"]
+SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "spawn.c", "pipes.c", "track.c"]
 ffibuilder.set_source(
     "snapshotd._engine",
     '#include "engine.h"',

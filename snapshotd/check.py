@@ -270,6 +270,15 @@ def run_checks() -> list[dict]:
     probe("pagemap_scan", probe_pagemap_scan, False, "no dirty-page tracking: incremental snapshots copy all")
     probe("soft_dirty", probe_soft_dirty, False, "nothing for snapshotd (it uses uffd WP_ASYNC); CRIU pre-dump needs it")
     probe("time_namespace", probe_time_ns, False, "monotonic/boottime clocks jump when restored on another boot")
+    from .incremental import report as trackers
+
+    chosen = False
+    for t in trackers():
+        # the first available tracker is the one dumps use (the CLI's one-shot dumps use "hash")
+        detail = ("in use: " if t["ok"] and not chosen else "") + t["detail"]
+        chosen = chosen or t["ok"]
+        add(f"tracker:{t['name']}", t["ok"], detail, False,
+            "not used for incremental snapshots here; a better-ranked or the hash tracker is")
     caps = 0
     for line in open("/proc/self/status"):
         if line.startswith("CapEff:"):

@@ -58,9 +58,13 @@ def cmd_dump(args):
             raise CliError(f"--parent latest: no snapshot of PID {args.pid} in store {store.path}")
     elif parent:
         parent = os.path.basename(store.resolve(parent))[:-3]
-    sid, st = dump(args.pid, store, kill=args.kill, parent=parent)
+    sid, st = dump(args.pid, store, kill=args.kill, parent=parent, capture=args.capture)
+    for n in st.notes:
+        print(f"snapshotd: note: {n}", file=sys.stderr)
     obj = {"id": sid, "pid": args.pid, "parent": parent or "", "frozen_s": round(st.frozen_s, 6), "wall_s": round(st.wall_s, 6),
-           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill), "pids": st.pids}
+           "pages": st.pages, "stored_bytes": int(st.stored_bytes), "killed": bool(args.kill), "pids": st.pids,
+           "kind": "incremental" if parent else "full", "tracker": st.tracker, "capture": st.capture,
+           "unchanged_pages": st.unchanged_pages, "new_pages": st.new_pages}
     if args.json:
         _emit(args, obj, "")
     else:
@@ -258,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--parent", metavar="SNAPSHOT",
                    help="make an incremental snapshot in the chain of SNAPSHOT ('latest': the newest "
                         "snapshot of this PID); only content not yet stored is written")
+    d.add_argument("--capture", choices=("auto", "cow", "frozen"), default="auto",
+                   help="cow: freeze only for a copy-on-write fork and read memory from it while the process "
+                        "runs; frozen: read memory while the process is stopped; auto (default): frozen when few "
+                        "pages must be read (tracked incremental snapshots), else cow.  Trees of several "
+                        "processes are captured frozen")
     r = add("restore", cmd_restore, "Recreate a process tree from a snapshot, with its PIDs and TIDs. "
             "Prints the root's PID.")
     r.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, unique id prefix, or path to a .h5 file")

@@ -28,6 +28,10 @@ from . import engine, fdkinds, procfs
 from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
+from .capture import fork_held_child, needs_frozen_read, release_child
+from .incremental import ranges_and, ranges_minus
+from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
+from .pagehash import nonzero_mask
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
@@ -53,6 +57,11 @@ class DumpStats:
     resident_bytes: int = 0
     pids: list = field(default_factory=list)  # the tree's processes, root first
     notes: list = field(default_factory=list)
+    tracker: str = ""  # how changed pages were found: "uffd-wp", "soft-dirty", "hash", "none" (full)
+    capture: str = ""  # "cow" or "frozen" (what "auto" chose)
+    dirty_pages: int = 0  # pages the tracker reported written (and present)
+    unchanged_pages: int = 0  # pages the tracker declared unchanged since the parent
+    new_pages: int = 0  # page contents the store did not hold yet (stored by this dump)
 
 
 def validate_target(pid: int) -> None:
@@ -125,8 +134,13 @@ def _mask(hexstr: str) -> int:
 
 
 class ProcessDumper:
-    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, shared_pages: SharedPagesOnce | None = None):
+    def __init__(self, pid: int, tids: list[int], writer, stats: DumpStats, shared_pages: SharedPagesOnce | None = None,
+                 incremental: bool = False):
         self.pid = pid
+        self.incremental = incremental  # the writer has a parent snapshot of this process
+        self.deferred: list = []  # pages read while frozen, stored after the process runs again
+        self.vmflags_hint: dict | None = None  # VmFlags by VMA, read just before the freeze
+        self.flags_used: dict = {}
         self.shared_pages = shared_pages or SharedPagesOnce()
         self.tids = tids
         self.writer = writer
@@ -282,10 +296,30 @@ class ProcessDumper:
         return out
 
     # -- memory --
+    def _maps(self) -> list[procfs.MapLine]:
+        """The mappings with their VmFlags.  /proc/PID/smaps walks every page
+        to count Rss (~60 ms per 4 GiB), so while frozen we read the cheap
+        /proc/PID/maps and take VmFlags from the smaps read just before the
+        freeze (`vmflags_hint`) for mappings with the same bounds; if any
+        mapping is new, smaps is read now.  dump() checks after resume that
+        the flags did not change meanwhile."""
+        if self.vmflags_hint is None:
+            return procfs.maps(self.pid)
+        maps = procfs.maps(self.pid, with_flags=False)
+        for m in maps:
+            if (m.start, m.end) == self.scratch_range:
+                continue  # ours, cut out by dump_mappings
+            f = self.vmflags_hint.get(_vma_key(m))
+            if f is None:
+                return procfs.maps(self.pid)
+            m.vmflags = f
+        self.flags_used = {_vma_key(m): m.vmflags for m in maps if (m.start, m.end) != self.scratch_range}
+        return maps
+
     def dump_mappings(self) -> list[Mapping]:
         out = []
         lo, hi = self.scratch_range
-        for m in procfs.maps(self.pid):
+        for m in self._maps():
             if m.end <= lo or m.start >= hi:
                 parts = [(m.start, m.end)]
             else:  # the scratch page (possibly merged with a neighbour): cut it out
@@ -324,6 +358,152 @@ class ProcessDumper:
             mp.file = self._file_for(procpath, link, flags, 0)
             mp.pages = "file" if shared else "cow"
         return mp
+
+    # -- pages --
+    def plan_pages(self, mappings: list[Mapping], changes, capture: str) -> list[PagePlan]:
+        """Decide, while frozen, how each mapping's pages are captured: which
+        ranges are read in full (the store keeps only contents it does not
+        hold yet: that is the hash comparison), which pages the tracker says were written (read) or not
+        (declared unchanged).  PAGEMAP_SCAN is run on the frozen process, so
+        the plan describes the moment of the freeze."""
+        plans = []
+        pmfd = -1
+        try:
+            for mp in mappings:
+                if mp.pages not in ("anon", "cow"):
+                    continue
+                pl = PagePlan(mp, frozen=capture != "cow" or needs_frozen_read(mp.shared, mp.vmflags))
+                whole = [(mp.start, mp.end)]
+                tracked = [] if (changes is None or not self.incremental or mp.shared) else ranges_and(whole, changes.tracked)
+                pl.full = ranges_minus(whole, tracked)
+                if tracked:
+                    if pmfd < 0:
+                        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+                    # while frozen only the kernel's answers are collected (runs of
+                    # pages, cheap); page lists are made after the process runs again
+                    w = changes.written
+                    holes = [h for a, b in tracked for h in hole_regions(pmfd, a, b, mp.pages == "cow")]
+                    pl.kept = ranges_minus(tracked, holes)
+                    pl.written = np.concatenate([w[np.searchsorted(w, a) : np.searchsorted(w, b)] for a, b in tracked])
+                plans.append(pl)
+        finally:
+            if pmfd >= 0:
+                os.close(pmfd)
+        return plans
+
+    def pages_to_read(self, plans: list[PagePlan]) -> int:
+        """Pages a frozen capture would read: written pages, plus the present
+        pages of the ranges read in full (PAGEMAP_SCAN: cheap)."""
+        n = sum(len(pl.written) for pl in plans)
+        ps = PAGE_IS_PRESENT | PAGE_IS_SWAPPED
+        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for pl in plans:
+                for a, b in pl.full:
+                    r = scan_regions(pmfd, a, b, 0, 0, 0, ps)
+                    n += int(((r[:, 1] - r[:, 0]) // engine.PAGE).sum()) if len(r) else 0
+                    if n > AUTO_FROZEN_MAX_PAGES:
+                        return n
+        finally:
+            os.close(pmfd)
+        return n
+
+    def flush_deferred(self) -> None:
+        for args, kw in self.deferred:
+            self.writer.add_pages(self.pid, *args, **kw)
+        self.deferred = []
+
+    def capture_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:
+        """Read the pages of the plans whose `frozen` flag matches, from
+        process `source` (the dumped process itself, or its copy-on-write
+        child), into the writer, through reused buffers (fresh memory is slow
+        to fault in on this kind of VM).  Full ranges are found with
+        /proc/PID/pagemap; the engine hashes while reading, zero pages come
+        back with an all-zero hash and are dropped (except in file-backed
+        private mappings, where a missing page would read back from the file)."""
+        plans = [p for p in plans if p.frozen == frozen]
+        if not plans:
+            return
+        n = PAGES_PER_READ
+        addrs = np.empty(n, dtype=np.uint64)
+        data = np.empty(n * engine.PAGE, dtype=np.uint8)
+        hashes = np.empty((n, 32), dtype=np.uint8)
+        nxt = ffi.new("uint64_t *")
+        c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
+        c_hashes = ffi.from_buffer("uint8_t[]", hashes)
+        memfd = os.open(f"/proc/{source}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        pmfd = os.open(f"/proc/{source}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        # progress by address range scanned (sparse areas pass quickly)
+        bar = Progress(f"dump {self.pid}", sum(b - a for p in plans for a, b in p.full))
+        try:
+            for pl in plans:
+                mp = pl.mp
+                flags = 0
+                if mp.pages == "cow":
+                    flags |= lib.SNP_PAGES_ANON_ONLY
+                if not mp.prot & sc.PROT_READ or source != self.pid:
+                    # process_vm_readv pins pages (FOLL_PIN), and pinning an anonymous
+                    # page shared with the COW child makes the kernel copy it first
+                    # ("unshare"): 3x slower, and memory doubles.  /proc/PID/mem
+                    # takes plain references and copies nothing.
+                    flags |= lib.SNP_PAGES_USE_MEMFILE
+                for start, end in pl.full:
+                    a = start
+                    while a < end:
+                        got = lib.snp_collect_pages(source, memfd, pmfd, a, end, flags, c_addrs, c_data,
+                                                    c_hashes, n, nxt)
+                        engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
+                        if got:
+                            rows = None  # zero pages come back with an all-zero hash
+                            if mp.pages == "anon":
+                                rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
+                            self._add_pages((addrs[:got], data[: got * engine.PAGE], hashes[:got]),
+                                            {"rows": rows}, defer)
+                            self.stats.pages += got if rows is None else len(rows)
+                        bar.add(nxt[0] - a)
+                        a = nxt[0]
+                for i in range(0, len(pl.written), n):
+                    w = pl.written[i : i + n]
+                    k = len(w)
+                    addrs[:k] = w
+                    engine.check(lib.snp_read_page_list(source, memfd, c_addrs, c_data, k,
+                                                        flags & lib.SNP_PAGES_USE_MEMFILE),
+                                 f"read written pages of PID {self.pid}")
+                    self.stats.dirty_pages += k
+                    rows = None  # "cow": absent would mean "as in the file", so zero pages are kept
+                    if mp.pages == "anon":
+                        rows = np.flatnonzero(nonzero_mask(data[: k * engine.PAGE]))
+                    self._add_pages((addrs[:k], data[: k * engine.PAGE]), {"rows": rows}, defer)
+                    self.stats.pages += k if rows is None else len(rows)
+        finally:
+            bar.close()
+            os.close(memfd)
+            os.close(pmfd)
+
+    def _add_pages(self, args: tuple, kw: dict, defer: bool) -> None:
+        if defer:  # copies: the buffers are reused
+            self.deferred.append((tuple(np.array(a) for a in args), kw))
+        else:
+            self.writer.add_pages(self.pid, *args, **kw)
+
+    def add_unchanged(self, plans: list[PagePlan]) -> None:
+        """Declare the pages the tracker found unchanged since the parent."""
+        parts = []
+        for p in plans:
+            if len(p.kept):
+                kept = expand(np.asarray(p.kept, dtype=np.uint64).reshape(-1, 2))
+                if len(p.written):  # both sorted: drop the written pages
+                    i = np.searchsorted(kept, p.written)
+                    hit = i < len(kept)
+                    hit[hit] = kept[i[hit]] == p.written[hit]
+                    keep = np.ones(len(kept), dtype=bool)
+                    keep[i[hit]] = False
+                    kept = kept[keep]
+                parts.append(kept)
+        if parts:
+            addrs = np.concatenate(parts)
+            self.writer.add_unchanged(self.pid, addrs)
+            self.stats.unchanged_pages += len(addrs)
 
     def dump_pages(self, mappings: list[Mapping]) -> None:
         """Stream the pages to keep into the writer, through one reused buffer
@@ -385,31 +565,74 @@ class ProcessDumper:
             os.close(memfd)
             os.close(pmfd)
 
-    def dump(self) -> Process:
+    def dump_meta(self) -> Process:
+        """Everything but page contents (the scratch page must be mapped)."""
         pid = self.pid
+        st = procfs.status(pid)
+        stf = procfs.stat_fields(pid)
+        threads = [self.dump_thread(t) for t in self.tids]
+        proc = Process(
+            pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
+            exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"),
+            umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
+            rlimits=self.rlimits(),
+            mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),
+            personality=int(procfs.read_bytes(f"/proc/{pid}/personality"), 16),
+            threads=threads, mappings=[], files=self.files, fds=[],
+            shared_pending=engine.peek_siginfo(pid, shared=True) if _mask(st.get("ShdPnd", "0")) else [],
+        )
+        proc.fds = self.dump_fds()
+        proc.exe_file = self._file_for(f"/proc/{pid}/exe", proc.exe, os.O_RDONLY, 0)
+        proc.mappings = self.dump_mappings()
+        return proc
+
+    def dump(self) -> Process:
+        """A whole process while frozen: metadata, then every page."""
         self.map_scratch()
         try:
-            st = procfs.status(pid)
-            stf = procfs.stat_fields(pid)
-            threads = [self.dump_thread(t) for t in self.tids]
-            proc = Process(
-                pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
-                exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"),
-                umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
-                rlimits=self.rlimits(),
-                mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),
-                personality=int(procfs.read_bytes(f"/proc/{pid}/personality"), 16),
-                threads=threads, mappings=[], files=self.files, fds=[],
-                shared_pending=engine.peek_siginfo(pid, shared=True) if _mask(st.get("ShdPnd", "0")) else [],
-            )
-            proc.fds = self.dump_fds()
-            proc.exe_file = self._file_for(f"/proc/{pid}/exe", proc.exe, os.O_RDONLY, 0)
-            proc.mappings = self.dump_mappings()
+            proc = self.dump_meta()
         finally:
             self.unmap_scratch()
         self.dump_pages(proc.mappings)
         return proc
 
+
+@dataclass
+class PagePlan:
+    """How one mapping's pages are captured (see ProcessDumper.plan_pages)."""
+
+    mp: Mapping
+    frozen: bool  # read while the process is frozen (a fork would not copy it)
+    full: list = field(default_factory=list)  # (start, end) ranges read through pagemap
+    written: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))  # read these pages
+    kept: list = field(default_factory=list)  # (start, end) runs of private data pages: those not
+    # written are unchanged since the parent
+
+
+UFFD_VMFLAGS = {"uw", "um", "ui"}  # userfaultfd registration (a tracker's, set during the dump)
+
+
+def _vma_key(m: procfs.MapLine) -> tuple:
+    return (m.start, m.end, m.perms, m.offset, m.inode)
+
+
+def vmflags_by_vma(pid: int) -> dict:
+    try:
+        return {_vma_key(m): m.vmflags for m in procfs.maps(pid)}
+    except procfs.ProcGone:
+        return {}
+
+
+def check_vmflags_unchanged(pid: int, used: dict) -> None:
+    """After resume: every mapping whose VmFlags were taken from before the
+    freeze must show the same flags now (if it still exists unchanged), so
+    the flags held during the freeze too."""
+    now = vmflags_by_vma(pid)
+    for k, f in used.items():
+        g = now.get(k)
+        if g is not None and set(g) - UFFD_VMFLAGS != set(f) - UFFD_VMFLAGS:
+            raise DumpError(f"PID {pid}: the flags of mapping {k[0]:#x}-{k[1]:#x} changed during the dump "
+                            "(madvise); nothing was saved, try again")
 
 _TYPE_NAMES = {statmod.S_IFSOCK: "socket", statmod.S_IFBLK: "block device", statmod.S_IFLNK: "symlink"}
 
@@ -431,17 +654,64 @@ def _on_tmpfs(path: str) -> bool:
     return best is not None and best[1] in ("tmpfs", "ramfs")
 
 
+CAPTURES = ("auto", "cow", "frozen")
+DEFAULT_CAPTURE = "auto"
+# "auto" reads while frozen, into memory, when at most this many pages must be
+# read (a tracked incremental: the written pages plus what uncertain regions
+# hold); else it captures copy-on-write.  Reading 1024 scattered pages frozen
+# costs ~1 ms; the fork costs ~20 ms per GiB of 4 KiB-mapped memory (RESULTS.md).
+AUTO_FROZEN_MAX_PAGES = 32768
+
+
+def resolve_parent(store: Store, pid: int, ref: str) -> str:
+    """Snapshot id of the parent named by ref ("latest": the newest snapshot
+    whose root is pid)."""
+    if ref == "latest":
+        sid = store.latest(root_pid=pid)
+        if not sid:
+            raise DumpError(f"--parent latest: no snapshot of PID {pid} in store {store.path}")
+        return sid
+    path = store.resolve(ref)
+    sid = os.path.basename(path)[: -len(".h5")]
+    return sid
+
+
 def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
-         attrs: dict | None = None) -> tuple[str, DumpStats]:
+         attrs: dict | None = None, tracker=None, capture: str = DEFAULT_CAPTURE) -> tuple[str, DumpStats]:
     """Snapshot the process tree rooted at pid into store (every descendant,
-    zombies included); returns (snapshot id, stats).  parent: id of the
-    snapshot this one continues (an incremental in its chain); attrs: extra
-    snapshot attributes (job, round)."""
+    zombies included); returns (snapshot id, stats).
+
+    parent: a snapshot of this tree (id, prefix or "latest"): an incremental
+    in its chain, storing only content the store does not hold yet.
+    attrs: extra snapshot attributes (job, round).
+    tracker: an incremental.Tracker held by the caller across calls (the
+    daemon); started at this snapshot if it is not already tracking since
+    `parent`, else asked what was written (pages it vouches for are declared
+    unchanged without being read).  Without one, pages are read and compared
+    by content hash through the store's index.
+    capture: "cow" (the freeze lasts a fork; pages are read from a held
+    copy-on-write child while the process runs), "frozen" (read while
+    frozen), or "auto" (the default: frozen when few pages must be read, i.e.
+    a tracked incremental; else cow).
+    Trackers and COW capture apply to a tree of one live process; a tree
+    with several is captured frozen (noted in the image)."""
     t0 = time.monotonic()
     validate_target(pid)
+    if capture not in CAPTURES:
+        raise DumpError(f"unknown capture mode {capture!r} (one of: {', '.join(CAPTURES)})")
     store.ensure_writable()
-    sid, writer = store.writer(pid, parent=parent, **(attrs or {}))
-    stats = DumpStats()
+    parent_sid = resolve_parent(store, pid, parent) if parent else None
+    if parent_sid:
+        with store.open(parent_sid) as preader:
+            if not any(p["pid"] == pid for p in preader.image()["processes"]):
+                raise DumpError(f"snapshot {parent_sid} has no process {pid}: it cannot be the parent of this dump")
+    sid, writer = store.writer(pid, parent=parent_sid, **(attrs or {}))
+    stats = DumpStats(tracker="hash" if parent_sid else "none", capture="frozen")
+    hint = vmflags_by_vma(pid)  # smaps is slow for big processes: read it before freezing
+    child = 0
+    pd = None
+    plans: list = []
+    single = False
     try:
         try:
             tree_ctx = FrozenTree(pid, Frozen)
@@ -451,17 +721,36 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
         try:
             t_freeze = time.monotonic()
             procs = []
-            shared_pages = SharedPagesOnce()
-            for p, tids in tree_ctx.members:
+            members = tree_ctx.members
+            single = len(members) == 1 and members[0][1] is not None
+            if single:
                 try:
-                    procs.append(zombie_record(p) if tids is None
-                                 else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+                    proc, pd, plans, child = _dump_single(pid, members[0][1], writer, stats, tracker, parent_sid,
+                                                          capture, hint)
                 except procfs.ProcGone:
-                    raise DumpError(f"PID {p} exited during the dump") from None
+                    raise DumpError(f"PID {pid} exited during the dump") from None
                 except engine.EngineError as e:
-                    if not os.path.exists(f"/proc/{p}"):
+                    if not os.path.exists(f"/proc/{pid}"):
+                        raise DumpError(f"PID {pid} exited during the dump") from None
+                    raise DumpError(f"dump of PID {pid} failed: {e}") from None
+                procs.append(proc)
+            else:
+                if tracker is not None or capture == "cow":
+                    stats.notes.append(f"a tree of {len(members)} processes: captured frozen, "
+                                       "without dirty-page tracker or copy-on-write capture")
+                if tracker is not None:
+                    tracker.baseline = None
+                shared_pages = SharedPagesOnce()
+                for p, tids in members:
+                    try:
+                        procs.append(zombie_record(p) if tids is None
+                                     else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+                    except procfs.ProcGone:
                         raise DumpError(f"PID {p} exited during the dump") from None
-                    raise DumpError(f"dump of PID {p} failed: {e}") from None
+                    except engine.EngineError as e:
+                        if not os.path.exists(f"/proc/{p}"):
+                            raise DumpError(f"PID {p} exited during the dump") from None
+                        raise DumpError(f"dump of PID {p} failed: {e}") from None
             try:
                 link_shared_files(procs)
                 capture_pipes(procs, writer)
@@ -474,12 +763,29 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
             stats.frozen_s = time.monotonic() - t_freeze
         finally:
             tree_ctx.release()
-        image = Image(root_pid=pid, processes=procs)
+        if child:
+            try:
+                pd.capture_pages(plans, child, frozen=False)
+            except engine.EngineError as e:
+                raise DumpError(f"dump of PID {pid} failed reading its copy-on-write child: {e}") from None
+        if pd is not None:
+            check_vmflags_unchanged(pid, pd.flags_used)
+            pd.flush_deferred()
+            pd.add_unchanged(plans)
+        writer.attrs["tracker"] = stats.tracker
+        writer.attrs["capture"] = stats.capture
+        image = Image(root_pid=pid, processes=procs, notes=list(stats.notes))
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if child:
+            release_child(pid, child, pd.scratch_range[0], SCRATCH_SIZE)
+    if tracker is not None and single:
+        tracker.baseline = sid
     stats.stored_bytes = writer.stored_bytes
+    stats.new_pages = writer.new_pages
     stats.wall_s = time.monotonic() - t0
     stats.pids = [p.pid for p in procs]
     if kill:
@@ -489,3 +795,44 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
             except ProcessLookupError:
                 pass
     return sid, stats
+
+
+def _dump_single(pid: int, tids: list[int], writer, stats: DumpStats, tracker, parent_sid, capture: str, hint):
+    """The frozen part of a one-process dump: tracker, metadata, page plan,
+    pages that must be read frozen, and the COW child if the capture needs
+    one.  Returns (process, dumper, plans, child PID or 0)."""
+    use_tracker = tracker is not None and tracker.usable_for(pid, parent_sid)
+    if use_tracker:
+        stats.tracker = tracker.name
+    changes = None
+    if tracker is not None:
+        tracker.baseline = None  # until this snapshot commits
+        if use_tracker:
+            changes = tracker.collect_and_reset()
+            stats.notes += changes.notes
+        else:
+            if tracker.active:
+                tracker.close()
+            tracker.start(pid)
+    pd = ProcessDumper(pid, tids, writer, stats, incremental=parent_sid is not None)
+    pd.vmflags_hint = hint
+    pd.map_scratch()
+    child = 0
+    try:
+        proc = pd.dump_meta()
+        mode = capture
+        plans = pd.plan_pages(proc.mappings, changes, "cow" if capture == "auto" else capture)
+        if capture == "auto":
+            mode = "frozen" if pd.pages_to_read(plans) <= AUTO_FROZEN_MAX_PAGES else "cow"
+            if mode == "frozen":
+                for pl in plans:
+                    pl.frozen = True
+        stats.capture = mode
+        # frozen reads are only copied into memory now; hashed and stored once it runs again
+        pd.capture_pages(plans, pid, frozen=True, defer=mode == "frozen" and capture == "auto")
+        if mode == "cow":
+            child = fork_held_child(pd.t)
+    finally:
+        if not child:
+            pd.unmap_scratch()
+    return proc, pd, plans, child

@@ -2,6 +2,7 @@
 
 import pytest
 
+import test_incremental
 import test_restore_twice
 import test_zdtm_files
 import test_zdtm_ipc
@@ -18,7 +19,7 @@ LISTED = set(
     + test_zdtm_threads.THREAD_PROGRAMS + test_zdtm_signals.PROCESS_PROGRAMS
     + test_zdtm_files.FILE_PROGRAMS + test_zdtm_python.PYTHON_PROGRAMS
     + test_zdtm_ipc.IPC_PROGRAMS + test_zdtm_ipc.OTHER_PROGRAMS
-    + test_zdtm_tree.TREE_PROGRAMS)
+    + test_zdtm_tree.TREE_PROGRAMS + test_incremental.INCR_PROGRAMS)
 
 PROGRAMS = sorted(p.stem for p in ZDTM_DIR.iterdir()
                   if p.suffix in (".c", ".py") and p.stem != "zdtmlib")

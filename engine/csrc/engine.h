@@ -46,8 +46,23 @@ long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
                        uint8_t *hashes, long max_pages, uint64_t *next);
 int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
                     const uint8_t *data, long n);
+long snp_read_page_list(int pid, int memfd, const uint64_t *addrs, uint8_t *data,
+                        long n, int use_memfile);
 void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes);
 long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
+
+/* ---- track.c: dirty-page tracking (userfaultfd WP_ASYNC + PAGEMAP_SCAN) ---- */
+int snp_uffd_api(int fd, uint64_t features, uint64_t *got);
+int snp_uffd_register_wp(int fd, uint64_t start, uint64_t len);
+int snp_uffd_unregister(int fd, uint64_t start, uint64_t len);
+int snp_uffd_writeprotect(int fd, uint64_t start, uint64_t len, int protect);
+long snp_pm_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
+                       uint64_t inverted, uint64_t mask, uint64_t anyof,
+                       uint64_t *addrs, long max_pages, uint64_t *next);
+long snp_pm_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
+                         uint64_t inverted, uint64_t mask, uint64_t anyof,
+                         uint64_t *out, long max, uint64_t *next);
+int snp_set_ptrace_options(int tid, long options);
 
 /* ---- spawn.c: a fresh stub process with a chosen PID, traced ---- */
 uint64_t snp_stub_base(void);

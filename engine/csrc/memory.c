@@ -331,3 +331,11 @@ int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
     }
     return 0;
 }
+
+/* Read the pages at addrs[0..n) (sorted) into data, for callers that already
+ * know which pages they want (a dirty-page tracker's list). */
+long snp_read_page_list(int pid, int memfd, const uint64_t *addrs, uint8_t *data,
+                        long n, int use_memfile)
+{
+    return read_pages(pid, memfd, addrs, data, n, use_memfile);
+}

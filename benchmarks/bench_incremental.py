@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Incremental snapshots and the freeze, on one mixed process, in one run.
+
+    python3 benchmarks/bench_incremental.py [--size-mib 4096] [--interval 10] [--json]
+
+Starts benchmarks/incrhog.c (SIZE MiB: half zeros, a quarter random, a quarter
+a 16-page pattern), then, each in its own fresh store:
+  full cow / full frozen   wall and frozen time of a full snapshot per capture mode
+  incremental (uffd-wp)    after incrhog rewrites 1% of its pages (random data):
+                           wall, frozen, stored bytes, vs the zstd-1 size of exactly
+                           those dirty pages (read back from the process)
+  incremental (hash)       the same, without a held tracker (what the one-shot CLI does)
+  throughput               incrhog's random 64-byte updates per second over INTERVAL*2 s,
+                           off (no tracker, no snapshots) vs on (uffd-wp tracker, an
+                           incremental snapshot every INTERVAL s, default capture), with the
+                           updates hitting a hot set of 1% of the pages (like the 1%
+                           rewrite above) and, as a worst case, all pages
+Targets: incremental wall <= 5% of full, frozen <= 100 ms, stored <= 1.2x zstd of dirty
+pages, throughput slowdown <= 2%.  Everything started is killed by PID.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import zstandard
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from snapshotd import dump as dumpmod  # noqa: E402
+from snapshotd import engine  # noqa: E402
+from snapshotd.incremental import choose  # noqa: E402
+from snapshotd.storage.store import Store  # noqa: E402
+
+PAGE = 4096
+
+
+def wait_file(path, timeout=600):
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > end:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    return open(path).read()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=4096)
+    ap.add_argument("--interval", type=float, default=10.0)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="snapshotd-bench-incr-")
+    exe = os.path.join(tmp, "incrhog")
+    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(HERE, "incrhog.c")], check=True)
+    procs = []
+    res = {"size_mib": a.size_mib}
+
+    def start(hot=100):
+        d = tempfile.mkdtemp(dir=tmp)
+        p = subprocess.Popen([exe, str(a.size_mib), d, str(hot)], start_new_session=True)
+        procs.append(p)
+        base, np_ = map(int, wait_file(os.path.join(d, "ready")).split())
+        return p, d, base
+
+    def store(name):
+        return Store(os.path.join(tmp, name))
+
+    def rnd(s):
+        return {"wall_s": round(s.wall_s, 4), "frozen_s": round(s.frozen_s, 4), "stored_bytes": int(s.stored_bytes),
+                "pages": s.pages, "dirty_pages": s.dirty_pages, "unchanged_pages": s.unchanged_pages}
+
+    try:
+        p, d, base = start()
+        # full snapshots, each capture mode in its own store
+        _, s = dumpmod.dump(p.pid, store("full-frozen"), capture="frozen")
+        res["full_frozen"] = rnd(s)
+        t = choose("uffd-wp")
+        st = store("chain")
+        sid, s = dumpmod.dump(p.pid, st, tracker=t, capture="cow")
+        res["full_cow"] = rnd(s)
+        hsid, _ = dumpmod.dump(p.pid, store("hash"), capture="cow")
+        rounds = (("auto", "incr_uffd_auto"), ("cow", "incr_uffd_cow"), ("frozen", "incr_uffd_frozen"))
+        for rnd_no, (mode, key) in enumerate(rounds, 1):
+            os.kill(p.pid, signal.SIGUSR1)
+            idx = np.array(wait_file(os.path.join(d, f"dirty-{rnd_no}")).split(), dtype=np.uint64)
+            sid, s = dumpmod.dump(p.pid, st, parent=sid, tracker=t, capture=mode)
+            res[key] = rnd(s)
+            res[key]["capture"] = s.capture
+            dirty = np.unique(idx)
+            blob = b"".join(engine.mem_read(p.pid, base + int(i) * PAGE, PAGE) for i in dirty)
+            res[key]["dirty_pages_written"] = len(dirty)
+            res[key]["zstd_dirty_bytes"] = len(zstandard.ZstdCompressor(level=1).compress(blob))
+        # the hash tracker on the same three rounds of changes (no held tracker)
+        _, s = dumpmod.dump(p.pid, store("hash"), parent=hsid, capture="cow")
+        res["incr_hash_cow"] = rnd(s)
+        t.close()
+        p.kill()
+        p.wait()
+        # throughput: off, then on
+        for label, hot in (("off", 1), ("on", 1), ("off", 100), ("on", 100)):
+            p, d, base = start(hot)
+            tr = None
+            cpu = []
+            if label == "on":
+                tr = choose("uffd-wp")
+                tps = store(f"tp-{label}-{hot}")  # one Store: its page index stays loaded, as in the daemon
+                sid, _ = dumpmod.dump(p.pid, tps, tracker=tr)
+            os.kill(p.pid, signal.SIGUSR2)
+            t_end = time.monotonic() + 2 * a.interval
+            nsnap = 0
+            while time.monotonic() < t_end:
+                time.sleep(min(a.interval, max(0, t_end - time.monotonic())))
+                if label == "on" and time.monotonic() < t_end + 0.5:
+                    c0 = time.process_time()
+                    sid, s = dumpmod.dump(p.pid, tps, parent=sid, tracker=tr)
+                    cpu.append((round(time.process_time() - c0, 3), round(s.frozen_s, 4), s.capture))
+                    nsnap += 1
+            os.kill(p.pid, signal.SIGUSR2)
+            ops, secs = wait_file(os.path.join(d, "ops-1")).split()
+            res[f"throughput_hot{hot}_{label}"] = {"ops_per_s": round(int(ops) / float(secs)), "snapshots": nsnap,
+                                                   "snapshot_cpu_s_frozen_s_capture": cpu}
+            if tr:
+                tr.close()
+            p.kill()
+            p.wait()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    f = res["full_cow"]
+    res["ratios"] = {}
+    for key in ("incr_uffd_auto", "incr_uffd_cow", "incr_uffd_frozen"):
+        i = res[key]
+        res["ratios"][key] = {
+            "wall/full_wall": round(i["wall_s"] / f["wall_s"], 4),
+            "frozen_ms": round(i["frozen_s"] * 1000, 1),
+            "stored/zstd_dirty": round(i["stored_bytes"] / i["zstd_dirty_bytes"], 3),
+        }
+    for hot in (1, 100):
+        res["ratios"][f"throughput_hot{hot}_on/off"] = round(
+            res[f"throughput_hot{hot}_on"]["ops_per_s"] / res[f"throughput_hot{hot}_off"]["ops_per_s"], 4)
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
