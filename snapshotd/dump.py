@@ -746,6 +746,10 @@ class TreeCapture:
             capture_pipes(procs, writer)
         except (OSError, procfs.ProcGone) as e:
             raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None
+        try:
+            fdkinds.check_tree(procs)  # socket peers inside the tree
+        except fdkinds.Unsupported as e:
+            raise DumpError(str(e)) from None
 
     def finish(self) -> Image:
         pd, stats = self.pd, self.stats

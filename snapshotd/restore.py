@@ -152,7 +152,9 @@ class Restorer:
                 key = (f.dev, f.inode)
                 if key not in self.shared.inodes:
                     self.shared.inodes[key] = self._memfd(f) if f.kind == "memfd" else self._ghost(f, os.O_RDWR)
-                fd = os.open(f"/proc/self/fd/{self.shared.inodes[key]}", flags)
+                # a /proc/self/fd link is a symlink: O_NOFOLLOW (UCX opens its
+                # /dev/shm files with it) would give ELOOP
+                fd = os.open(f"/proc/self/fd/{self.shared.inodes[key]}", flags & ~os.O_NOFOLLOW)
             elif f.kind in ("pipe", "fifo"):
                 fd = self.shared.pipe_end(f)
             elif f.kind == "pipe-ext":
@@ -195,7 +197,7 @@ class Restorer:
             if f.content:
                 os.write(wfd, self.reader.file_content(f.content))
             os.ftruncate(wfd, f.size)
-            fd = os.open(f"/proc/self/fd/{wfd}", flags)
+            fd = os.open(f"/proc/self/fd/{wfd}", flags & ~os.O_NOFOLLOW)
         finally:
             os.close(wfd)
             if path:

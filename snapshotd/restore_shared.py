@@ -7,7 +7,10 @@ then hold the very same object, as after the fork that shared it.
 - shared anonymous memory (Mapping.shmem): one shmem object per dumped inode;
 - deleted files and memfds: one object per dumped inode;
 - pipes with both ends in the tree and FIFOs: one pipe per dumped inode, with
-  the bytes that were queued at dump time written back into it.
+  the bytes that were queued at dump time written back into it;
+- sockets (fdkinds/unix.py, tcp.py): the unix sockets of the whole tree are
+  built together (a pair's ends may be in different processes), TCP
+  connections leave repair mode once both ends exist (after_tree).
 """
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
 class SharedObjects:
     def __init__(self, reader, procs: list[Process]):
         self.reader = reader
+        self.procs = procs
         self.notes: list[str] = []
+        self.kinds: dict = {}  # fd kind -> its tree-wide restore state (fdkinds/)
+        self.closers: list = []  # called by close()
         self.descs: dict[int, int] = {}  # File.share -> our fd (the description)
         self.inodes: dict = {}  # (dev, inode) -> our fd of a recreated deleted file or memfd
         self.shmem: dict[int, int] = {}  # shmem inode -> our fd of the recreated object
@@ -51,7 +57,8 @@ class SharedObjects:
             fd = ends[mode]  # the pipe's own end, for the first description of it
             self.used_ends.add((key, mode))
         else:  # another description of the same end: reopen it (FIFO semantics)
-            fd = os.open(f"/proc/self/fd/{ends[os.O_RDONLY]}", (f.flags & ~OPEN_STRIP) | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(f"/proc/self/fd/{ends[os.O_RDONLY]}",
+                         (f.flags & ~OPEN_STRIP & ~os.O_NOFOLLOW) | os.O_NONBLOCK | os.O_CLOEXEC)
         fcntl.fcntl(fd, fcntl.F_SETFL, f.flags)  # status flags as dumped (O_NONBLOCK or not)
         return fd
 
@@ -87,3 +94,6 @@ class SharedObjects:
             except OSError:
                 pass
         self.descs, self.inodes, self.shmem, self.pipes = {}, {}, {}, {}
+        for c in self.closers:
+            c()
+        self.closers, self.kinds = [], {}

@@ -46,7 +46,7 @@ import signal
 import struct
 import time
 
-from . import engine, procfs
+from . import engine, fdkinds, procfs
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .image import Image, Process
@@ -263,6 +263,10 @@ class TreeRestorer:
                 rs.attach(self.o(p.pid), self.code)
                 rs.build()
                 restorers.append(rs)
+            try:
+                fdkinds.after_tree(self.shared)  # TCP peers in different processes
+            except fdkinds.Failed as e:
+                raise RestoreError(f"cannot restore {e}") from None
             for rs in reversed(restorers):
                 rs.resume()
         except engine.EngineError as e:
@@ -285,7 +289,15 @@ class TreeRestorer:
             except ProcessLookupError:
                 pass
         for pid in reversed(self.created):
-            lib.snp_wait_stop(pid, ffi.new("int *"))  # as tracer (fails harmlessly if detached)
+            # as tracer (fails harmlessly if detached); a traced leader's exit
+            # is only reported once its other threads are reaped: them first
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+            except OSError:
+                tids = []
+            for tid in tids:
+                lib.snp_wait_stop(tid, ffi.new("int *"))
+            lib.snp_wait_stop(pid, ffi.new("int *"))
         self.created = []
         # the namespace's init exits by itself once it has no child left
 

@@ -24,6 +24,9 @@ TREE_SIZES = {
     "tree_pipeline": 3,       # sh -c 'producer | consumer' completes with the right output
     "tree_child_threads": 2,  # a child with two running threads
     "tree_cow_private": 2,    # private pages shared copy-on-write, partly rewritten by each
+    "tree_unix_pair": 2,      # stream/dgram/seqpacket pairs across processes, queued both ways; a shared end
+    "tree_unix_listen": 3,    # a named listener inherited by a server child; a client child
+    "tree_tcp": 2,            # TCP over loopback between parent and child, queued both ways
 }
 TREE_PROGRAMS = list(TREE_SIZES)
 
@@ -123,9 +126,9 @@ def test_tree(name, tmp_path, store):
         assert "lines=20000 sum=199990000" in prog.log(), prog.report("wrong pipeline output")
 
 
-@pytest.mark.parametrize("name", ["tree_pipe_queued", "tree_fifo", "tree_pipeline"])
+@pytest.mark.parametrize("name", ["tree_pipe_queued", "tree_fifo", "tree_pipeline", "tree_unix_pair", "tree_tcp"])
 def test_tree_runs_on_after_dump(name, tmp_path, store):
-    """A dump must not consume the bytes queued in pipes: the dumped tree
+    """A dump must not consume the bytes queued in pipes and sockets: the dumped tree
     keeps running and still finds them."""
     run_tree(name, tmp_path, store, TREE_SIZES[name], kill=False)
 
@@ -221,3 +224,63 @@ def test_pidns(how, tmp_path, store):
         if holder[0]:
             H.kill_pid(holder[0])
             lib.snp_wait_stop(holder[0], ffi.new("int *"))
+
+
+_CHILD_CONNECTS = """
+import os, socket, sys, time
+family, addr, ready = sys.argv[1:4]
+pid = os.fork()
+if pid == 0:
+    if family == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(addr)
+    else:
+        s = socket.create_connection(("127.0.0.1", int(addr)))
+    open(ready, "w").write(str(os.getpid()))
+    time.sleep(60)
+    os._exit(0)
+a, b = socket.socketpair()  # the parent's own pair is fine
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_peer_outside_the_tree_is_refused(family, tmp_path, store):
+    """A child whose socket is connected to a process outside the dumped
+    tree (here: the test) is refused in one line naming the child and fd;
+    the tree keeps running and the connection is undisturbed."""
+    import socket
+    import sys
+
+    if family == "unix":
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        addr = str(tmp_path / "l.sock")
+        ls.bind(addr)
+    else:
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.bind(("127.0.0.1", 0))
+        addr = str(ls.getsockname()[1])
+    ls.listen(1)
+    ready = tmp_path / "ready"
+    p = subprocess.Popen([sys.executable, "-c", _CHILD_CONNECTS, family, addr, str(ready)],
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    H.STARTED_PIDS.add(p.pid)
+    try:
+        peer, _ = ls.accept()
+        deadline = time.monotonic() + H.READY_TIMEOUT
+        while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child = int(ready.read_text())
+        H.STARTED_PIDS.add(child)
+        if H.NO_CR:
+            return
+        line = H.assert_cli_fails(store, "dump", str(p.pid))
+        assert line.startswith(f"snapshotd: error: PID {child} fd ") and "outside the process tree" in line, line
+        assert p.poll() is None and os.path.exists(f"/proc/{child}")
+        peer.sendall(b"still there")
+        peer.close()
+    finally:
+        ls.close()
+        H.kill_pid(child if ready.exists() and ready.read_text() else p.pid)
+        p.kill()
+        p.wait()

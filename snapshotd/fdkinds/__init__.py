@@ -104,14 +104,32 @@ class DumpContext:
         raise self.refuse(fd, f"{link} ({_FAMILIES.get(fam, f'family {fam}')} {_TYPES.get(typ, f'type {typ}')}) is not supported")
 
     def finish(self) -> None:
-        """Checks that need every fd (unix peers inside the process)."""
-        unix.check(self)
-        tcp.check(self)
+        """Checks that need every fd of the process: none at present (socket
+        peers are checked across the whole tree, check_tree)."""
 
     def close(self):
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+
+
+def check_tree(procs) -> None:
+    """Socket peers must be inside the dumped tree (a socketpair or loopback
+    connection between two processes of it is fine); raises Unsupported
+    naming the PID and fd otherwise."""
+    socks: dict = {}  # unix inode -> (pid, fd, record)
+    ends: list = []  # tcp (pid, fd, record)
+    for p in procs:
+        if p.zombie:
+            continue
+        for fdrec in sorted(p.fds, key=lambda x: x.fd):
+            f = p.files[fdrec.file]
+            if f.kind == unix.KIND and "ino" in f.state:
+                socks.setdefault(f.state["ino"], (p.pid, fdrec.fd, f.state))
+            elif f.kind == tcp.KIND:
+                ends.append((p.pid, fdrec.fd, f.state))
+    unix.check_tree(socks)
+    tcp.check_tree(ends)
 
 
 class RestoreContext:
@@ -131,6 +149,12 @@ def _ctx(restorer) -> RestoreContext:
 
 def restore(restorer, f) -> int:
     return KINDS[f.kind].restore(_ctx(restorer), f)
+
+
+def after_tree(shared) -> None:
+    """Once every process of the tree has its fds (before any resumes):
+    TCP connections leave repair mode."""
+    tcp.after_tree(shared)
 
 
 def after_fds(restorer) -> None:

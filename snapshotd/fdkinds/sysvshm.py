@@ -64,7 +64,9 @@ def dump_mapping(dumper, m, start: int, end: int) -> dict:
 
 def _ensure(restorer, rec: dict) -> None:
     """The segment exists with the dumped id and content (once per id)."""
-    done = restorer.__dict__.setdefault("_sysv_done", set())
+    # tree-wide: once the first process attached it, a removed segment is
+    # marked SHM_DEST again, and the others attach that same segment
+    done = restorer.shared.kinds.setdefault("sysv", set())
     if rec["id"] in done:
         return
     seg = segments().get(rec["id"])

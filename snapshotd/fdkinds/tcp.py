@@ -1,5 +1,6 @@
 """TCP sockets (AF_INET/AF_INET6): listening, not yet connected, and
-established connections whose peer is in the dumped process (loopback).
+established connections whose peer is in the dumped process tree
+(loopback).
 
 Dump: state, backlog and accept queue from TCP_INFO (for a listener
 tcpi_unacked is the accept queue length and tcpi_sacked the backlog), the
@@ -19,11 +20,12 @@ restore, leftovers of the killed process on the same address pair are
 destroyed (SOCK_DESTROY, CONFIG_INET_DIAG_DESTROY), a socket in repair mode
 gets the sequence numbers, bind + connect (established without a
 handshake), options, window, timestamp and the queued bytes; repair mode is
-left only once every fd is back, so the window probe finds the restored peer.
+left only once every process of the tree has its fds back, so the window
+probe finds the restored peer (which may be in another process of the tree).
 
 Refused at dump: connections in other states (SYN_SENT, FIN_WAIT, ...),
 a connection with data not yet acknowledged by its peer (SIOCOUTQ > 0) or a
-peer outside the process (killing the dumped process would reset it), a
+peer outside the dumped tree (killing the dumped process would reset it), a
 listener with connections not yet accepted.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ import socket
 import struct
 
 from . import _sys
-from .errors import Failed
+from .errors import Failed, Unsupported
 
 KIND = "tcp"
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
@@ -44,7 +46,7 @@ TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
 TCP_ESTABLISHED = 1
-NETLINK_SOCK_DIAG, SOCK_DESTROY = 4, 21
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, SOCK_DESTROY, NLMSG_ERROR = 4, 20, 21, 2
 TCP_CLOSE, TCP_LISTEN = 7, 10
 _STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
            7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
@@ -131,13 +133,14 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
     return rec
 
 
-def check(ctx) -> None:
-    """The peer of an established connection must be in the process."""
-    ends = {(tuple(r["addr"]), tuple(r["peer"])) for r in ctx.records.values() if r.get("state") == "established"}
-    for fd, r in ctx.records.items():
-        if r.get("state") == "established" and (tuple(r["peer"]), tuple(r["addr"])) not in ends:
-            raise ctx.refuse(fd, f"TCP connection {r['addr'][0]}:{r['addr'][1]} -> {r['peer'][0]}:{r['peer'][1]} "
-                                 "has its peer outside the process; not supported")
+def check_tree(ends: list) -> None:
+    """The peer of an established connection must be in the dumped tree.
+    ends: (pid, fd, record) of every TCP socket of the tree."""
+    have = {(tuple(r["addr"]), tuple(r["peer"])) for _p, _f, r in ends if r.get("state") == "established"}
+    for pid, fd, r in ends:
+        if r.get("state") == "established" and (tuple(r["peer"]), tuple(r["addr"])) not in have:
+            raise Unsupported(f"PID {pid} fd {fd}: TCP connection {r['addr'][0]}:{r['addr'][1]} -> "
+                              f"{r['peer'][0]}:{r['peer'][1]} has its peer outside the process tree; not supported")
 
 
 def _destroy(family: int, local, peer) -> None:
@@ -150,6 +153,14 @@ def _destroy(family: int, local, peer) -> None:
     nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
     try:
         for _ in range(8):
+            # the kernel finds the socket as an incoming packet would
+            # (inet_lookup): with no connection left on the pair, that is a
+            # listener on the local port -- perhaps one just restored, which
+            # must live.  Ask first (SOCK_DIAG_BY_FAMILY, same lookup).
+            nl.send(struct.pack("<IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, 1, 1, 0) + req)
+            got = nl.recv(4096)
+            if struct.unpack_from("<H", got, 4)[0] == NLMSG_ERROR or got[17] == TCP_LISTEN:
+                return  # nothing there, or only a listener
             nl.send(struct.pack("<IHHII", 16 + len(req), SOCK_DESTROY, 1 | 4, 1, 0) + req)  # REQUEST|ACK
             err = -struct.unpack_from("<i", nl.recv(4096), 16)[0]
             if err:
@@ -192,27 +203,24 @@ def _restore_established(s: socket.socket, st: dict) -> None:
     opt("TCP_REPAIR_QUEUE", TCP_NO_QUEUE)
     # after the data: the window's rcv_wup may not lie beyond rcv_nxt
     opt("TCP_REPAIR_WINDOW", struct.pack("<5I", *st["window"]))
-    # repair mode stays on until every fd is back (after_fds)
+    # repair mode stays on until every process has its fds (after_tree)
 
 
-def after_fds(rctx, f, target_fd: int) -> None:
-    if f.state["state"] != "established":
-        return
-    done = rctx.cache.setdefault("tcp_done", set())
-    if id(f) in done:
-        return
-    done.add(id(f))
-    i = next(k for k, x in enumerate(rctx.r.p.files) if x is f)
-    s = socket.socket(fileno=os.dup(rctx.r.rfds[i]))
-    try:
-        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)  # with a window probe: the peer is back too
-        for k, v in f.state["opts"].items():
-            if v:
-                s.setsockopt(*_OPTS[k], v)
-    except OSError as e:
-        raise Failed(f"TCP connection {f.state['addr']}: leaving repair mode: {e.strerror}") from None
-    finally:
-        s.close()
+def after_tree(shared) -> None:
+    """Leave repair mode once every process of the tree has its fds back:
+    both ends of a connection between two processes exist by then, so the
+    window probe sent on leaving finds the restored peer (not a closed port,
+    which would answer with a reset)."""
+    for s, st in shared.kinds.pop(KIND, []):
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+            for k, v in st["opts"].items():
+                if v:
+                    s.setsockopt(*_OPTS[k], v)
+        except OSError as e:
+            raise Failed(f"TCP connection {st['addr']}: leaving repair mode: {e.strerror}") from None
+        finally:
+            s.close()
 
 
 def restore(rctx, f) -> int:
@@ -224,6 +232,10 @@ def restore(rctx, f) -> int:
         if st["state"] == "established":
             _restore_established(s, st)
             s.setblocking(not f.flags & os.O_NONBLOCK)
+            shared = rctx.r.shared  # repair mode is left in after_tree
+            ours = socket.socket(fileno=os.dup(s.fileno()))
+            shared.kinds.setdefault(KIND, []).append((ours, st))
+            shared.closers.append(ours.close)
             return s.detach()
         # bind in repair mode (SK_FORCE_REUSE); leaving it resets sk_reuse,
         # so the options come after, and listen last (a listener cannot

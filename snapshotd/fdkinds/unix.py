@@ -9,15 +9,19 @@ consuming it: MSG_PEEK with SO_PEEK_OFF moving forward (one datagram per
 recvmsg for dgram/seqpacket, so boundaries are kept), then SO_PEEK_OFF back
 to its old value.
 
-Restore builds all unix sockets of the process at once (peers need each
-other): listeners (bind + listen), bound sockets, connected stream/seqpacket
-pairs (socketpair(2) when unnamed; else connect to the name through the
-restored listener or a short-lived one, then accept, so both ends carry their
-names), datagram connects, then the queued data sent again from the peer,
-buffer sizes, shutdowns, SO_PEEK_OFF.  Relative names are bound in the
-dumped process's working directory.
+Restore builds all unix sockets of the whole tree at once, on snapshotd's
+side (peers need each other, and may be in different processes), keyed by
+the dumped inode: a socket several processes hold (inherited across fork)
+is built once and handed to each of them, so they share one description.
+Order: listeners (bind + listen), bound sockets, connected
+stream/seqpacket pairs (socketpair(2) when unnamed; else connect to the
+name through the restored listener or a short-lived one, then accept, so
+both ends carry their names), datagram connects, then the queued data sent
+again from the peer, buffer sizes, shutdowns, SO_PEEK_OFF.  Relative names
+are bound in the working directory of the dumped process holding the
+socket.
 
-Limits (refused at dump): a peer outside the dumped process, a listener with
+Limits (refused at dump): a peer outside the dumped tree (fdkinds.check_tree), a listener with
 connections not yet accepted, queued file descriptors or credentials
 (SCM_RIGHTS/SCM_CREDENTIALS), zero-length datagrams, a connected datagram
 socket whose peer is gone.  Not kept: SO_PEERCRED of restored pairs
@@ -32,7 +36,7 @@ import socket
 import stat
 import struct
 
-from .errors import Failed
+from .errors import Failed, Unsupported
 
 KIND = "unix"
 SO_PEEK_OFF = 42
@@ -173,21 +177,23 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
         s.close()
 
 
-def check(ctx) -> None:
-    """Every connected peer must be in the process (a tree-wide dump extends
-    this to the tree)."""
-    socks = {r["ino"]: (fd, r) for fd, r in ctx.records.items() if "ino" in r and r.get("queue") is not None}
-    for fd, r in socks.values():
+def check_tree(socks: dict) -> None:
+    """Every connected peer must be in the dumped tree.  socks: inode ->
+    (pid, fd, record) of every unix socket of the tree (one per socket: a
+    socket shared by several processes is one open file description)."""
+    for ino, (pid, fd, r) in socks.items():
         if r["state"] != "connected":
             continue
-        link = f"socket:[{r['ino']}]"
+        link = f"socket:[{ino}]"
         if r["peer"] == 0:
             continue  # a stream whose peer was closed: restored as such
         if r["peer"] not in socks:
-            raise ctx.refuse(fd, f"{link} is connected to socket:[{r['peer']}] outside the process; not supported")
-        peer = socks[r["peer"]][1]
-        if r["type"] == socket.SOCK_DGRAM and peer["peer"] != r["ino"] and not peer["name"]:
-            raise ctx.refuse(fd, f"{link} is connected to an unnamed datagram socket that is not its pair; not supported")
+            raise Unsupported(f"PID {pid} fd {fd}: {link} is connected to socket:[{r['peer']}] outside the process "
+                              "tree; not supported")
+        peer = socks[r["peer"]][2]
+        if r["type"] == socket.SOCK_DGRAM and peer["peer"] != ino and not peer["name"]:
+            raise Unsupported(f"PID {pid} fd {fd}: {link} is connected to an unnamed datagram socket that is not its "
+                              "pair; not supported")
 
 
 # ---- restore ----
@@ -218,33 +224,50 @@ def _bind(s: socket.socket, name: dict) -> None:
     s.bind(addr)
 
 
-def _build(rctx) -> dict:
-    p = rctx.r.p
-    files = {i: f for i, f in enumerate(p.files) if f.kind == KIND}
-    st = {i: f.state for i, f in files.items()}
-    by_ino = {s["ino"]: i for i, s in st.items()}
+def _tree_sockets(procs) -> tuple[dict, dict]:
+    """inode -> record and inode -> working directory of the process that
+    holds it, for every unix socket of the tree (a socket held by several
+    processes is one open file description: built once)."""
+    st, cwd = {}, {}
+    for p in procs:
+        if p.zombie:
+            continue
+        for f in p.files:
+            if f.kind == KIND and f.state["ino"] not in st:
+                st[f.state["ino"]] = f.state
+                cwd[f.state["ino"]] = p.cwd
+    return st, cwd
+
+
+def _build(procs) -> dict:
+    """Every unix socket of the tree, keyed by its dumped inode, built on our
+    side at once (peers may be in different processes) and handed to each
+    process that holds it."""
+    st, cwd = _tree_sockets(procs)
     socks: dict[int, socket.socket] = {}
     orphans: dict[int, socket.socket] = {}  # the other end of a pair whose peer was closed
     paired: set[int] = set()  # made by socketpair (dgram: already connected)
     listeners = {}
-    with _in_dir(p.cwd):
+    try:
         for i, s in st.items():
             if s["state"] == "listen":
                 ls = socks[i] = socket.socket(socket.AF_UNIX, s["type"])
-                _bind(ls, s["name"])
+                with _in_dir(cwd[i]):
+                    _bind(ls, s["name"])
                 ls.listen(s["backlog"])
                 listeners[repr(s["name"])] = ls
         for i, s in st.items():
             if i in socks:
                 continue
-            j = by_ino.get(s["peer"]) if s["peer"] else None
-            mutual = j is not None and st[j]["peer"] == s["ino"]
+            j = s["peer"] if s["peer"] in st else None
+            mutual = j is not None and st[j]["peer"] == i
             if s["type"] != socket.SOCK_DGRAM and s["state"] == "connected":
-                if j is None:
-                    a, b = _stream_pair(s, None, listeners)
-                    socks[i], orphans[i] = a, b
-                else:
-                    socks[i], socks[j] = _stream_pair(s, st[j], listeners)
+                with _in_dir(cwd[i]):
+                    if j is None:
+                        a, b = _stream_pair(s, None, listeners)
+                        socks[i], orphans[i] = a, b
+                    else:
+                        socks[i], socks[j] = _stream_pair(s, st[j], listeners)
                 continue
             if s["type"] == socket.SOCK_DGRAM and mutual and not s["name"] and not st[j]["name"]:
                 socks[i], socks[j] = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -252,28 +275,36 @@ def _build(rctx) -> dict:
                 continue
             socks[i] = socket.socket(socket.AF_UNIX, s["type"])
             if s["name"]:
-                _bind(socks[i], s["name"])
+                with _in_dir(cwd[i]):
+                    _bind(socks[i], s["name"])
         for i, s in st.items():
             if s["type"] == socket.SOCK_DGRAM and s["peer"] and i not in paired:
-                socks[i].connect(_addr(st[by_ino[s["peer"]]]["name"]))
+                with _in_dir(cwd[s["peer"]]):
+                    socks[i].connect(_addr(st[s["peer"]]["name"]))
         for i, s in st.items():
             so = socks[i]
             for opt, v in ((SO_SNDBUFFORCE, s["sndbuf"] // 2), (SO_RCVBUFFORCE, s["rcvbuf"] // 2)):
                 so.setsockopt(socket.SOL_SOCKET, opt, v)  # the kernel doubles what it is given
             if s["passcred"]:
                 so.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        notes: list[str] = []
         for i, s in st.items():
             if s["queue"]:
-                _requeue(rctx, i, s, socks, orphans, by_ino, st)
-    for i, s in st.items():
-        if i in orphans:
-            orphans.pop(i).close()  # the peer was closed: EOF after the data
-        elif s["shutdown"] & SEND_SHUTDOWN or (s["type"] == socket.SOCK_DGRAM and s["shutdown"]):
-            how = s["shutdown"] - 1 if s["type"] == socket.SOCK_DGRAM else socket.SHUT_WR
-            socks[i].shutdown(how)
-        if s["peek_off"] != -1:
-            socks[i].setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, s["peek_off"])
-    return socks
+                with _in_dir(cwd[i]):
+                    _requeue(notes, i, s, socks, orphans, st)
+        for i, s in st.items():
+            if i in orphans:
+                orphans.pop(i).close()  # the peer was closed: EOF after the data
+            elif s["shutdown"] & SEND_SHUTDOWN or (s["type"] == socket.SOCK_DGRAM and s["shutdown"]):
+                how = s["shutdown"] - 1 if s["type"] == socket.SOCK_DGRAM else socket.SHUT_WR
+                socks[i].shutdown(how)
+            if s["peek_off"] != -1:
+                socks[i].setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, s["peek_off"])
+    except BaseException:
+        for so in [*socks.values(), *orphans.values()]:
+            so.close()
+        raise
+    return socks, notes
 
 
 def _stream_pair(a: dict, b: dict | None, listeners: dict):
@@ -310,12 +341,12 @@ def _stream_pair(a: dict, b: dict | None, listeners: dict):
     return (srv, cli) if flip else (cli, srv)
 
 
-def _requeue(rctx, i, s, socks, orphans, by_ino, st):
+def _requeue(notes, i, s, socks, orphans, st):
     """Send i's saved receive queue to it again: a stream or seqpacket from
     its peer; a datagram from the socket that sent it if that is ours (a
     connected datagram socket only receives from its peer), else from a
     fresh unnamed socket."""
-    j = by_ino.get(s["peer"]) if s["peer"] else None
+    j = s["peer"] if s["peer"] in st else None
     named = {repr(st[k]["name"]): k for k in st if st[k]["name"]}
     tmp = None
     try:
@@ -337,7 +368,7 @@ def _requeue(rctx, i, s, socks, orphans, by_ino, st):
                 raise Failed(f"socket:[{s['ino']}]: no way to requeue its datagrams")
             if k is None:
                 if sender:
-                    rctx.r.notes.append(f"socket:[{s['ino']}]: a queued datagram from {sender} now comes from an unnamed socket")
+                    notes.append(f"socket:[{s['ino']}]: a queued datagram from {sender} now comes from an unnamed socket")
                 tmp = tmp or socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             src = socks[k] if k is not None else tmp
             src.setblocking(False)
@@ -352,13 +383,19 @@ def _requeue(rctx, i, s, socks, orphans, by_ino, st):
 
 
 def restore(rctx, f) -> int:
-    built = rctx.cache.get(KIND)
+    """Our fd for f: a new fd of the one socket built for its inode (the
+    tree-wide set is built on the first call, kept in SharedObjects)."""
+    shared = rctx.r.shared
+    built = shared.kinds.get(KIND)
     if built is None:
         try:
-            built = rctx.cache[KIND] = _build(rctx)
+            built, notes = _build(shared.procs)
         except OSError as e:
             raise Failed(f"unix sockets: {e}") from None
-    i = next(k for k, x in enumerate(rctx.r.p.files) if x is f)
-    s = built.pop(i)
-    s.setblocking(not f.flags & os.O_NONBLOCK)
-    return s.detach()
+        shared.kinds[KIND] = built
+        shared.notes.extend(notes)
+        shared.closers.extend(so.close for so in built.values())
+    so = built[f.state["ino"]]
+    fd = os.dup(so.fileno())
+    os.set_blocking(fd, not f.flags & os.O_NONBLOCK)
+    return fd
