@@ -153,14 +153,18 @@ class SnapshotWriter:
 
     # -- commit --
     def _localize(self, refs: np.ndarray, slot_map: dict[int, int]) -> np.ndarray:
-        """Index-wide references -> references into this file's pack list."""
+        """Index-wide references -> references into this file's pack list
+        (a lookup table over the few slots used: O(n), no sort)."""
         out = refs.copy()
         nz = refs != _ZERO
         if nz.any():
-            slots = (refs[nz] >> np.uint64(SLOT_SHIFT)).astype(np.int64)
-            uniq, inv = np.unique(slots, return_inverse=True)
-            local = np.array([slot_map.setdefault(int(s), len(slot_map)) for s in uniq], dtype=np.uint64)
-            out[nz] = (local[inv] << np.uint64(SLOT_SHIFT)) | (refs[nz] & np.uint64(0xFFFFFFFF))
+            r = refs[nz]
+            slots = (r >> np.uint64(SLOT_SHIFT)).astype(np.intp)
+            used = np.flatnonzero(np.bincount(slots))
+            lut = np.zeros(int(used[-1]) + 1, dtype=np.uint64)
+            for s in used.tolist():
+                lut[s] = slot_map.setdefault(s, len(slot_map))
+            out[nz] = (lut[slots] << np.uint64(SLOT_SHIFT)) | (r & np.uint64(0xFFFFFFFF))
         return out
 
     def commit(self, image: dict) -> str:
@@ -176,8 +180,9 @@ class SnapshotWriter:
             addrs = np.concatenate([a for a, _ in parts])
             refs = self._localize(np.concatenate([r for _, r in parts]), slot_map)
             # sorted by address; an address given twice keeps the last entry
-            order = np.argsort(addrs, kind="stable")
-            addrs, refs = addrs[order], refs[order]
+            if len(addrs) > 1 and not (addrs[1:] >= addrs[:-1]).all():
+                order = np.argsort(addrs, kind="stable")
+                addrs, refs = addrs[order], refs[order]
             last = np.append(addrs[1:] != addrs[:-1], True) if len(addrs) else np.empty(0, bool)
             addrs, refs = addrs[last], refs[last]
             g = h5.create_group(f"pages/{pid}")
@@ -312,9 +317,13 @@ class SnapshotReader:
         out = refs.copy()
         nz = refs != _ZERO
         if nz.any():
-            slots = (refs[nz] >> np.uint64(SLOT_SHIFT)).astype(np.int64)
+            r = refs[nz]
+            slots = (r >> np.uint64(SLOT_SHIFT)).astype(np.intp)
+            if int(slots.max()) >= len(self.pack_names):
+                raise DamagedError(f"{self.id}: page reference to pack slot {int(slots.max())} "
+                                   f"of {len(self.pack_names)}")
             gl = np.array([index.slot(n) for n in self.pack_names], dtype=np.uint64)
-            out[nz] = (gl[slots] << np.uint64(SLOT_SHIFT)) | (refs[nz] & np.uint64(0xFFFFFFFF))
+            out[nz] = (gl[slots] << np.uint64(SLOT_SHIFT)) | (r & np.uint64(0xFFFFFFFF))
         return out
 
     def missing_packs(self) -> list[str]:
