@@ -72,10 +72,21 @@ class SnapshotWriter:
 
     def _refs_for(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """References for pages data[rows] (data (n, 4096), all rows if None),
-        hashes[rows] being their SHA-256; content the store does not hold yet
-        is appended to this snapshot's pack."""
+        hashes[rows] being their SHA-256 (all-zero for a zero page); content
+        the store does not hold yet is appended to this snapshot's pack."""
         if rows is not None:
             hashes = hashes[rows]
+        # zero pages get ZERO_REF without a trip through the dictionary
+        nz = np.flatnonzero(np.ascontiguousarray(hashes).view(np.uint64).any(axis=1))
+        if len(nz) == len(hashes):
+            return self._refs_for_nonzero(data, hashes, rows)
+        out = np.full(len(hashes), _ZERO, dtype=np.uint64)
+        if len(nz):
+            out[nz] = self._refs_for_nonzero(data, hashes[nz], nz if rows is None else rows[nz])
+        return out
+
+    def _refs_for_nonzero(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """_refs_for of non-zero pages: data[rows] (all rows if None) with hashes."""
         get = self.index.where.get
         own = self.own
         keys = hashes.view(f"V{hashes.shape[1]}").ravel().tolist()
