@@ -106,7 +106,7 @@ class PackWriter:
         self.buf = self.arena[0]
         self.nbuf = 0
         self.compressors = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zstd")
-        self.todo: queue.Queue = queue.Queue()  # (future, buffer) in block order
+        self.todo: queue.Queue = queue.Queue(maxsize=64)  # compressed-block futures, in block order
         self.error: BaseException | None = None
         self.writer = threading.Thread(target=self._write_loop, name="pack-writer", daemon=True)
         self.writer.start()
@@ -137,10 +137,18 @@ class PackWriter:
         if self.error:
             raise self.error
         buf, n = self.buf, self.nbuf
-        fut = self.compressors.submit(_compress, memoryview(buf[:n]).cast("B"))
-        self.todo.put((fut, buf))
-        self.buf = self.free.get()  # waits while every buffer is in flight
+        fut = self.compressors.submit(self._compress_and_free, buf, n)
+        self.todo.put(fut)  # blocks only when the writer thread is far behind
+        self.buf = self.free.get()  # waits while every buffer is being compressed
         self.nbuf = 0
+
+    def _compress_and_free(self, buf: np.ndarray, n: int) -> bytes:
+        """Compress a block; its buffer is free again at once (the writer
+        thread may be busy in fdatasync: it must not hold the buffers)."""
+        try:
+            return _compress(memoryview(buf[:n]).cast("B"))
+        finally:
+            self.free.put(buf)
 
     def _write_loop(self) -> None:
         out = bytearray()
@@ -150,9 +158,7 @@ class PackWriter:
             while True:
                 item = self.todo.get()
                 if item is not None:
-                    fut, buf = item
-                    blob = fut.result()
-                    self.free.put(buf)
+                    blob = item.result()
                     out += blob
                     self.block_offsets.append(self.block_offsets[-1] + len(blob))
                 if out and (len(out) >= WRITE_PIECE or item is None):
@@ -174,7 +180,6 @@ class PackWriter:
                 item = self.todo.get()
                 if item is None:
                     return
-                self.free.put(item[1])
         finally:
             os.close(syncfd)
 
