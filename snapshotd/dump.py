@@ -14,6 +14,7 @@ The snapshot is committed (fsync + rename) after the process runs again.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -687,6 +688,20 @@ def freeze_tree(pid: int) -> FrozenTree:
     return tree_ctx
 
 
+@contextlib.contextmanager
+def _as_dump_error(pid: int):
+    """Engine and /proc failures while dumping pid, as one-line DumpErrors
+    (a process that vanished meanwhile is said to have exited)."""
+    try:
+        yield
+    except procfs.ProcGone:
+        raise DumpError(f"PID {pid} exited during the dump") from None
+    except engine.EngineError as e:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise DumpError(f"PID {pid} exited during the dump") from None
+        raise DumpError(f"dump of PID {pid} failed: {e}") from None
+
+
 class TreeCapture:
     """One tree's capture, in the two phases a freeze imposes: `frozen()` runs
     while every process is stopped (metadata, tracker, pages that must be read
@@ -714,15 +729,9 @@ class TreeCapture:
         members = tree_ctx.members
         self.single = len(members) == 1 and members[0][1] is not None
         if self.single:
-            try:
+            with _as_dump_error(pid):
                 proc, self.pd, self.plans, self.child = _dump_single(
                     pid, members[0][1], writer, stats, tracker, self.parent_sid, self.capture, self.hint)
-            except procfs.ProcGone:
-                raise DumpError(f"PID {pid} exited during the dump") from None
-            except engine.EngineError as e:
-                if not os.path.exists(f"/proc/{pid}"):
-                    raise DumpError(f"PID {pid} exited during the dump") from None
-                raise DumpError(f"dump of PID {pid} failed: {e}") from None
             procs.append(proc)
         else:
             if tracker is not None or self.capture == "cow":
@@ -732,15 +741,9 @@ class TreeCapture:
                 tracker.baseline = None
             shared_pages = SharedPagesOnce()
             for p, tids in members:
-                try:
+                with _as_dump_error(p):
                     procs.append(zombie_record(p) if tids is None
                                  else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
-                except procfs.ProcGone:
-                    raise DumpError(f"PID {p} exited during the dump") from None
-                except engine.EngineError as e:
-                    if not os.path.exists(f"/proc/{p}"):
-                        raise DumpError(f"PID {p} exited during the dump") from None
-                    raise DumpError(f"dump of PID {p} failed: {e}") from None
         try:
             link_shared_files(procs)
             capture_pipes(procs, writer)
