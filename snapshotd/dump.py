@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine, fdkinds, procfs
+from . import engine, fdkinds, netns, procfs
 from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
@@ -722,12 +722,17 @@ class TreeCapture:
         self.plans: list = []
         self.single = False
         self.procs: list[Process] = []
+        self.netns = None  # netns.of_tree
 
     def frozen(self, tree_ctx: FrozenTree) -> None:
         pid, writer, stats, tracker = self.pid, self.writer, self.stats, self.tracker
         procs = self.procs
         members = tree_ctx.members
         self.single = len(members) == 1 and members[0][1] is not None
+        try:
+            self.netns = netns.of_tree(members)
+        except netns.NetnsError as e:
+            raise DumpError(str(e)) from None
         if self.single:
             with _as_dump_error(pid):
                 proc, self.pd, self.plans, self.child = _dump_single(
@@ -767,7 +772,7 @@ class TreeCapture:
             pd.add_unchanged(self.plans)
         self.writer.attrs["tracker"] = stats.tracker
         self.writer.attrs["capture"] = stats.capture
-        return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes))
+        return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes), netns=self.netns)
 
     def committed(self, sid: str) -> None:
         if self.tracker is not None and self.single:
@@ -812,18 +817,29 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     stats = DumpStats(tracker="hash" if parent_sid else "none", capture="frozen")
     # smaps is slow for big processes: read it before freezing
     tc = TreeCapture(pid, writer, stats, tracker, parent_sid, capture)
+    lock = None
     try:
         tree_ctx = freeze_tree(pid)
         try:
             t_freeze = time.monotonic()
+            if kill:  # remote TCP peers: cut off before any socket is read (netns.py)
+                lock = netns.PeerLock(tree_ctx.members)
+                try:
+                    lock.take()
+                except (netns.NetnsError, OSError) as e:
+                    raise DumpError(f"dump of PID {pid}: {e}") from None
             tc.frozen(tree_ctx)
             stats.frozen_s = time.monotonic() - t_freeze
         finally:
             tree_ctx.release()
         image = tc.finish()
+        if lock and image.netns:
+            image.netns["locked"] = lock.record()
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
+        if lock:
+            lock.release()
         raise
     finally:
         tc.close()
@@ -839,6 +855,8 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                 os.kill(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if lock:
+            lock.close_silently([p.pid for p in procs])
     return sid, stats
 
 

@@ -13,7 +13,8 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
-IMAGE_VERSION = 2  # 2: fd kinds (File.state), SysV shared memory (Mapping.sysv), trees (pipe/fifo, File.share, zombies)
+IMAGE_VERSION = 3  # 2: fd kinds (File.state), SysV shared memory (Mapping.sysv), trees (pipe/fifo, File.share, zombies)
+# 3: Image.netns (the tree's network namespace, restored into it; TCP peer lock)
 
 
 @dataclass
@@ -119,6 +120,9 @@ class Image:
     processes: list[Process]
     version: int = IMAGE_VERSION
     notes: list = field(default_factory=list)  # warnings worth keeping
+    # the tree's network namespace and the dump's TCP peer lock (netns.py):
+    # {dev, inode, name, host, locked}; None: restore where snapshotd runs
+    netns: dict | None = None
 
 
 # ---- JSON-friendly conversion ----

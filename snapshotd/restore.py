@@ -28,7 +28,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from . import engine, fdkinds, procfs
+from . import engine, fdkinds, netns, procfs
 from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
@@ -526,6 +526,11 @@ def restore(reader: SnapshotReader, pidns: bool | None = None) -> tuple[int, Res
     img: Image = from_dict(reader.image())
     stats = RestoreStats()
     tr = TreeRestorer(img, reader, stats, pidns=pidns)
-    pid = tr.run()
+    try:
+        with netns.entered(img.netns, tr.shared.notes):  # the tree's network namespace
+            pid = tr.run()
+            netns.unlock(img.netns)  # the dump's TCP peer lock: the tree runs again
+    except netns.NetnsError as e:
+        raise RestoreError(f"cannot restore: {e}") from None
     stats.wall_s = time.monotonic() - t0
     return pid, stats, tr.shared.notes

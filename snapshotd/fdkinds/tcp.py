@@ -23,17 +23,23 @@ handshake), options, window, timestamp and the queued bytes; repair mode is
 left only once every process of the tree has its fds back, so the window
 probe finds the restored peer (which may be in another process of the tree).
 
+A connection to another host (no socket of the same network namespace is
+its other end: "remote") is dumped the same way; netns.py keeps the peer
+from noticing a dump --kill and the restore.
+
 Refused at dump: connections in other states (SYN_SENT, FIN_WAIT, ...),
 a connection with data not yet acknowledged by its peer (SIOCOUTQ > 0) or a
-peer outside the dumped tree (killing the dumped process would reset it), a
-listener with connections not yet accepted.
+peer on this host outside the dumped tree (killing the dumped process would
+reset it), a listener with connections not yet accepted.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import struct
 
+from .. import netns
 from . import _sys
 from .errors import Failed, Unsupported
 
@@ -88,6 +94,20 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
         s.close()
 
 
+class _DropAll:
+    """struct sock_fprog of one classic BPF instruction, "ret #0": a socket
+    filter that drops every incoming segment before TCP sees it
+    (tcp_filter in tcp_v4_rcv): no acknowledgement, no reset."""
+
+    def __init__(self):
+        self.insn = ctypes.create_string_buffer(struct.pack("<HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
+        self.arg = struct.pack("<HxxxxxxQ", 1, ctypes.addressof(self.insn))
+
+
+SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
+_DROP_ALL = _DropAll()
+
+
 def _u32(s: socket.socket, opt: int) -> int:
     return struct.unpack("<I", s.getsockopt(socket.IPPROTO_TCP, opt, 4))[0]
 
@@ -127,6 +147,10 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
         "timestamps": bool(options & TCPI_OPT_TIMESTAMPS), "sack": bool(options & TCPI_OPT_SACK),
         "wscale": [wscale & 0xF, wscale >> 4] if options & TCPI_OPT_WSCALE else None,
         "window": window, "tsval": tsval,
+        # no socket of this network namespace is the other end: the peer is
+        # another host (netns.py keeps it unaware across dump --kill/restore)
+        "remote": netns.peer_is_remote(ctx.pid, local, peer),
+        "mark": s.getsockopt(socket.SOL_SOCKET, socket.SO_MARK),
     }
     if s.family == socket.AF_INET6:
         rec["v6only"] = s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
@@ -134,11 +158,12 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
 
 
 def check_tree(ends: list) -> None:
-    """The peer of an established connection must be in the dumped tree.
-    ends: (pid, fd, record) of every TCP socket of the tree."""
+    """The peer of an established connection must be in the dumped tree,
+    or on another host (netns.py).  ends: (pid, fd, record) of every TCP
+    socket of the tree."""
     have = {(tuple(r["addr"]), tuple(r["peer"])) for _p, _f, r in ends if r.get("state") == "established"}
     for pid, fd, r in ends:
-        if r.get("state") == "established" and (tuple(r["peer"]), tuple(r["addr"])) not in have:
+        if r.get("state") == "established" and not r.get("remote") and (tuple(r["peer"]), tuple(r["addr"])) not in have:
             raise Unsupported(f"PID {pid} fd {fd}: TCP connection {r['addr'][0]}:{r['addr'][1]} -> "
                               f"{r['peer'][0]}:{r['peer'][1]} has its peer outside the process tree; not supported")
 
@@ -178,13 +203,22 @@ def _restore_established(s: socket.socket, st: dict) -> None:
 
     _destroy(st["family"], st["addr"], st["peer"])
     data = st["recv_queue"]
+    if st.get("remote"):
+        # through the dump's lock (netns.py), and deaf until complete: a
+        # socket in repair mode would take in and acknowledge the peer's
+        # retransmissions before its queue and window are back
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, netns.LOCK_MARK)
+        s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _DROP_ALL.arg)
     opt("TCP_REPAIR", 1)
     opt("TCP_REPAIR_QUEUE", TCP_RECV_QUEUE)
     opt("TCP_QUEUE_SEQ", struct.pack("<I", (st["rcv_nxt"] - len(data)) & 0xFFFFFFFF))
     opt("TCP_REPAIR_QUEUE", TCP_SEND_QUEUE)
     opt("TCP_QUEUE_SEQ", struct.pack("<I", st["write_seq"]))
-    s.bind(tuple(st["addr"]))
-    s.connect(tuple(st["peer"]))  # repair mode: established at once, nothing sent
+    for what, call, arg in (("bind", s.bind, st["addr"]), ("connect", s.connect, st["peer"])):
+        try:
+            call(tuple(arg))  # connect in repair mode: established at once, nothing sent
+        except OSError as e:
+            raise OSError(e.errno, f"{what} {arg[0]}:{arg[1]}: {e.strerror}") from None
     opts = [(TCPOPT_MSS, st["mss"])]
     if st["wscale"]:
         opts.append((TCPOPT_WINDOW, st["wscale"][0] | st["wscale"][1] << 16))
@@ -214,6 +248,9 @@ def after_tree(shared) -> None:
     for s, st in shared.kinds.pop(KIND, []):
         try:
             s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+            if st.get("remote"):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, st.get("mark", 0))
+                s.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
             for k, v in st["opts"].items():
                 if v:
                     s.setsockopt(*_OPTS[k], v)
