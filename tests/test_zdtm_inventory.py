@@ -8,6 +8,7 @@ import test_zdtm_files
 import test_zdtm_ipc
 import test_zdtm_memory
 import test_zdtm_mm
+import test_zdtm_netns
 import test_zdtm_python
 import test_zdtm_signals
 import test_zdtm_threads
@@ -19,7 +20,7 @@ LISTED = set(
     + test_zdtm_threads.THREAD_PROGRAMS + test_zdtm_signals.PROCESS_PROGRAMS
     + test_zdtm_files.FILE_PROGRAMS + test_zdtm_python.PYTHON_PROGRAMS
     + test_zdtm_ipc.IPC_PROGRAMS + test_zdtm_ipc.OTHER_PROGRAMS
-    + test_zdtm_tree.TREE_PROGRAMS + test_incremental.INCR_PROGRAMS)
+    + test_zdtm_tree.TREE_PROGRAMS + test_incremental.INCR_PROGRAMS + test_zdtm_netns.NET_PROGRAMS)
 
 PROGRAMS = sorted(p.stem for p in ZDTM_DIR.iterdir()
                   if p.suffix in (".c", ".py") and p.stem != "zdtmlib")
