@@ -23,8 +23,10 @@ Order:
   3. process groups: group leaders setpgid(0, 0), then members join.  A group
      whose leader is gone (the leader exited, members live on) gets a helper
      with the leader's PID: forked from a member, setpgid(0, 0), members join,
-     then the helper is killed and reaped inside its parent.  Sessions whose
-     leader is gone are not supported (the restore fails and says so);
+     then the helper is killed and reaped inside its parent.  A session whose
+     leader is gone is made the same way, during step 2: a helper with the
+     leader's PID calls setsid() and forks the members with CLONE_PARENT
+     (fork_in_lost_session);
   4. zombies: each zombie's stub exits with the recorded status (exit_group,
      or the terminating signal with core dumps off); the SIGCHLD this sends to
      the parent is taken back (rt_sigtimedwait) so that the parent sees only
@@ -54,6 +56,7 @@ from .restore import Restorer, RestoreError, RestoreStats, _check_pids_free
 from .restore_shared import SharedObjects
 
 SIGCHLD = 17
+CLONE_PARENT = 0x8000
 EEXIST, EAGAIN = 17, 11
 EXIT_GROUP, RT_SIGTIMEDWAIT = 231, 128
 WALL = 0x40000000
@@ -81,6 +84,7 @@ class TreeRestorer:
         self.created: list[int] = []  # every process we made, for cleanup
         self.code = 0
         self.outer = self.shared.outer  # PID in the image -> PID as we see it
+        self.lost_sessions: set[int] = set()  # sessions recreated by a helper (fork_in_lost_session)
 
     def o(self, pid: int) -> int:
         """The PID we use for ptrace, /proc and kill: the same as in the image
@@ -102,11 +106,13 @@ class TreeRestorer:
         engine.mem_write(self.o(pid), addr, data)
         return addr
 
-    def fork(self, parent: int, child: int) -> None:
-        """Inject clone3(set_tid=[child]) into the stub of parent."""
+    def fork(self, parent: int, child: int, flags: int = 0) -> None:
+        """Inject clone3(set_tid=[child]) into the stub of parent (with
+        CLONE_PARENT the child is parent's sibling; clone3 then wants
+        exit_signal 0 and the child inherits parent's)."""
         t = self.tracees[parent]
         base = self._stack(parent, struct.pack("<i", child) + bytes(12))
-        args = struct.pack("<11Q", 0, 0, 0, 0, SIGCHLD, 0, 0, 0, base, 1, 0)
+        args = struct.pack("<11Q", flags, 0, 0, 0, 0 if flags & CLONE_PARENT else SIGCHLD, 0, 0, 0, base, 1, 0)
         addr = base + 16
         engine.mem_write(self.o(parent), addr, args)
         got = t.syscall(sc.CLONE3, addr, len(args))
@@ -138,12 +144,53 @@ class TreeRestorer:
             s_after = p.pid
         elif self.want_sid(p) != s_in:
             raise RestoreError(f"cannot recreate the session {p.sid} of PID {p.pid}: its leader is not in the "
-                               "snapshot (sessions whose leader exited are not supported)")
+                               f"snapshot and PID {p.ppid} (its parent) is in another session")
+        lost: dict[int, list[Process]] = {}  # session whose leader exited -> p's children in it
+        for c in kids:
+            s = self.want_sid(c)
+            if c not in early and s not in (s_after, c.pid) and s not in self.by_pid:
+                lost.setdefault(s, []).append(c)
+        for sid, members in lost.items():
+            self.fork_in_lost_session(p, members, sid)
         for c in kids:
             if c in early:
                 continue
+            if any(c in m for m in lost.values()):
+                self.create(c, self.want_sid(c))
+                continue
             self.fork(p.pid, c.pid)
             self.create(c, s_after)
+
+    def fork_in_lost_session(self, parent: Process, members: list[Process], sid: int) -> None:
+        """members (children of parent) are in session sid, whose leader has
+        exited (e.g. it called setsid(), forked them and exited; a subreaper
+        in the tree adopted them).  Sessions are only inherited, so: a
+        helper with the leader's PID, forked by parent, calls setsid() (now
+        sid leads session and group sid) and forks each member with
+        CLONE_PARENT, which makes it parent's child but in the helper's
+        session and group; then the helper exits and parent reaps it.  The
+        session's other members descend from these."""
+        if sid in self.lost_sessions:
+            raise RestoreError(f"cannot recreate the session {sid} (its leader exited): processes of it have different "
+                               "parents outside it, which snapshotd cannot recreate")
+        self.lost_sessions.add(sid)
+        self.fork(parent.pid, sid)
+        self.tracees[sid].call("setsid", sc.SETSID)
+        for c in members:
+            self.fork(sid, c.pid, CLONE_PARENT)
+        self.drop_helper(sid, parent.pid)
+
+    def drop_helper(self, h: int, parent: int) -> None:
+        """Kill helper h and reap it inside its parent (which must not see
+        it: its SIGCHLD is taken back)."""
+        os.kill(self.o(h), signal.SIGKILL)
+        lib.snp_wait_stop(self.o(h), ffi.new("int *"))  # its exit, as its tracer
+        self.tracees.pop(h)
+        self.created.remove(self.o(h))
+        r = self.tracees[parent].syscall(sc.WAIT4, h, 0, WALL, 0)
+        if r != h:
+            raise RestoreError(f"cannot reap the helper {h}: {os.strerror(-r) if r < 0 else r}")
+        self.drain_sigchld(parent)
 
     def set_groups(self) -> None:
         helpers: dict[int, int] = {}  # pgid -> the member that forked its helper
@@ -154,6 +201,8 @@ class TreeRestorer:
             g = self.want_pgid(p)
             if g == p.pid:
                 continue
+            if int(procfs.stat_fields(self.o(p.pid))[4]) == self.outer.get(g):
+                continue  # there already (inherited from a session helper, whose group outlives it)
             if g not in self.by_pid and g not in helpers:
                 # the group outlived its leader: a helper with the leader's PID
                 # creates it, as a child of this member (same session)
@@ -162,14 +211,7 @@ class TreeRestorer:
                 helpers[g] = p.pid
             self.tracees[p.pid].call(f"setpgid(0, {g})", sc.SETPGID, 0, g)
         for g, parent in helpers.items():
-            os.kill(self.o(g), signal.SIGKILL)
-            lib.snp_wait_stop(self.o(g), ffi.new("int *"))  # its exit, as its tracer
-            self.tracees.pop(g)
-            self.created.remove(self.o(g))
-            r = self.tracees[parent].syscall(sc.WAIT4, g, 0, WALL, 0)
-            if r != g:
-                raise RestoreError(f"cannot reap the helper of process group {g}: {os.strerror(-r) if r < 0 else r}")
-            self.drain_sigchld(parent)
+            self.drop_helper(g, parent)
 
     def verify_ids(self) -> None:
         for p in self.procs:

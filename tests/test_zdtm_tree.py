@@ -27,6 +27,7 @@ TREE_SIZES = {
     "tree_unix_pair": 2,      # stream/dgram/seqpacket pairs across processes, queued both ways; a shared end
     "tree_unix_listen": 3,    # a named listener inherited by a server child; a client child
     "tree_tcp": 2,            # TCP over loopback between parent and child, queued both ways
+    "tree_session_lost": 4,   # a session (and group) whose leader exited; members adopted by a subreaper
 }
 TREE_PROGRAMS = list(TREE_SIZES)
 
