@@ -27,10 +27,14 @@ A connection to another host (no socket of the same network namespace is
 its other end: "remote") is dumped the same way; netns.py keeps the peer
 from noticing a dump --kill and the restore.
 
+Bytes not yet acknowledged by the peer (SIOCOUTQ > 0) are read too
+(MSG_PEEK of the send queue in repair mode); restore queues the part that
+had been sent as sent (the retransmission timer sends it again) and sends
+the rest (SIOCOUTQNSD) normally once repair mode is left.
+
 Refused at dump: connections in other states (SYN_SENT, FIN_WAIT, ...),
-a connection with data not yet acknowledged by its peer (SIOCOUTQ > 0) or a
-peer on this host outside the dumped tree (killing the dumped process would
-reset it), a listener with connections not yet accepted.
+a peer on this host outside the dumped tree (killing the dumped process
+would reset it), a listener with connections not yet accepted.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE = 0, 1, 2
 TCP_REPAIR_OFF_NO_WP = -1
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
-SIOCINQ, SIOCOUTQ = 0x541B, 0x5411
+SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
 TCP_ESTABLISHED = 1
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, SOCK_DESTROY, NLMSG_ERROR = 4, 20, 21, 2
 TCP_CLOSE, TCP_LISTEN = 7, 10
@@ -104,7 +108,7 @@ class _DropAll:
         self.arg = struct.pack("<HxxxxxxQ", 1, ctypes.addressof(self.insn))
 
 
-SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
+SO_ATTACH_FILTER, SO_DETACH_FILTER, SO_SNDBUFFORCE = 26, 27, 32
 _DROP_ALL = _DropAll()
 
 
@@ -112,25 +116,43 @@ def _u32(s: socket.socket, opt: int) -> int:
     return struct.unpack("<I", s.getsockopt(socket.IPPROTO_TCP, opt, 4))[0]
 
 
+def _peek(s: socket.socket, n: int) -> bytes:
+    """The first n bytes of the queue chosen by TCP_REPAIR_QUEUE (MSG_PEEK
+    in repair mode reads it without consuming)."""
+    data = b""
+    while len(data) < n:
+        got = s.recv(n, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        if not got or len(got) <= len(data):
+            break
+        data = got
+    return data
+
+
 def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> dict:
-    unacked = _sys.ioctl_int(s.fileno(), SIOCOUTQ)
-    if unacked:
-        raise ctx.refuse(fd, f"{what} has {unacked} bytes not yet acknowledged by its peer, which is not supported")
-    inq = _sys.ioctl_int(s.fileno(), SIOCINQ)
     s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
     try:
+        # in repair mode nothing moves on our side: the queue lengths and
+        # the contents agree (the peer may still acknowledge: counted below)
+        inq = _sys.ioctl_int(s.fileno(), SIOCINQ)
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
         rcv_nxt = _u32(s, TCP_QUEUE_SEQ)
-        data = b""
-        while len(data) < inq:  # MSG_PEEK reads the receive queue in repair mode
-            got = s.recv(inq, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            if not got or len(got) <= len(data):
-                break
-            data = got
+        data = _peek(s, inq)
         if len(data) != inq:
             raise ctx.refuse(fd, f"{what}: read {len(data)} of its {inq} queued bytes")
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
-        write_seq = _u32(s, TCP_QUEUE_SEQ)
+        # bytes not yet acknowledged by the peer, of which the last
+        # `notsent` were never sent (SIOCOUTQNSD); one pass under the
+        # socket lock each, so read until two agree
+        for _ in range(100):
+            write_seq = _u32(s, TCP_QUEUE_SEQ)
+            outq = _sys.ioctl_int(s.fileno(), SIOCOUTQ)
+            notsent = _sys.ioctl_int(s.fileno(), SIOCOUTQNSD)
+            sndq = _peek(s, outq)
+            if len(sndq) == outq and _u32(s, TCP_QUEUE_SEQ) == write_seq and \
+                    _sys.ioctl_int(s.fileno(), SIOCOUTQ) == outq:
+                break
+        else:
+            raise ctx.refuse(fd, f"{what}: its send queue kept changing while being read")
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
         window = list(struct.unpack("<5I", s.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, 20)))
         tsval = _u32(s, TCP_TIMESTAMP)
@@ -143,6 +165,7 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
         "addr": [local[0], local[1]], "bound": True, "peer": [peer[0], peer[1]],
         "opts": {k: s.getsockopt(*lv) for k, lv in _OPTS.items()},
         "rcv_nxt": rcv_nxt, "write_seq": write_seq, "recv_queue": data,
+        "send_queue": sndq, "send_notsent": min(notsent, len(sndq)),
         "mss": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG),
         "timestamps": bool(options & TCPI_OPT_TIMESTAMPS), "sack": bool(options & TCPI_OPT_SACK),
         "wscale": [wscale & 0xF, wscale >> 4] if options & TCPI_OPT_WSCALE else None,
@@ -212,8 +235,11 @@ def _restore_established(s: socket.socket, st: dict) -> None:
     opt("TCP_REPAIR", 1)
     opt("TCP_REPAIR_QUEUE", TCP_RECV_QUEUE)
     opt("TCP_QUEUE_SEQ", struct.pack("<I", (st["rcv_nxt"] - len(data)) & 0xFFFFFFFF))
+    sndq = st.get("send_queue") or b""
+    sent = sndq[: len(sndq) - st.get("send_notsent", 0)]
     opt("TCP_REPAIR_QUEUE", TCP_SEND_QUEUE)
-    opt("TCP_QUEUE_SEQ", struct.pack("<I", st["write_seq"]))
+    # the send queue starts at the first unacknowledged byte (snd_una)
+    opt("TCP_QUEUE_SEQ", struct.pack("<I", (st["write_seq"] - len(sndq)) & 0xFFFFFFFF))
     for what, call, arg in (("bind", s.bind, st["addr"]), ("connect", s.connect, st["peer"])):
         try:
             call(tuple(arg))  # connect in repair mode: established at once, nothing sent
@@ -229,15 +255,35 @@ def _restore_established(s: socket.socket, st: dict) -> None:
     opt("TCP_REPAIR_OPTIONS", b"".join(struct.pack("<II", *o) for o in opts))
     if st["timestamps"]:
         opt("TCP_TIMESTAMP", struct.pack("<I", st["tsval"]))
-    if data:  # sent in repair mode, bytes go to the receive queue
-        opt("TCP_REPAIR_QUEUE", TCP_RECV_QUEUE)
-        sent = 0
-        while sent < len(data):
-            sent += s.send(data[sent:])
+    # sent in repair mode, bytes go to the queue chosen: the receive queue,
+    # and the part of the send queue the peer had been sent (queued as sent
+    # and not acknowledged: the retransmission timer sends it again); the
+    # rest is sent normally once repair mode is left (after_tree)
+    if sndq and s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < 2 * len(sndq):
+        # a new socket's buffer (tcp_wmem[1]) may be smaller than the queue
+        # the old one had grown to; a send that waits for room would wait
+        # for acknowledgements that cannot come yet
+        s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(sndq))  # the kernel doubles it
+    for q, b in ((TCP_RECV_QUEUE, data), (TCP_SEND_QUEUE, sent)):
+        if b:
+            opt("TCP_REPAIR_QUEUE", q)
+            _send_now(s, b)
     opt("TCP_REPAIR_QUEUE", TCP_NO_QUEUE)
     # after the data: the window's rcv_wup may not lie beyond rcv_nxt
     opt("TCP_REPAIR_WINDOW", struct.pack("<5I", *st["window"]))
     # repair mode stays on until every process has its fds (after_tree)
+
+
+def _send_now(s: socket.socket, b: bytes) -> None:
+    done = 0
+    while done < len(b):
+        try:
+            n = s.send(b[done:], socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            n = 0
+        if n <= 0:
+            raise OSError(105, f"{len(b) - done} of {len(b)} queued bytes do not fit the socket buffer")  # ENOBUFS
+        done += n
 
 
 def after_tree(shared) -> None:
@@ -248,6 +294,10 @@ def after_tree(shared) -> None:
     for s, st in shared.kinds.pop(KIND, []):
         try:
             s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+            sndq = st.get("send_queue") or b""
+            notsent = sndq[len(sndq) - st.get("send_notsent", 0):]
+            if notsent:  # never sent before the dump: an ordinary send now
+                _send_now(s, notsent)
             if st.get("remote"):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, st.get("mark", 0))
                 s.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)

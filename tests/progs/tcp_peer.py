@@ -4,11 +4,12 @@ dumped, killed and restored.
 
     tcp_peer.py ADDRESS PORT STATEDIR
 
-Listens, writes STATEDIR/peer_listening, accepts one connection, reads and
-checks 100000 bytes, sends 50000 that the program leaves queued, and leaves
-the program's next 30000 bytes unread.  When STATEDIR/gap appears it sends
+Listens (with a small receive buffer), writes STATEDIR/peer_listening,
+accepts one connection, reads and checks 100000 bytes, sends 50000 that the
+program leaves queued, and leaves the program's next bytes unread (their
+count: STATEDIR/tail, written by the program).  When STATEDIR/gap appears it sends
 4096 more bytes (the program is away by then: they must reach it after its
-restore).  When STATEDIR/go appears: reads the 30000 bytes and 1 MB, sends
+restore).  When STATEDIR/go appears: reads those bytes and 1 MB, sends
 1 MB, expects a clean end of file, closes.  Writes STATEDIR/peer_result:
 PASS, or FAIL: what it saw (a reset, an early end of file, wrong bytes).
 """
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-FIRST, TAIL, QUEUED, GAP, MORE = 100000, 30000, 50000, 4096, 1 << 20
+FIRST, QUEUED, GAP, MORE = 100000, 50000, 4096, 1 << 20
 
 
 def mix(lo: int, n: int) -> bytes:
@@ -54,6 +55,7 @@ def main() -> str:
     addr, port, sd = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the program's window fills up
     ls.bind((addr, port))
     ls.listen(1)
     open(os.path.join(sd, "peer_listening"), "w").close()
@@ -69,8 +71,9 @@ def main() -> str:
         c.sendall(mix(11 + QUEUED, GAP))
         open(os.path.join(sd, "gap"), "w").close()
     wait_file(os.path.join(sd, "go"), 60)
-    if read_n(c, TAIL) != mix(FIRST, TAIL):
-        return "FAIL: the 30000 queued bytes differ"
+    tail = int(open(os.path.join(sd, "tail")).read())
+    if read_n(c, tail) != mix(FIRST, tail):
+        return f"FAIL: the {tail} bytes queued on both sides differ"
     if read_n(c, MORE) != mix(23, MORE):
         return "FAIL: 1 MB after restore differs"
     c.sendall(mix(37, MORE))

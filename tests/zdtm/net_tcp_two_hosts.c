@@ -4,9 +4,11 @@
  * unread bytes queued on both ends.
  *
  * STATEDIR/peer holds "ADDRESS PORT".  This program sends 100000 bytes that
- * the peer reads and checks, then 30000 more that the peer leaves unread;
- * the peer sends 50000 that this program leaves unread.  Ready once its send
- * queue is acknowledged (SIOCOUTQ 0) and the 50000 bytes are here.  The
+ * the peer reads and checks, then more that the peer leaves unread, until
+ * the peer's window is full and its own send queue holds bytes too
+ * (SIOCOUTQ > 0: the peer's receive buffer is small); the count goes to
+ * STATEDIR/tail.  The peer sends 50000 that this program leaves unread.
+ * Ready once the 50000 bytes are here.  The
  * harness may make the peer send 4096 more bytes while this program is
  * away (STATEDIR/gap).  After go: the 50000 (+4096) bytes read back in order,
  * then 1 MB each way, then a clean shutdown each way.  The peer checks its
@@ -21,7 +23,6 @@
 #include <sys/socket.h>
 
 #define FIRST 100000
-#define TAIL 30000
 #define QUEUED 50000
 #define GAP 4096
 #define MORE (1 << 20)
@@ -76,20 +77,38 @@ int main(int argc, char **argv)
 		return perror("connect"), 1;
 	for (int i = 0; i < MORE; i++)
 		want[i] = (char)zdtm_mix(i);
-	if (send_all(s, want, FIRST) || send_all(s, want + FIRST, TAIL))
+	if (send_all(s, want, FIRST))
 		return perror("send"), 1;
-	for (int i = 0; i < 2000; i++) { /* the peer's bytes here, ours acknowledged */
-		int inq = 0, outq = 1;
+	for (int i = 0; i < 2000; i++) { /* the peer's bytes here */
+		int inq = 0;
 
 		ioctl(s, SIOCINQ, &inq);
-		ioctl(s, SIOCOUTQ, &outq);
-		if (inq >= QUEUED && outq == 0)
+		if (inq >= QUEUED)
 			break;
 		zdtm_sleep_ms(5);
 	}
 	ioctl(s, SIOCINQ, &v);
 	if (v != QUEUED)
 		return fprintf(stderr, "%d bytes queued, not %d\n", v, QUEUED), 1;
+	/* fill the peer's window and our send buffer */
+	size_t tail = 0;
+	for (int idle = 0; idle < 20; ) {
+		ssize_t r = send(s, want + FIRST + tail, MORE - FIRST - tail, MSG_DONTWAIT);
+
+		if (r > 0) {
+			tail += r;
+			idle = 0;
+		} else {
+			idle++;
+			zdtm_sleep_ms(5);
+		}
+	}
+	ioctl(s, SIOCOUTQ, &v);
+	if (v <= 0)
+		return fprintf(stderr, "nothing in the send queue\n"), 1;
+	snprintf(line, sizeof(line), "%zu\n", tail);
+	zdtm_write_file("tail", line);
+	fprintf(stderr, "tail %zu bytes, %d not acknowledged\n", tail, v);
 
 	zdtm_ready();
 	zdtm_wait_go();
