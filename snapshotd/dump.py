@@ -835,6 +835,11 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
         image = tc.finish()
         if lock and image.netns:
             image.netns["locked"] = lock.record()
+            if lock.peers:
+                ns = image.netns
+                where = "this host" if ns.get("host") else f"network namespace {ns.get('name') or ns['inode']}"
+                stats.notes.append(f"until the restore, {where} sends nothing to {', '.join(lock.peers)} "
+                                   "(the TCP peers of the tree must not see it go)")
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
