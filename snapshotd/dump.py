@@ -582,6 +582,8 @@ class ProcessDumper:
             threads=threads, mappings=[], files=self.files, fds=[],
             shared_pending=engine.peek_siginfo(pid, shared=True) if _mask(st.get("ShdPnd", "0")) else [],
         )
+        proc.subreaper = bool(struct.unpack("<i", self.ask("PR_GET_CHILD_SUBREAPER", sc.PRCTL, sc.PR_GET_CHILD_SUBREAPER,
+                                                           SCRATCH, size=4))[0])
         proc.fds = self.dump_fds()
         proc.exe_file = self._file_for(f"/proc/{pid}/exe", proc.exe, os.O_RDONLY, 0)
         proc.mappings = self.dump_mappings()

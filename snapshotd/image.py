@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 
 IMAGE_VERSION = 3  # 2: fd kinds (File.state), SysV shared memory (Mapping.sysv), trees (pipe/fifo, File.share, zombies)
-# 3: Image.netns (the tree's network namespace, restored into it; TCP peer lock)
+# 3: Image.netns (the tree's network namespace, restored into it; TCP peer lock), Process.subreaper
 
 
 @dataclass
@@ -109,6 +109,7 @@ class Process:
     # as a child of ppid that exits with that status
     zombie: bool = False
     exit_status: int = 0
+    subreaper: bool = False  # PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to it
 
 
 @dataclass

@@ -475,6 +475,8 @@ class Restorer:
             self.pidfd = -1
         for th in p.threads:
             self.set_creds(self.outer[th.tid])
+        if p.subreaper:
+            t.call("PR_SET_CHILD_SUBREAPER", sc.PRCTL, sc.PR_SET_CHILD_SUBREAPER, 1)
         # after the uid change, which resets it (to suid_dumpable)
         t.call("PR_SET_DUMPABLE", sc.PRCTL, sc.PR_SET_DUMPABLE, p.creds.get("dumpable", 1))
         # the main thread unmaps the scratch page it runs in: it comes back in a

@@ -6,7 +6,8 @@
  * (G leads its own group, in session L); D joins no new group.  So C, D
  * and G are in session L, C and D in process group L, both led by a dead
  * PID.  After go: every id is the same, C and D are still the top's
- * children (waitpid works), G still C's; kill(-L) reaches C and D.
+ * children (waitpid works), G still C's; kill(-L) reaches C and D; the top
+ * is still a child subreaper.
  */
 #include "zdtm.h"
 #include <signal.h>
@@ -90,6 +91,8 @@ int main(int argc, char **argv)
 	CHECK(getsid(d) == l && getpgid(d) == l, "D: sid %d pgid %d, want %d", getsid(d), getpgid(d), l);
 	CHECK(getsid(g) == l && getpgid(g) == g, "G: sid %d pgid %d", getsid(g), getpgid(g));
 	CHECK(kill(l, 0) < 0 && errno == ESRCH, "PID %d (the exited leader) exists", l);
+	int sub = 0;
+	CHECK(prctl(PR_GET_CHILD_SUBREAPER, &sub) == 0 && sub == 1, "no longer a child subreaper");
 	CHECK(kill(-l, SIGUSR1) == 0, "kill(-%d) (the leaderless group): %m", l);
 	for (int i = 0; i < 2; i++) {
 		st = 0;
