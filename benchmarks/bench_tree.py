@@ -13,6 +13,8 @@ it); even MiB blocks pseudo-random, odd ones zeros.  Measures:
            around `snapshotd --store TMP restore ID --json`, plus wall_s
   verify   every restored process is alive and the checksum it writes on SIGUSR1
            equals the one it wrote before the dump
+  memory   Rss and Pss summed over the tree (smaps_rollup) before the dump and
+           after the restore: Pss shows whether copy-on-write sharing survived
 Everything started is killed by PID in a finally block.
 """
 from __future__ import annotations
@@ -55,6 +57,22 @@ def sums(d: str, pids: list[int]) -> list[str]:
     return out
 
 
+def memory_mib(pids: list[int]) -> tuple[float, float]:
+    """Sum over pids of Rss and Pss (/proc/PID/smaps_rollup), in MiB: Pss
+    counts a page shared by n processes as 1/n, so the Pss sum is the
+    tree's real footprint; Rss counts it n times."""
+    rss = pss = 0
+    for p in pids:
+        with open(f"/proc/{p}/smaps_rollup") as f:
+            for line in f:
+                k, _, rest = line.partition(":")
+                if k == "Rss":
+                    rss += int(rest.split()[0])
+                elif k == "Pss":
+                    pss += int(rest.split()[0])
+    return round(rss / 1024, 1), round(pss / 1024, 1)
+
+
 def cli(store: str, *args: str) -> tuple[dict, float]:
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "snapshotd", "--store", store, "--json", *args],
@@ -83,6 +101,7 @@ def main() -> int:
         pids = [int(wait_for(lambda i=i: os.path.exists(f"{d}/ready.{i}") and open(f"{d}/ready.{i}").read().strip(),
                              300, f"process {i}")) for i in range(a.nproc)]
         before = sums(d, pids)
+        rss_before, pss_before = memory_mib(pids)
         dumped, dump_wall = cli(store, "dump", str(pids[0]))
         assert sorted(dumped["pids"]) == sorted(pids), dumped["pids"]
         assert sums(d, pids) == before, "the dumped tree changed"
@@ -92,12 +111,15 @@ def main() -> int:
         wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), 30, "the tree to be gone")
         restored, restore_wall = cli(store, "restore", dumped["id"])
         after = sums(d, pids)
+        rss_after, pss_after = memory_mib(pids)
         r = {
             "size_mib": a.size_mib, "nproc": a.nproc,
             "dump_wall_cli_s": round(dump_wall, 3), "dump_wall_s": dumped["wall_s"], "frozen_s": dumped["frozen_s"],
             "pages_dumped": dumped["pages"], "stored_bytes": dumped["stored_bytes"],
             "stored_mib": round(dumped["stored_bytes"] / 2**20, 1),
             "restore_wall_cli_s": round(restore_wall, 3), "restore_wall_s": restored["wall_s"],
+            "rss_before_mib": rss_before, "pss_before_mib": pss_before,
+            "rss_restored_mib": rss_after, "pss_restored_mib": pss_after,
             "checksums_equal": after == before,
         }
         if a.json:
