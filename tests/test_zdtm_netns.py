@@ -162,3 +162,30 @@ def test_restore_refused_when_the_namespace_is_gone(two_hosts, tmp_path, store):
     assert line.startswith(f"snapshotd: error: cannot restore: the network namespace {a} (net:[")
     assert line.endswith("]) the tree was dumped in no longer exists"), line
     assert not os.path.exists(f"/proc/{prog.pid}")
+
+
+def test_tree_across_namespaces_is_refused(tmp_path, store):
+    """A child in a network namespace of its own (unshare -n): the dump
+    refuses in one line naming both, and the tree runs on."""
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare")
+    top = subprocess.Popen(["sh", "-c", "unshare -n sleep 60 & exec sleep 60"], stdin=subprocess.DEVNULL,
+                           start_new_session=True)
+    STARTED_PIDS.add(top.pid)
+    end = time.monotonic() + 10
+    while True:  # the child, once unshare has exec'd sleep in its namespace
+        kids = Path(f"/proc/{top.pid}/task/{top.pid}/children").read_text().split()
+        if kids and os.readlink(f"/proc/{kids[0]}/exe").endswith("sleep") and \
+                _ns_inode(f"/proc/{kids[0]}/ns/net") != _ns_inode(f"/proc/{top.pid}/ns/net"):
+            break
+        assert time.monotonic() < end, "the child never reached its namespace"
+        time.sleep(0.01)
+    child = int(kids[0])
+    STARTED_PIDS.add(child)
+    if zdtm_harness.NO_CR:
+        return
+    line = assert_cli_fails(store, "dump", "--kill", str(top.pid))
+    assert line == (f"snapshotd: error: PID {child} is in network namespace net:[{_ns_inode(f'/proc/{child}/ns/net')}], "
+                    f"PID {top.pid} in net:[{_ns_inode(f'/proc/{top.pid}/ns/net')}]: a tree spanning several network "
+                    "namespaces is not supported"), line
+    assert top.poll() is None and zdtm_harness.proc_state(child) in ("S", "R")
