@@ -9,7 +9,9 @@ Order (each step depends on the ones before; see kernel-facts.md):
   3. unmap the stub, move vvar+vvar_vclock+vdso together to the dumped address
      (glibc cached the vDSO address; it must not move);
   4. map every mapping (files passed in from our side with pidfd_getfd), fill
-     pages with process_vm_writev, then set the final protections;
+     pages with process_vm_writev, then set the final protections (private
+     anonymous memory a parent premapped before forking its children is
+     kept, and only the pages that differ are written: restore_cow.py);
   5. PR_SET_MM_MAP (brk, arg/env, auxv, exe link), signal handlers, itimers,
      cwd, umask, rlimits, then the file descriptors;
   6. threads: clone3(set_tid=[TID]) injected in the main thread; per thread
@@ -28,12 +30,15 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import engine, fdkinds, netns, procfs
 from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
 from .image import File, Image, Process, from_dict
+from .restore_cow import keep_mask
 from .restore_shared import SharedObjects
 from .storage.snapshot import SnapshotReader
 
@@ -130,6 +135,7 @@ class Restorer:
         # we see it, for ptrace and /proc; they differ when the tree is
         # restored into a new PID namespace
         self.outer: dict[int, int] = shared.outer
+        self.kept: dict = {}  # mappings the stub holds already (restore_cow.py)
 
     # -- files on our side --
     def open_file(self, idx: int) -> int:
@@ -245,11 +251,22 @@ class Restorer:
         self.pidfd = lib.SNP_STUB_PIDFD
 
     def clear_stub(self):
-        """Unmap everything of the stub but the vDSO group and the scratch."""
+        """Unmap everything of the stub but the vDSO group, the scratch and
+        the memory it already holds for us (restore_cow.py)."""
+        cow = getattr(self.shared, "cow", None)
+        self.kept = cow.kept(self.p) if cow else {}
         for m in procfs.maps(self.s, with_flags=False):
             if m.path in VDSO_NAMES or m.path == "[vsyscall]" or m.start == self.scratch[0]:
                 continue
-            self.t.call(f"munmap {m.path}", sc.MUNMAP, m.start, m.end - m.start)
+            lo = m.start
+            for s, e in sorted(self.kept):  # kept regions may be merged into one VMA
+                if e <= lo or s >= m.end:
+                    continue
+                if s > lo:
+                    self.t.call(f"munmap {m.path}", sc.MUNMAP, lo, s - lo)
+                lo = max(lo, e)
+            if lo < m.end:
+                self.t.call(f"munmap {m.path}", sc.MUNMAP, lo, m.end - lo)
 
     def move_vdso(self):
         cur = {m.path: m for m in procfs.maps(self.s, with_flags=False) if m.path in VDSO_NAMES}
@@ -322,6 +339,10 @@ class Restorer:
                 flags |= sc.MAP_ANONYMOUS
             else:
                 fd = self.give_fd(self.open_file(m.file))
+            if (m.start, m.end) in self.kept:  # premapped read-write and filled (restore_cow.py)
+                if m.prot != sc.PROT_READ | sc.PROT_WRITE:
+                    self.fix_prot.append(m)
+                continue
             if m.pages in ("anon", "cow") and prot != prot | sc.PROT_READ | sc.PROT_WRITE:
                 prot |= sc.PROT_READ | sc.PROT_WRITE  # filled first, protected after
                 self.fix_prot.append(m)
@@ -333,11 +354,18 @@ class Restorer:
                     self.t.call("close", sc.CLOSE, fd)
         for fd in shm.values():
             self.t.call("close", sc.CLOSE, fd)
+        cow = getattr(self.shared, "cow", None)
+        skip = cow.prepare(self.t, p, self.kept) if self.kept else None
         memfd = os.open(f"/proc/{self.s}/mem", os.O_RDWR)
         bar = Progress(f"restore {p.pid}", len(self.reader.page_table(p.pid)[0]) * engine.PAGE)
         try:
             for addrs, data in self.reader.iter_pages(p.pid):
                 bar.add(len(addrs) * engine.PAGE)
+                if skip is not None and len(skip):  # pages the stub holds already
+                    keep = keep_mask(addrs, skip)
+                    addrs, data = np.ascontiguousarray(addrs[keep]), np.ascontiguousarray(data[keep])
+                    if not len(addrs):
+                        continue
                 engine.check(lib.snp_write_pages(self.s, memfd, ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data),
                                                  len(addrs)), "write pages")
                 self.stats.pages += len(addrs)

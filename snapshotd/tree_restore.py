@@ -10,14 +10,19 @@ ptrace (PTRACE_O_TRACEFORK, inherited by every stub) -- and a real child of
 its parent, which can waitpid() it after the restore.  Why this way: the
 kernel only lets a process's parent be the process that forked it (or
 CLONE_PARENT's caller's parent, which gives siblings), and forking from the
-bare stub avoids copying a rebuilt address space.  Nothing else is inherited
-on purpose: what processes share (pipes, file descriptions, shared memory) is
-created once on our side and handed to each of them (restore_shared.py).
+stub avoids copying a rebuilt address space.  The stub holds only the
+parent's private anonymous memory by then (restore_cow.py: the child shares
+it copy-on-write).  Nothing else is inherited on purpose: what processes
+share (pipes, file descriptions, shared memory) is created once on our side
+and handed to each of them (restore_shared.py).
 
 Order:
   1. the root stub (spawn.c: reparented to init, never our child; it leads a
      new session and process group);
-  2. the skeleton, depth first.  Sessions are only inherited, so a session
+  2. the skeleton, depth first.  A parent's private anonymous memory is
+     mapped and filled in its stub before it forks, so that its children
+     share it copy-on-write as after the original forks (restore_cow.py).
+     Sessions are only inherited, so a session
      leader calls setsid() right after its own fork, and its children that
      stayed in the parent's previous session are forked before that;
   3. process groups: group leaders setpgid(0, 0), then members join.  A group
@@ -53,6 +58,7 @@ from . import syscalls as sc
 from ._engine import ffi, lib
 from .image import Image, Process
 from .restore import Restorer, RestoreError, RestoreStats, _check_pids_free
+from .restore_cow import CowPlan
 from .restore_shared import SharedObjects
 
 SIGCHLD = 17
@@ -80,6 +86,7 @@ class TreeRestorer:
                 raise RestoreError(f"the snapshot is inconsistent: PID {p.pid}'s parent {p.ppid} is not in it")
             self.kids[p.ppid].append(p)
         self.shared = SharedObjects(reader, self.procs)
+        self.cow = self.shared.cow = CowPlan(reader)
         self.tracees: dict[int, engine.Tracee] = {}  # stubs we trace
         self.created: list[int] = []  # every process we made, for cleanup
         self.code = 0
@@ -129,10 +136,13 @@ class TreeRestorer:
             raise RestoreError(f"PID {parent} forked PID {got} instead of {child}")
         engine.check(lib.snp_adopt_child(seen), f"take over the new process {child}")
         self.tracees[child] = engine.Tracee(seen, code=self.code)
+        self.cow.inherit(parent, child)
 
     def create(self, p: Process, s_in: int) -> None:
         """Create p's children (p's stub exists, in session s_in)."""
         kids = self.kids[p.pid]
+        if any(not c.zombie for c in kids):  # children share its memory copy-on-write
+            self.cow.premap(self.tracees[p.pid], self.o(p.pid), p)
         s_after = s_in
         early: list[Process] = []
         if p is not self.root and self.want_sid(p) == p.pid:

@@ -285,3 +285,45 @@ def test_peer_outside_the_tree_is_refused(family, tmp_path, store):
         H.kill_pid(child if ready.exists() and ready.read_text() else p.pid)
         p.kill()
         p.wait()
+
+
+def _shared_kib(pid: int, size_kib: int) -> int:
+    """Shared_Clean + Shared_Dirty of pid's anonymous mappings of size_kib
+    (/proc/PID/smaps): memory whose physical pages another process maps too."""
+    total, cur = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and ":" not in head[0]:  # a mapping's first line
+                cur = len(head) < 6  # no path: anonymous
+            elif cur and head[0] == "Size:":
+                cur = int(head[1]) == size_kib
+            elif cur and head[0] in ("Shared_Clean:", "Shared_Dirty:"):
+                total += int(head[1])
+    return total
+
+
+def test_cow_sharing_survives_restore(tmp_path, store):
+    """Pages a parent and its child still shared copy-on-write at dump time
+    are one physical copy again after restore (restore_cow.py): in
+    tree_cow_private, the quarter of the 4 MiB region that neither rewrote."""
+    name = "tree_cow_private"
+    statedir = tmp_path / name
+    statedir.mkdir()
+    prog = Program(name, statedir)
+    prog.start()
+    prog.wait_file("ready", H.READY_TIMEOUT)
+    pids = wait_tree_settled([prog.pid], 2)
+    H.STARTED_PIDS.update(pids)
+    before = [_shared_kib(p, 4096) for p in pids]
+    assert before[0] >= 1024 and before[1] >= 1024, before
+    if not H.NO_CR:
+        snap = dump(store, prog.pid)
+        kill_tree(prog, pids)
+        restore(store, snap, prog.pid)
+        prog.restored = True
+        after = [_shared_kib(p, 4096) for p in pids]
+        assert after[0] >= 1024 and after[1] >= 1024, f"shared after restore {after} KiB, before {before}"
+    (statedir / "go").write_text("go\n")
+    assert H._read(prog.wait_file("result", H.RESULT_TIMEOUT)).strip() == "PASS", prog.report("result")
+    prog.wait_exit()
