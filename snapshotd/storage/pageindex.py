@@ -41,6 +41,7 @@ class PageIndex:
         self.slots: list[str] = []           # pack file names, by slot
         self.slot_of: dict[str, int] = {}
         self.where: dict[bytes, int] = dict.fromkeys(ZERO_DIGESTS, ZERO_REF)
+        self._tables: dict[str, dict] = {}  # snapshot id -> {pid: (addrs, refs)}, oldest first
 
     def slot(self, pack_name: str) -> int:
         with self.lock:
@@ -60,6 +61,24 @@ class PageIndex:
         with self.lock:
             self.where.update(zip(keys, range(base, base + len(keys))))
             self.where.update(dict.fromkeys(ZERO_DIGESTS, ZERO_REF))
+
+    TABLE_BUDGET = 4 << 20  # page-table rows kept in memory (64 MiB), newest snapshots first
+
+    def remember_tables(self, sid: str, tables: dict) -> None:
+        """The page tables (addrs, references in this index's slots) of a
+        snapshot just committed through this index: the next incremental of
+        the same tree starts from them instead of reading them back."""
+        with self.lock:
+            self._tables.pop(sid, None)
+            self._tables[sid] = tables
+            rows = sum(len(a) for t in self._tables.values() for a, _ in t.values())
+            while len(self._tables) > 1 and rows > self.TABLE_BUDGET:
+                old = next(iter(self._tables))
+                rows -= sum(len(a) for a, _ in self._tables.pop(old).values())
+
+    def tables_of(self, sid: str) -> dict | None:
+        with self.lock:
+            return self._tables.get(sid)
 
     def merge(self, own: dict[bytes, int]) -> None:
         """Pages of a writer's packs, once those are committed."""

@@ -29,7 +29,7 @@ from .pageindex import SLOT_SHIFT, ZERO_REF, PageIndex
 __all__ = ["SnapshotWriter", "SnapshotReader", "DamagedError", "FormatError", "ZERO_REF", "FORMAT_VERSION"]
 
 FORMAT_NAME = "snapshotd-snapshot"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: page tables as runs (2: one row per page, still read)
 PACK_MAX_PAGES = 1 << 18  # start a new pack after 1 GiB of unique pages
 _ZERO = np.uint64(ZERO_REF)
 _ZERO_PAGE = np.zeros(PAGE, dtype=np.uint8)  # the source of ZERO_REF pages on restore
@@ -43,6 +43,39 @@ def _opts(n: int) -> dict:
 
 def _names_digest(names: list[str]) -> str:
     return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def to_runs(addrs: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sorted page table as runs (docs/FORMAT.md §5.1): maximal stretches
+    of consecutive pages whose references are consecutive pages of one pack,
+    or all ZERO_REF.  A full dump stores pages in address order and an
+    incremental one references most pages of its parent unchanged, so a
+    table of a million pages is typically a few thousand runs."""
+    n = len(addrs)
+    if not n:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint64)
+    zero = refs == _ZERO
+    joins = (addrs[1:] == addrs[:-1] + np.uint64(PAGE)) & (
+        (zero[1:] & zero[:-1]) | (~zero[1:] & ~zero[:-1] & (refs[1:] == refs[:-1] + np.uint64(1))))
+    starts = np.flatnonzero(np.concatenate(([True], ~joins)))
+    lens = np.diff(np.append(starts, n)).astype(np.uint64)
+    return addrs[starts], lens, refs[starts]
+
+
+def from_runs(run_addr: np.ndarray, run_len: np.ndarray, run_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(addrs, refs) of a page table stored as runs."""
+    if not (len(run_addr) == len(run_len) == len(run_ref)):
+        raise ValueError("run datasets differ in length")
+    lens = run_len.astype(np.int64)
+    if (lens <= 0).any():
+        raise ValueError("a run of no pages")
+    total = int(lens.sum())
+    first = np.cumsum(lens) - lens
+    step = np.arange(total, dtype=np.uint64) - np.repeat(first, lens).astype(np.uint64)
+    addrs = np.repeat(run_addr, lens) + step * np.uint64(PAGE)
+    base = np.repeat(run_ref, lens)
+    refs = np.where(base == _ZERO, _ZERO, base + step)
+    return addrs, refs
 
 
 class SnapshotWriter:
@@ -188,19 +221,22 @@ class SnapshotWriter:
         h5 = self.h5
         slot_map: dict[int, int] = {}
         total = 0
+        tables = {}
         for pid, parts in self.page_tables.items():
             addrs = np.concatenate([a for a, _ in parts])
-            refs = self._localize(np.concatenate([r for _, r in parts]), slot_map)
+            glob = np.concatenate([r for _, r in parts])
             # sorted by address; an address given twice keeps the last entry
             if len(addrs) > 1 and not (addrs[1:] >= addrs[:-1]).all():
                 order = np.argsort(addrs, kind="stable")
-                addrs, refs = addrs[order], refs[order]
+                addrs, glob = addrs[order], glob[order]
             last = np.append(addrs[1:] != addrs[:-1], True) if len(addrs) else np.empty(0, bool)
-            addrs, refs = addrs[last], refs[last]
+            addrs, glob = addrs[last], glob[last]
+            refs = self._localize(glob, slot_map)
             g = h5.create_group(f"pages/{pid}")
-            g.create_dataset("addr", data=addrs, **_TABLE_OPTS)
-            g.create_dataset("ref", data=refs, **_TABLE_OPTS)
+            for name, col in zip(("run_addr", "run_len", "run_ref"), to_runs(addrs, refs)):
+                g.create_dataset(name, data=col, **_TABLE_OPTS)
             total += len(addrs)
+            tables[pid] = (addrs, glob)
         for key, (refs, size) in self.files.items():
             refs = self._localize(refs, slot_map)
             ds = h5.create_dataset(f"files/{key}/ref", data=refs, **_opts(len(refs)))
@@ -228,6 +264,7 @@ class SnapshotWriter:
         a["packs_sha256"] = _names_digest(names)
         h5.close()
         commit_file(self.tmp_path, self.final_path, "snapshot")
+        self.index.remember_tables(self.sid, tables)
         return self.final_path
 
     def abort(self) -> None:
@@ -312,7 +349,10 @@ class SnapshotReader:
         if g is None:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
         try:
-            addrs, refs = g["addr"][:], g["ref"][:]
+            if "run_addr" in g:  # format 3
+                addrs, refs = from_runs(g["run_addr"][:], g["run_len"][:], g["run_ref"][:])
+            else:  # format 2
+                addrs, refs = g["addr"][:], g["ref"][:]
         except (OSError, KeyError, ValueError) as e:
             raise DamagedError(f"{self.id}: page table of PID {pid} unreadable ({e})") from None
         if len(addrs) != len(refs) or (len(addrs) > 1 and not (addrs[1:] > addrs[:-1]).all()) \
@@ -321,7 +361,12 @@ class SnapshotReader:
         return addrs, refs
 
     def global_page_table(self, pid: int, index: PageIndex) -> tuple[np.ndarray, np.ndarray]:
-        """The page table with references translated to index's slots."""
+        """The page table with references translated to index's slots (kept
+        in memory by the index since this snapshot's commit, if it was
+        written through the same index: the next incremental needs it)."""
+        known = index.tables_of(self.id)
+        if known is not None and pid in known:
+            return known[pid]
         addrs, refs = self.page_table(pid)
         return addrs, self.globalize(refs, index)
 
