@@ -24,7 +24,7 @@ import numpy as np
 from ..pagehash import PAGE, hash_pages
 from .fsutil import commit_file, fsync_dir, h5py, temp_name
 from .pack import DamagedError, FormatError, PackReader, PackWriter, check_format
-from .pageindex import SLOT_SHIFT, ZERO_REF, PageIndex
+from .pageindex import MISSING, SLOT_SHIFT, ZERO_REF, DigestTable, PageIndex
 
 __all__ = ["SnapshotWriter", "SnapshotReader", "DamagedError", "FormatError", "ZERO_REF", "FORMAT_VERSION"]
 
@@ -90,7 +90,7 @@ class SnapshotWriter:
         self.attrs = attrs
         self.index = index
         self.parent = parent
-        self.own: dict[bytes, int] = {}  # pages of this writer's packs, until they are committed
+        self.own = DigestTable()  # pages of this writer's packs, until they are committed
         self.packs: list[PackWriter] = []
         self.page_tables: dict[int, list] = {}
         self.files: dict[str, tuple[np.ndarray, int]] = {}
@@ -121,27 +121,19 @@ class SnapshotWriter:
 
     def _refs_for_nonzero(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         """_refs_for of non-zero pages: data[rows] (all rows if None) with hashes."""
-        get = self.index.where.get
-        own = self.own
-        keys = hashes.view(f"V{hashes.shape[1]}").ravel().tolist()
-        refs = [get(h, -1) for h in keys]
-        new = [i for i, r in enumerate(refs) if r == -1]
-        if new:
+        hashes = np.ascontiguousarray(hashes)
+        refs = self.index.get(hashes)
+        miss = np.flatnonzero(refs == MISSING)
+        if len(miss):
             pack = self._pack()
             base = (self.index.slot(pack.pack_id) << SLOT_SHIFT) + pack.npages
-            fresh = []
-            for i in new:
-                h = keys[i]
-                r = own.get(h, -1)  # stored by this writer already
-                if r == -1:
-                    r = own[h] = base + len(fresh)
-                    fresh.append(i)
-                refs[i] = r
-            if fresh:
-                f = np.asarray(fresh, dtype=np.int64)
+            # stored by this writer already, or new: appended to its pack
+            refs[miss], fresh = self.own.assign(hashes[miss], base)
+            if len(fresh):
+                f = miss[fresh]
                 pack.add(data, hashes[f], f if rows is None else rows[f])
                 self.new_pages += len(fresh)
-        return np.asarray(refs, dtype=np.uint64)
+        return refs
 
     def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None,
                   rows: np.ndarray | None = None) -> np.ndarray:
