@@ -450,7 +450,11 @@ class ProcessDumper:
                 rows = None  # zero pages come back with an all-zero hash
                 if mp.pages == "anon":
                     rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1))
-                self._add_pages((bt.addrs, bt.data, bt.hashes), {"rows": rows}, defer)
+                # lent, not copied: the reader reuses this buffer once the
+                # writer has settled (its compressions of it are done)
+                self._add_pages((bt.addrs, bt.data, bt.hashes), {"rows": rows, "borrow": not defer}, defer)
+                if not defer:
+                    self.writer.settle()
                 self.stats.pages += bt.got if rows is None else len(rows)
             bar.add(bt.next - bt.start)
         buf = reader.bufs[0]  # free again
