@@ -1,6 +1,7 @@
 """Page packs: immutable HDF5 files of unique, compressed pages (docs/FORMAT.md).
 
-A pack holds pages, each named by its SHA-256, in zstd blocks of up to
+A pack holds pages, each named by its hash (BLAKE3; SHA-256 in packs of
+format 1), in zstd blocks of up to
 PAGES_PER_BLOCK pages.  One writer writes one pack; nobody modifies it after
 commit (temporary name, fsync, link, fsync of the directory).  Snapshots
 reference pages as (pack, page index); the page hashes are kept next to the
@@ -23,12 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import zstandard
 
-from ..pagehash import HASH_SIZE, PAGE, hash_pages
+from ..pagehash import HASH_NAME, HASH_SIZE, PAGE, hash_pages
 from ..faults import crashpoint
 from .fsutil import commit_file, h5py, temp_name
 
 PACK_FORMAT = "snapshotd-pack"
-PACK_VERSION = 1
+PACK_VERSION = 2  # 2: pages named by BLAKE3 (1: SHA-256, still read)
+_HASH_OF_VERSION = {1: "sha256", 2: "blake3"}
 PAGES_PER_BLOCK = 256  # 1 MiB of pages per zstd frame: large enough to compress well
 ZSTD_LEVEL = 1
 WRITE_PIECE = 16 << 20  # HDF5 appends in pieces of this size: far fewer calls
@@ -66,12 +68,14 @@ def check_format(path: str, attrs, name: str, version: int) -> int:
     return v
 
 
-def check_pack(path: str, attrs) -> None:
-    """A pack this snapshotd can read: format, version, codec and hash."""
-    check_format(path, attrs, PACK_FORMAT, PACK_VERSION)
-    for k, want in (("codec", "zstd"), ("hash", "sha256")):
+def check_pack(path: str, attrs) -> str:
+    """A pack this snapshotd can read (format, version, codec and hash);
+    returns the name of its page hash."""
+    v = check_format(path, attrs, PACK_FORMAT, PACK_VERSION)
+    for k, want in (("codec", "zstd"), ("hash", _HASH_OF_VERSION.get(v))):
         if attrs.get(k) != want:
             raise FormatError(f"{path}: pack {k} {attrs.get(k)!r} is not {want!r}; upgrade snapshotd")
+    return _HASH_OF_VERSION[v]
 
 
 def read_pack_hashes(path: str) -> tuple[float, np.ndarray]:
@@ -108,14 +112,19 @@ class PackWriter:
         self.compressors = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zstd")
         self.todo: queue.Queue = queue.Queue(maxsize=64)  # compressed-block futures, in block order
         self.error: BaseException | None = None
+        self.borrowed: list = []  # compressions reading the caller's data (add(borrow=True))
         self.writer = threading.Thread(target=self._write_loop, name="pack-writer", daemon=True)
         self.writer.start()
 
     # -- adding pages --
-    def add(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None) -> int:
-        """Append pages data[rows] (data: (n, 4096); all rows if None) with
-        their hashes (one per appended page); returns the index of the first
-        one in this pack."""
+    def add(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None,
+            borrow: bool = False) -> int:
+        """Append pages data[rows] (data: (n, 4096); all rows if None, else
+        ascending) with their hashes (one per appended page); returns the
+        index of the first one in this pack.  borrow: the caller keeps data
+        unchanged until settle(), so a whole block of consecutive rows is
+        compressed where it lies instead of being copied into a block buffer
+        first (the copy cost as much as the compression)."""
         first = self.npages
         rows = np.arange(len(data)) if rows is None else rows
         n = len(rows)
@@ -125,6 +134,14 @@ class PackWriter:
         self.npages += n
         i = 0
         while i < n:
+            if borrow and self.nbuf == 0 and n - i >= PAGES_PER_BLOCK \
+                    and rows[i + PAGES_PER_BLOCK - 1] - rows[i] == PAGES_PER_BLOCK - 1:
+                r0 = int(rows[i])
+                fut = self.compressors.submit(_compress, memoryview(data[r0:r0 + PAGES_PER_BLOCK]).cast("B"))
+                self.borrowed.append(fut)
+                self.todo.put(fut)
+                i += PAGES_PER_BLOCK
+                continue
             take = min(PAGES_PER_BLOCK - self.nbuf, n - i)
             np.take(data, rows[i:i + take], axis=0, out=self.buf[self.nbuf:self.nbuf + take])
             self.nbuf += take
@@ -132,6 +149,12 @@ class PackWriter:
             if self.nbuf == PAGES_PER_BLOCK:
                 self._submit()
         return first
+
+    def settle(self) -> None:
+        """Wait until no compression reads the caller's borrowed data."""
+        for f in self.borrowed:
+            f.exception()  # errors surface at commit, through the writer thread
+        self.borrowed = []
 
     def _submit(self) -> None:
         if self.error:
@@ -210,7 +233,7 @@ class PackWriter:
         a["pages"] = self.npages
         a["pages_per_block"] = PAGES_PER_BLOCK
         a["codec"] = "zstd"
-        a["hash"] = "sha256"
+        a["hash"] = HASH_NAME
         a["stored_bytes"] = self.stored_bytes
         a["created"] = time.time()
         a["hostname"] = socket.gethostname()
@@ -248,7 +271,7 @@ class PackReader:
         except OSError as e:
             raise DamagedError(f"page pack {self.name} is unreadable ({e})") from None
         try:
-            check_pack(path, self.h5.attrs)
+            self.algo = check_pack(path, self.h5.attrs)
             self.offsets = self.h5["block_offset"][:]
             self.hashes = self.h5["hash"][:]
             self.ppb = int(self.h5.attrs["pages_per_block"])
@@ -265,7 +288,7 @@ class PackReader:
         self.h5.close()
 
     def block(self, b: int) -> np.ndarray:
-        """Pages of block b (n, 4096), checked against their SHA-256."""
+        """Pages of block b (n, 4096), checked against their hashes."""
         blk = self._cache.get(b)
         if blk is not None:
             return blk
@@ -286,10 +309,10 @@ class PackReader:
         pages = np.frombuffer(out, dtype=np.uint8).reshape(-1, PAGE)
         if len(pages) != count:
             raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}) holds {len(pages)} pages, not {count}")
-        bad = np.nonzero((hash_pages(pages) != self.hashes[first:first + count]).any(axis=1))[0]
+        bad = np.nonzero((hash_pages(pages, self.algo) != self.hashes[first:first + count]).any(axis=1))[0]
         if len(bad):
             raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}): {len(bad)} page(s) do not match "
-                               f"their SHA-256 (first: page {first + int(bad[0])})")
+                               f"their {self.algo} hash (first: page {first + int(bad[0])})")
         if len(self._cache) >= self.CACHE_BLOCKS:
             self._cache.clear()
         self._cache[b] = pages
