@@ -28,6 +28,7 @@ import numpy as np
 from . import engine
 from . import syscalls as sc
 from ._engine import ffi, lib
+from .storage.snapshot import ZERO_REF
 
 PAGE = 4096
 MADV_DONTNEED = 4
@@ -90,9 +91,10 @@ class CowPlan:
         try:
             for i in range(0, len(addrs), 16384):
                 a = np.ascontiguousarray(addrs[i:i + 16384])
-                data = self.reader.gather(refs[i:i + 16384])
-                engine.check(lib.snp_write_pages(pid, memfd, ffi.from_buffer("uint64_t[]", a),
-                                                 ffi.from_buffer("uint8_t[]", data), len(a)), "write pages")
+                srcs, _keep = self.reader.page_sources(refs[i:i + 16384])  # _keep: the blocks srcs point into
+                engine.check(lib.snp_write_pages_from(pid, memfd, ffi.from_buffer("uint64_t[]", a),
+                                                      ffi.from_buffer("uint64_t[]", np.ascontiguousarray(srcs)),
+                                                      len(a)), "write pages")
         finally:
             os.close(memfd)
         self.written += len(addrs)
@@ -123,7 +125,7 @@ class CowPlan:
             else:
                 t.call(f"premap {m.start:#x}-{m.end:#x}", sc.MMAP, m.start, m.end - m.start,
                        sc.PROT_READ | sc.PROT_WRITE, sc.MAP_PRIVATE | sc.MAP_ANONYMOUS | sc.MAP_FIXED, -1, 0)
-                write = np.ones(len(a), bool)
+                write = r != ZERO_REF  # fresh memory reads as zeros already
             self._write(outer, a[write], r[write])
             new[key] = (a, r)
         self.content[p.pid] = new
