@@ -21,6 +21,7 @@ import signal
 import stat as statmod
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -756,20 +757,36 @@ class TreeCapture:
 
     def finish(self) -> Image:
         pd, stats = self.pd, self.stats
+        # the VmFlags check reads /proc/PID/smaps, which walks every page
+        # table (~12 ms per GiB): in the kernel, while pages are stored here
+        check = None
+        if pd is not None:
+            with ThreadPoolExecutor(1) as ex:
+                check = ex.submit(check_vmflags_unchanged, self.pid, pd.flags_used)
+                try:
+                    self._store_pages()
+                except BaseException:
+                    check.exception()  # the page error is the one to report
+                    raise
+            now = check.result()  # DumpError if they changed
+        else:
+            self._store_pages()
+        if self.tracker is not None and check is not None:
+            self.tracker.vmflags = now
+        self.writer.attrs["tracker"] = stats.tracker
+        self.writer.attrs["capture"] = stats.capture
+        return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes))
+
+    def _store_pages(self) -> None:
+        pd = self.pd
         if self.child:
             try:
                 pd.capture_pages(self.plans, self.child, frozen=False)
             except engine.EngineError as e:
                 raise DumpError(f"dump of PID {self.pid} failed reading its copy-on-write child: {e}") from None
         if pd is not None:
-            now = check_vmflags_unchanged(self.pid, pd.flags_used)
-            if self.tracker is not None:
-                self.tracker.vmflags = now
             pd.flush_deferred()
             pd.add_unchanged(self.plans)
-        self.writer.attrs["tracker"] = stats.tracker
-        self.writer.attrs["capture"] = stats.capture
-        return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes))
 
     def committed(self, sid: str) -> None:
         if self.tracker is not None and self.single:
