@@ -31,7 +31,7 @@ from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .capture import fork_held_child, needs_frozen_read, release_child
-from .incremental import ranges_and, ranges_minus
+from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
 from .pagehash import nonzero_mask
 from .pageread import PAGES_PER_READ, PageReader
@@ -710,7 +710,13 @@ class TreeCapture:
     def __init__(self, pid: int, writer, stats: DumpStats, tracker=None, parent_sid: str | None = None,
                  capture: str = DEFAULT_CAPTURE, hint=None):
         self.pid, self.writer, self.stats = pid, writer, stats
+        # a TreeTracker holds one tracker per process of the tree
+        self.tree_tracker = tracker if isinstance(tracker, TreeTracker) else None
+        if self.tree_tracker is not None:
+            tracker = self.tree_tracker.for_pid(pid)
         self.tracker, self.parent_sid, self.capture = tracker, parent_sid, capture
+        self.parts: list = []  # (dumper, plans, tracker) of tracked processes of a tree
+        self.started: list = []  # trackers started at this snapshot
         if hint is None and tracker is not None and tracker.pid == pid and tracker.vmflags:
             # the flags read after the tracker's last snapshot: smaps walks every
             # page table (~12 ms per GiB), and finish() checks them anyway
@@ -735,16 +741,7 @@ class TreeCapture:
                     pid, members[0][1], writer, stats, tracker, self.parent_sid, self.capture, self.hint)
             procs.append(proc)
         else:
-            if tracker is not None or self.capture == "cow":
-                stats.notes.append(f"a tree of {len(members)} processes: captured frozen, "
-                                   "without dirty-page tracker or copy-on-write capture")
-            if tracker is not None:
-                tracker.baseline = None
-            shared_pages = SharedPagesOnce()
-            for p, tids in members:
-                with _as_dump_error(p):
-                    procs.append(zombie_record(p) if tids is None
-                                 else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+            self._frozen_tree(members)
         try:
             link_shared_files(procs)
             capture_pipes(procs, writer)
@@ -754,6 +751,48 @@ class TreeCapture:
             fdkinds.check_tree(procs)  # socket peers inside the tree
         except fdkinds.Unsupported as e:
             raise DumpError(str(e)) from None
+
+    def _frozen_tree(self, members) -> None:
+        """A tree of several processes, captured while frozen.  With a
+        TreeTracker, each process whose tracker covers the time since the
+        parent snapshot has only its written pages read (copied now, stored
+        after the release); the others are read in full, pages several of
+        them share copy-on-write once, and their trackers start now."""
+        stats, tt = self.stats, self.tree_tracker
+        if self.capture == "cow" or (self.tracker is not None and tt is None):
+            stats.notes.append(f"a tree of {len(members)} processes: captured frozen"
+                               + ("" if tt is not None else ", without dirty-page tracker"))
+        if tt is None and self.tracker is not None:
+            self.tracker.baseline = None
+        shared_pages = SharedPagesOnce()
+        tracked, hashed = [], []
+        for p, tids in members:
+            with _as_dump_error(p):
+                if tids is None:
+                    self.procs.append(zombie_record(p))
+                    continue
+                tr = tt.for_pid(p) if tt is not None else None
+                if tr is not None and tr.usable_for(p, self.parent_sid):
+                    proc, pd, plans, _ = _dump_single(p, tids, self.writer, stats, tr, self.parent_sid,
+                                                      "auto", None, allow_cow=False)
+                    self.parts.append((pd, plans, tr))
+                    tracked.append(p)
+                else:
+                    if tr is not None:
+                        tr.baseline = None
+                        if tr.active:
+                            tr.close()
+                        tr.start(p)  # frozen: writes from now on are seen
+                        self.started.append(tr)
+                    proc = ProcessDumper(p, tids, self.writer, stats, shared_pages).dump()
+                    hashed.append(p)
+                self.procs.append(proc)
+        stats.capture = "frozen"
+        if tracked:
+            stats.tracker = self.parts[0][2].name
+            if hashed and self.parent_sid:
+                stats.notes.append(f"{stats.tracker}: PIDs {', '.join(map(str, hashed))} not tracked since the "
+                                   "parent (new or restarted): compared by hash, tracked from now")
 
     def finish(self) -> Image:
         pd, stats = self.pd, self.stats
@@ -778,6 +817,9 @@ class TreeCapture:
         return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes))
 
     def _store_pages(self) -> None:
+        for pd, plans, _tr in self.parts:
+            pd.flush_deferred()
+            pd.add_unchanged(plans)
         pd = self.pd
         if self.child:
             try:
@@ -791,6 +833,10 @@ class TreeCapture:
     def committed(self, sid: str) -> None:
         if self.tracker is not None and self.single:
             self.tracker.baseline = sid
+        for tr in [t for _pd, _pl, t in self.parts] + self.started:
+            tr.baseline = sid
+        if self.tree_tracker is not None:  # processes that left the tree
+            self.tree_tracker.prune({p.pid for p in self.procs if p.threads})
 
     def close(self) -> None:
         if self.child:
@@ -861,10 +907,12 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     return sid, stats
 
 
-def _dump_single(pid: int, tids: list[int], writer, stats: DumpStats, tracker, parent_sid, capture: str, hint):
+def _dump_single(pid: int, tids: list[int], writer, stats: DumpStats, tracker, parent_sid, capture: str, hint,
+                 allow_cow: bool = True):
     """The frozen part of a one-process dump: tracker, metadata, page plan,
     pages that must be read frozen, and the COW child if the capture needs
-    one.  Returns (process, dumper, plans, child PID or 0)."""
+    one (never without allow_cow: "auto" then stores large reads while
+    frozen).  Returns (process, dumper, plans, child PID or 0)."""
     use_tracker = tracker is not None and tracker.usable_for(pid, parent_sid)
     if use_tracker:
         stats.tracker = tracker.name
@@ -886,14 +934,18 @@ def _dump_single(pid: int, tids: list[int], writer, stats: DumpStats, tracker, p
         proc = pd.dump_meta()
         mode = capture
         plans = pd.plan_pages(proc.mappings, changes, "cow" if capture == "auto" else capture)
+        defer = False
         if capture == "auto":
-            mode = "frozen" if pd.pages_to_read(plans) <= AUTO_FROZEN_MAX_PAGES else "cow"
+            small = pd.pages_to_read(plans) <= AUTO_FROZEN_MAX_PAGES
+            mode = "frozen" if small or not allow_cow else "cow"
             if mode == "frozen":
                 for pl in plans:
                     pl.frozen = True
+            # few pages read frozen are only copied into memory now; hashed and
+            # stored once it runs again
+            defer = small
         stats.capture = mode
-        # frozen reads are only copied into memory now; hashed and stored once it runs again
-        pd.capture_pages(plans, pid, frozen=True, defer=mode == "frozen" and capture == "auto")
+        pd.capture_pages(plans, pid, frozen=True, defer=defer)
         if mode == "cow":
             child = fork_held_child(pd.t)
     finally:
