@@ -861,8 +861,9 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     copy-on-write child while the process runs), "frozen" (read while
     frozen), or "auto" (the default: frozen when few pages must be read, i.e.
     a tracked incremental; else cow).
-    Trackers and COW capture apply to a tree of one live process; a tree
-    with several is captured frozen (noted in the image)."""
+    A tree of several processes is captured frozen (no COW child); with a
+    TreeTracker (one tracker per process) its tracked processes have only
+    their written pages read."""
     t0 = time.monotonic()
     validate_target(pid)
     if capture not in CAPTURES:
