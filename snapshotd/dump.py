@@ -501,64 +501,50 @@ class ProcessDumper:
             self.stats.unchanged_pages += len(addrs)
 
     def dump_pages(self, mappings: list[Mapping]) -> None:
-        """Stream the pages to keep into the writer, through one reused buffer
-        (fresh memory is slow to fault in on this kind of VM).  The engine
-        reads and hashes in two threads; zero pages come back with an all-zero
-        hash and are dropped here, except in file-backed private mappings
-        where a missing page would read back from the file."""
+        """Stream the pages to keep into the writer (the tree path: pages
+        that processes of the tree share copy-on-write are read once, through
+        shared_pages).  Zero pages come back with an all-zero hash and are
+        dropped, except in file-backed private mappings where a missing page
+        would read back from the file."""
         n = PAGES_PER_READ
-        addrs = np.empty(n, dtype=np.uint64)
-        data = np.empty(n * engine.PAGE, dtype=np.uint8)
-        hashes = np.empty((n, 32), dtype=np.uint8)
-        nxt = ffi.new("uint64_t *")
-        c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
-        c_hashes = ffi.from_buffer("uint8_t[]", hashes)
-        memfd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
-        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
         # progress by address range scanned (sparse areas pass quickly)
         bar = Progress(f"dump {self.pid}", sum(m.end - m.start for m in mappings if m.pages in ("anon", "cow")))
         try:
-            for mp in mappings:
-                if mp.pages not in ("anon", "cow"):
-                    continue
-                flags = 0
-                if mp.pages == "cow":
-                    flags |= lib.SNP_PAGES_ANON_ONLY
-                if not mp.prot & sc.PROT_READ:
-                    flags |= lib.SNP_PAGES_USE_MEMFILE
-                private = mp.pages == "anon" and not mp.shared
-                # windows of the mapping, so that pagemap reads stay small
-                windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
-                    if private else [(mp.start, mp.end)]
-                for wlo, whi in windows:
-                    if private:  # frames already captured from another process of the tree
-                        kaddrs, krefs, todo, pfn = self.shared_pages.split_private(pmfd, wlo, whi)
-                        self.writer.add_refs(self.pid, kaddrs, krefs)
-                        self.stats.pages += len(kaddrs)
-                    else:
-                        todo = self.shared_pages.ranges(pmfd, mp)
-                    bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
-                    for lo, hi in todo:
-                        a = lo
-                        while a < hi:
-                            got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, hi, flags, c_addrs, c_data,
-                                                        c_hashes, n, nxt)
-                            engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
-                            if got:
+            with PageReader(self.pid, self.pid) as reader:
+                for mp in mappings:
+                    if mp.pages not in ("anon", "cow"):
+                        continue
+                    flags = 0
+                    if mp.pages == "cow":
+                        flags |= lib.SNP_PAGES_ANON_ONLY
+                    if not mp.prot & sc.PROT_READ:
+                        flags |= lib.SNP_PAGES_USE_MEMFILE
+                    private = mp.pages == "anon" and not mp.shared
+                    # windows of the mapping, so that pagemap reads stay small
+                    windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
+                        if private else [(mp.start, mp.end)]
+                    for wlo, whi in windows:
+                        if private:  # frames already captured from another process of the tree
+                            kaddrs, krefs, todo, pfn = self.shared_pages.split_private(reader.pmfd, wlo, whi)
+                            self.writer.add_refs(self.pid, kaddrs, krefs)
+                            self.stats.pages += len(kaddrs)
+                        else:
+                            todo = self.shared_pages.ranges(reader.pmfd, mp)
+                        bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
+                        for bt in reader.batches(todo, flags):
+                            if bt.got:
                                 rows = None
                                 if mp.pages == "anon":
-                                    rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
-                                refs = self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE],
-                                                             hashes[:got], rows=rows)
+                                    rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1))
+                                refs = self.writer.add_pages(self.pid, bt.addrs, bt.data, bt.hashes, rows=rows,
+                                                             borrow=True)
+                                self.writer.settle()
                                 if private:
-                                    self.shared_pages.remember(pfn, wlo, addrs[:got], rows, refs)
-                                self.stats.pages += got if rows is None else len(rows)
-                            bar.add(nxt[0] - a)
-                            a = nxt[0]
+                                    self.shared_pages.remember(pfn, wlo, bt.addrs, rows, refs)
+                                self.stats.pages += bt.got if rows is None else len(rows)
+                            bar.add(bt.next - bt.start)
         finally:
             bar.close()
-            os.close(memfd)
-            os.close(pmfd)
 
     def dump_meta(self) -> Process:
         """Everything but page contents (the scratch page must be mapped)."""
