@@ -396,7 +396,7 @@ class SnapshotReader:
 
     def gather(self, refs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Page contents (n, 4096) for references; ZERO_REF gives zeros.  Every
-        block read is checked against its pages' SHA-256.  `out` may be a
+        block read is checked against its pages' hashes.  `out` may be a
         reused buffer of at least n pages."""
         if out is None:
             out = np.empty((len(refs), PAGE), dtype=np.uint8)
@@ -404,23 +404,8 @@ class SnapshotReader:
         nz = refs != _ZERO
         if not nz.all():
             out[~nz] = 0
-        if not nz.any():
-            return out
-        idx = np.nonzero(nz)[0]
-        r = refs[idx]
-        slots = (r >> np.uint64(SLOT_SHIFT)).astype(np.int64)
-        pidx = (r & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        for s in np.unique(slots):
-            pk = self.pack(int(s))
-            in_s = slots == s
-            pi = pidx[in_s]
-            if int(pi.max()) >= pk.npages:
-                raise DamagedError(f"{self.path}: page reference beyond the end of pack {pk.name}")
-            blocks = pi // pk.ppb
-            dest = idx[in_s]
-            for b in np.unique(blocks):
-                sel = blocks == b
-                out[dest[sel]] = pk.block(int(b))[pi[sel] - b * pk.ppb]
+        for dest, block, rows in self._blocks_of(np.flatnonzero(nz), refs):
+            out[dest] = block[rows]
         return out
 
     def page_sources(self, refs: np.ndarray) -> tuple[np.ndarray, list]:
@@ -430,9 +415,17 @@ class SnapshotReader:
         verified against their hashes as they are read, or at one zero page."""
         ptrs = np.full(len(refs), np.uint64(_ZERO_PAGE.ctypes.data), dtype=np.uint64)
         keep: list = [_ZERO_PAGE]
-        idx = np.flatnonzero(refs != _ZERO)
+        for dest, block, rows in self._blocks_of(np.flatnonzero(refs != _ZERO), refs):
+            keep.append(block)
+            ptrs[dest] = np.uint64(block.ctypes.data) + rows.astype(np.uint64) * np.uint64(PAGE)
+        return ptrs, keep
+
+    def _blocks_of(self, idx: np.ndarray, refs: np.ndarray):
+        """For the non-zero references refs[idx]: (positions in refs, a
+        verified decompressed block (n, 4096), rows of that block), one
+        block at a time."""
         if not len(idx):
-            return ptrs, keep
+            return
         r = refs[idx]
         slots = (r >> np.uint64(SLOT_SHIFT)).astype(np.int64)
         pidx = (r & np.uint64(0xFFFFFFFF)).astype(np.int64)
@@ -444,13 +437,9 @@ class SnapshotReader:
                 raise DamagedError(f"{self.path}: page reference beyond the end of pack {pk.name}")
             blocks = pi // pk.ppb
             order = np.argsort(blocks, kind="stable")
-            bounds = np.flatnonzero(np.diff(blocks[order])) + 1
-            for sel in np.split(order, bounds):
+            for sel in np.split(order, np.flatnonzero(np.diff(blocks[order])) + 1):
                 b = int(blocks[sel[0]])
-                arr = pk.block(b)
-                keep.append(arr)
-                ptrs[dest[sel]] = np.uint64(arr.ctypes.data) + (pi[sel] - b * pk.ppb).astype(np.uint64) * np.uint64(PAGE)
-        return ptrs, keep
+                yield dest[sel], pk.block(b), pi[sel] - b * pk.ppb
 
     def iter_page_sources(self, pid: int, chunk: int = 16384):
         """(addrs, source addresses, keep-alive) in address order, chunk pages
