@@ -441,19 +441,23 @@ class SnapshotReader:
                 b = int(blocks[sel[0]])
                 yield dest[sel], pk.block(b), pi[sel] - b * pk.ppb
 
-    def iter_page_sources(self, pid: int, chunk: int = 16384):
+    def iter_page_sources(self, pid: int, chunk: int = 8192, ahead: int = 2):
         """(addrs, source addresses, keep-alive) in address order, chunk pages
-        at a time; the next chunk's blocks are read, decompressed and verified
-        in a thread while the caller writes this one."""
+        at a time; the blocks of the next `ahead` chunks are read,
+        decompressed and verified in threads (zstd and the hash release the
+        GIL) while the caller writes this one."""
         addrs, refs = self.page_table(pid)
         if not len(addrs):
             return
-        with ThreadPoolExecutor(max_workers=1) as ex:
-            fut = ex.submit(self.page_sources, refs[:chunk])
-            for i in range(0, len(addrs), chunk):
-                ptrs, keep = fut.result()
-                if i + chunk < len(addrs):
-                    fut = ex.submit(self.page_sources, refs[i + chunk: i + 2 * chunk])
+        starts = list(range(0, len(addrs), chunk))
+        with ThreadPoolExecutor(max_workers=ahead) as ex:
+            futs = [ex.submit(self.page_sources, refs[i: i + chunk]) for i in starts[:ahead]]
+            for k, i in enumerate(starts):
+                ptrs, keep = futs[k].result()
+                futs[k] = None
+                if k + ahead < len(starts):
+                    j = starts[k + ahead]
+                    futs.append(ex.submit(self.page_sources, refs[j: j + chunk]))
                 yield addrs[i: i + chunk], ptrs, keep
 
     def file_content(self, key: str) -> bytes:
