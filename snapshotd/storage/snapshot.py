@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -313,6 +314,7 @@ class SnapshotReader:
             self.h5.close()
             raise DamagedError(f"{self.id}: pack list does not match its SHA-256 (snapshot file damaged)")
         self._packs: dict[int, PackReader] = {}
+        self._packs_lock = threading.Lock()  # restore reads blocks in several threads
         self._image = None
 
     def close(self):
@@ -387,12 +389,13 @@ class SnapshotReader:
         return [n for n in self.pack_names if not os.path.exists(os.path.join(self.packdir, n))]
 
     def pack(self, slot: int) -> PackReader:
-        p = self._packs.get(slot)
-        if p is None:
-            if slot >= len(self.pack_names):
-                raise DamagedError(f"{self.path}: page reference to pack slot {slot} of {len(self.pack_names)}")
-            p = self._packs[slot] = PackReader(os.path.join(self.packdir, self.pack_names[slot]))
-        return p
+        with self._packs_lock:
+            p = self._packs.get(slot)
+            if p is None:
+                if slot >= len(self.pack_names):
+                    raise DamagedError(f"{self.path}: page reference to pack slot {slot} of {len(self.pack_names)}")
+                p = self._packs[slot] = PackReader(os.path.join(self.packdir, self.pack_names[slot]))
+            return p
 
     def gather(self, refs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Page contents (n, 4096) for references; ZERO_REF gives zeros.  Every
