@@ -33,6 +33,7 @@ from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
+from .fscreds import as_file_creds, creds_of
 from .image import File, Image, Process, from_dict
 from .restore_shared import SharedObjects
 from .storage.snapshot import SnapshotReader
@@ -156,21 +157,26 @@ class Restorer:
                 # /dev/shm files with it) would give ELOOP
                 fd = os.open(f"/proc/self/fd/{self.shared.inodes[key]}", flags & ~os.O_NOFOLLOW)
             elif f.kind in ("pipe", "fifo"):
-                fd = self.shared.pipe_end(f)
+                with as_file_creds(self.p.creds if f.kind == "fifo" else None):  # a FIFO is opened by path
+                    fd = self.shared.pipe_end(f)
             elif f.kind == "pipe-ext":
                 fd = self._external_pipe(f, flags)
             elif f.kind in fdkinds.KINDS:
                 return fdkinds.restore(self, f)
             else:
-                if f.content is not None:  # tmpfs: put the saved contents back
-                    with open(f.path, "wb") as out:
-                        out.write(self.reader.file_content(f.content))
-                fd = os.open(f.path, flags)
+                # by path, with the process's own credentials, never ours (fscreds.py)
+                with as_file_creds(self.p.creds):
+                    if f.content is not None:  # tmpfs: put the saved contents back
+                        with open(f.path, "wb") as out:
+                            out.write(self.reader.file_content(f.content))
+                    fd = os.open(f.path, flags)
             if f.pos and f.kind in ("reg", "memfd", "chr", "dir"):
                 os.lseek(fd, f.pos, os.SEEK_SET)
             return fd
         except OSError as e:
-            raise RestoreError(f"cannot reopen {f.path}: {e.strerror}") from None
+            uid = creds_of(self.p.creds)[0]
+            who = f" as uid {uid} (the process's own credentials)" if uid != 0 and os.geteuid() == 0 else ""
+            raise RestoreError(f"cannot reopen {f.path}{who}: {e.strerror}") from None
         except fdkinds.Failed as e:
             raise RestoreError(f"cannot restore {f.path}: {e}") from None
 
@@ -394,7 +400,26 @@ class Restorer:
             cwd = "/"
         else:
             cwd = p.cwd
-        t.call(f"chdir({cwd})", sc.CHDIR, t.put(0, cwd.encode() + b"\0"))
+        # entered by the process's own credentials: found (O_PATH) and searchable
+        # (faccessat(AT_EACCESS) uses the fs ids) as that user, then fchdir(2)
+        with as_file_creds(p.creds):
+            try:
+                dfd = os.open(cwd, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as e:
+                raise RestoreError(f"cannot enter the working directory {cwd}: {e.strerror}") from None
+            try:
+                if not os.access(f"/proc/self/fd/{dfd}", os.X_OK, effective_ids=True):
+                    raise RestoreError(f"cannot enter the working directory {cwd}: uid {creds_of(p.creds)[0]} "
+                                       "may not search it")
+            except BaseException:
+                os.close(dfd)
+                raise
+        try:
+            tfd = self.give_fd(dfd)
+        finally:
+            os.close(dfd)
+        t.call(f"fchdir({cwd})", sc.FCHDIR, tfd)
+        t.call("close", sc.CLOSE, tfd)
         if p.personality:
             t.syscall(sc.PERSONALITY, p.personality)
         for r, (soft, hard) in p.rlimits.items():

@@ -423,3 +423,48 @@ def test_rollback_restores_a_whole_tree(daemon, root):
         assert int(f.read().rsplit(")", 1)[1].split()[1]) == sh
     wait_for(lambda: len(read_log(work)) > n_before + 5, 10, "the restored counter to count")
     assert consecutive(read_log(work))
+
+
+def test_restore_opens_files_with_the_processes_credentials(daemon, root, other_user):
+    """Restore reopens a user's files as that user (fs uid/gid and groups of
+    the restoring thread, snapshotd/fscreds.py), not as root: a root-only
+    file put at the path of the user's log after the dump is refused with a
+    clear error, never handed to the user's process; once the path names a
+    file the user may open, the same snapshot restores and runs as the user."""
+    import pwd
+
+    pw = pwd.getpwnam(other_user)
+    work = os.path.join(root, "user")
+    pid = start_counter(work, user=other_user)
+    res = daemon.cli("dump", str(pid))
+    assert res.returncode == 0, res.stderr
+    snap = res.stdout.split()[-1]
+    kill_pid(pid)
+    wait_gone(pid)
+
+    log = os.path.join(work, "log")
+    os.rename(log, log + ".user")
+    with open(log, "w") as f:  # root swaps in a file of its own, unreadable for the user
+        f.write("root only\n")
+    os.chmod(log, 0o600)
+    res = daemon.cli("restore", snap)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 1 and len(lines) == 1, res.stderr
+    assert f"cannot reopen {log} as uid {pw.pw_uid}" in lines[0] and "Permission denied" in lines[0], lines
+    wait_gone(pid, 5)  # the half-built process was killed (and reaped): nothing runs with the file
+    assert open(log).read() == "root only\n"
+
+    # the same snapshot restores once the path is a file the user may open
+    os.unlink(log)
+    os.rename(log + ".user", log)
+    res = daemon.cli("restore", snap)
+    assert res.returncode == 0, res.stderr
+    assert int(res.stdout.split()[-1]) == pid
+    with open(f"/proc/{pid}/status") as f:
+        st = {ln.split(":")[0]: ln.split()[1:] for ln in f}
+    assert st["Uid"] == [str(pw.pw_uid)] * 4 and st["Gid"] == [str(pw.pw_gid)] * 4
+    n = len(read_log(work))
+    wait_for(lambda: len(read_log(work)) > n + 5, 10, "the restored counter to count")
+    assert not os.path.exists(os.path.join(work, "FAIL"))
+    kill_pid(pid)
+    wait_gone(pid)

@@ -152,12 +152,12 @@ def _files_to_reopen(store, members: list[dict]):
 
 
 def check_user_access(store, members: list[dict]) -> None:
-    """Restore reopens a process's files by path with the daemon's (root)
-    credentials. For a process of a non-root user, first make sure that user
-    could open each of them the same way (a forked child with the process's
-    uid, gid and groups tries), so a path swapped since the round (say, for a
-    symlink to a root-only file) is refused instead of handed over.
-    (A swap between this check and the restore is not caught.)"""
+    """Restore reopens a process's files by path with that process's own fs
+    uid/gid and groups (snapshotd/fscreds.py), so a path swapped since the
+    round (say, for a symlink to a root-only file) fails the restore. This
+    check refuses such a rollback earlier, before the job's processes are
+    killed: a forked child with the process's uid, gid and groups tries each
+    open. (A swap between this check and the restore fails the restore.)"""
     for uid, gid, groups, paths in _files_to_reopen(store, members):
         if uid == 0 or not paths:
             continue
