@@ -468,3 +468,92 @@ def test_restore_opens_files_with_the_processes_credentials(daemon, root, other_
     assert not os.path.exists(os.path.join(work, "FAIL"))
     kill_pid(pid)
     wait_gone(pid)
+
+
+def test_prune_keeps_whole_rounds_and_rollback_uses_the_newest_kept(daemon, root):
+    """`snapshotd prune --job` keeps or removes whole rounds: with the newest
+    round made incomplete (one member lost), --keep-last 1 keeps both members
+    of the newest complete round (per tree it would keep one tree's newest
+    and the other's previous: no complete round left), and rollback restores
+    both trees from it."""
+    from snapshotd.storage import rounds as roundstore
+    from snapshotd.storage.store import Store
+
+    a, b = os.path.join(root, "a"), os.path.join(root, "b")
+    pa, pb = start_counter(a), start_counter(b)
+    for p, n in ((pa, "left"), (pb, "right")):
+        daemon.ok("register", str(p), "--every", "1h", "--job", "PR", "--name", n)
+    rounds = [daemon.ok("snapshot-now", "--job", "PR") for _ in range(4)]
+    st = Store(daemon.store)
+    lost = next(s["snapshot"] for s in rounds[-1]["snapshots"] if s["pid"] == pb)
+    os.unlink(st.snapshot_path(lost))  # the newest round is no longer complete
+
+    line = daemon.fails("prune", "--keep-last", "1", "--tree", str(pa))
+    assert "--job PR" in line, line
+    out = daemon.ok("prune", "--job", "PR", "--keep-last", "1")
+    assert out["removed_rounds"] == [f"PR/{r['round']}" for r in rounds[:2]], out
+    assert set(out["removed"]) == {s["snapshot"] for r in rounds[:2] for s in r["snapshots"]}
+    kept_round = {s["snapshot"] for s in rounds[2]["snapshots"]}
+    assert kept_round <= set(out["kept"]) and kept_round <= set(st.ids())
+    assert [r.id for r in roundstore.rounds(st, "PR")] == [r["round"] for r in rounds[2:]]
+    for sid in st.ids():
+        with st.open(sid) as rd:
+            assert not rd.verify(), sid
+    assert st.gc(dry_run=True)["removed_packs"] == []  # prune collected the packs only they used
+
+    time.sleep(0.3)
+    before = (len(read_log(a)), len(read_log(b)))
+    rb = daemon.ok("rollback", "PR")
+    assert rb["round"] == rounds[2]["round"], rb
+    assert {x["snapshot"] for x in rb["restored"]} == kept_round
+    for work, n_before in zip((a, b), before):
+        wait_for(lambda: len(read_log(work)) > n_before + 5, 10, "the restored counters to count")
+        assert consecutive(read_log(work)), f"{work}/log is not 1..n after the rollback"
+    daemon.ok("unregister", "--job", "PR")
+
+
+def test_compaction_and_retention_on_their_own_schedule_free_the_old_packs(root):
+    """With --keep, compaction (every 1 s here, once a chain is 3 deep) copies
+    the newest round into fresh packs and the next rounds build on the copy;
+    retention then drops the older rounds and gc frees every pack of the
+    first full snapshot, which without compaction the unchanged pages (the
+    counter's 1 MiB buffer) would keep alive for ever. What is kept verifies
+    and rolls back."""
+    from snapshotd.storage.store import Store
+
+    d = Daemon(root)
+    d.start(args=("--compact-every", "1s", "--compact-depth", "3"))
+    try:
+        work = os.path.join(root, "a")
+        pid = start_counter(work)
+        d.ok("register", str(pid), "--every", "1s", "--keep", "2", "--job", "CMP")
+        st = Store(d.store)
+        first = wait_for(lambda: d.tree(pid)["last_snapshot"], 10, "the first round", interval=0.02)
+        with st.open(first) as r:
+            first_packs = set(r.pack_names)
+        assert first_packs
+        up = wait_for(lambda: (lambda u: u if u["compaction"]["compacted_rounds"] >= 1 else None)(
+            d.ok("status")["upkeep"]), 30, "a compaction")
+        assert up["compaction"]["last_compacted"].startswith("CMP/") and "deep" in up["compaction"]["last_reason"]
+        wait_for(lambda: not first_packs & set(os.listdir(st.packdir)), 30, "the first snapshot's packs to be freed")
+        up = d.ok("status")["upkeep"]
+        assert up["retention"]["removed_packs"] >= len(first_packs) and up["retention"]["removed_snapshots"] > 0
+        assert up["compaction"]["last_error"] == "" and up["retention"]["last_error"] == "", up
+        assert d.p.poll() is None
+
+        # some snapshot kept is a compacted copy or builds on one; everything kept verifies
+        attrs = [a for a in st.list() if a.get("job") == "CMP"]
+        assert any(a.get("compacted_from") for a in attrs) or all(a["chain_depth"] < 5 for a in attrs), attrs
+        for sid in st.ids():
+            with st.open(sid) as r:
+                assert not r.verify(), sid
+        time.sleep(0.3)
+        n = len(read_log(work))
+        rb = d.ok("rollback", "CMP")
+        assert [x["pid"] for x in rb["restored"]] == [pid]
+        wait_for(lambda: len(read_log(work)) > n + 5, 10, "the restored counter to count")
+        assert consecutive(read_log(work)) and not os.path.exists(os.path.join(work, "FAIL"))
+        d.ok("unregister", "--job", "CMP")
+    finally:
+        d.close()
+        print(d.log_text()[-6000:])  # shown if the test fails

@@ -86,7 +86,8 @@ def _claim_socket(path: str) -> None:
         s.close()
 
 
-def run(store_path: str, socket_path: str, retention_every: int = 60, workers: int = 2) -> int:
+def run(store_path: str, socket_path: str, retention_every: int = 60, workers: int = 2, **upkeep) -> int:
+    """upkeep: compact_every, compact_depth, compact_packs (service.Daemon)."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s snapshotd[%(process)d] %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -94,7 +95,7 @@ def run(store_path: str, socket_path: str, retention_every: int = 60, workers: i
     store = Store(store_path)
     store.ensure_writable()
     _claim_socket(socket_path)
-    daemon = Daemon(store, retention_every=retention_every, workers=workers)
+    daemon = Daemon(store, retention_every=retention_every, workers=workers, **upkeep)
     server = Server(socket_path, Handler, bind_and_activate=True)
     os.chmod(socket_path, 0o666)  # anyone may connect; SO_PEERCRED decides what they may do
     server.daemon = daemon
