@@ -557,3 +557,45 @@ def test_compaction_and_retention_on_their_own_schedule_free_the_old_packs(root)
     finally:
         d.close()
         print(d.log_text()[-6000:])  # shown if the test fails
+
+
+def test_compaction_on_a_full_disk_fails_and_is_shown_not_the_daemon(root, small_store):
+    """A compaction that would not fit is refused before HDF5 writes (a
+    copy needs about the packs it reads), logged and shown by `status`;
+    rounds go on; with room again the next pass compacts."""
+    subprocess.run(["mount", "-o", "remount,size=4m", small_store], check=True)
+    d = Daemon(root)
+    d.store = os.path.join(small_store, "store")
+    d.start(args=("--compact-every", "1s", "--compact-depth", "2"))
+    filler = os.path.join(small_store, "filler")
+    try:
+        work = os.path.join(root, "a")
+        pid = start_counter(work)
+        d.ok("register", str(pid), "--every", "1h", "--keep", "3", "--job", "FULL")
+        for _ in range(2):
+            d.ok("snapshot-now", "--job", "FULL")
+        incr = d.tree(pid)["last_bytes"]
+        sv = os.statvfs(small_store)
+        # leave room for a round (margin 256 KiB + 1.25 x the last one) and a little, not
+        # for a compacted copy (margin + the ~140 KiB pack of the first, full, round)
+        room = (256 << 10) + incr * 5 // 4 + (24 << 10)
+        with open(filler, "wb") as f:
+            f.write(b"\xff" * max(0, sv.f_bavail * sv.f_frsize - room))
+        d.ok("snapshot-now", "--job", "FULL")  # chain depth 2: due for compaction
+        up = wait_for(lambda: (lambda u: u if u["compaction"]["last_error"] else None)(d.ok("status")["upkeep"]),
+                      20, "a refused compaction")
+        assert "space" in up["compaction"]["last_error"].lower(), up
+        assert up["compaction"]["failures"] >= 1 and up["compaction"]["compacted_rounds"] == 0
+        assert d.p.poll() is None
+        assert not glob.glob(os.path.join(d.store, "snapshots", ".*")) + glob.glob(os.path.join(d.store, "packs", ".*"))
+        os.unlink(filler)
+        up = wait_for(lambda: (lambda u: u if u["compaction"]["compacted_rounds"] >= 1 and not
+                               u["compaction"]["last_error"] else None)(d.ok("status")["upkeep"]),
+                      20, "a compaction with room again")
+        assert d.p.poll() is None and "Segmentation" not in d.log_text()
+        assert all(r["complete"] for r in d.snapshots("FULL"))
+        d.ok("snapshot-now", "--job", "FULL")  # the next round builds on the copy
+        d.ok("unregister", "--job", "FULL")
+    finally:
+        d.close()
+        print(d.log_text()[-6000:])
