@@ -242,13 +242,27 @@ def cmd_check(args):
 
 
 # -- the service (snapshotd/daemon/): the daemon itself, and verbs that ask it --
-def _ask(args, op, **kw):
+def _ask(args, op, bar: bool = False, **kw):
+    """One request to the daemon. bar: long work; on a terminal (and without
+    --json) the daemon reports its progress and a bar is drawn on stderr."""
     from .daemon.protocol import ProtocolError, call, socket_path
+    from .progress import Progress
 
+    shown: list = []
+
+    def on_progress(p):
+        if not shown or shown[0].label != p["label"]:
+            shown[:] = [Progress(p["label"], int(p["total"]))]
+        shown[0].update(int(p["done"]), int(p["total"]))
+
+    want = bar and not args.json and sys.stderr.isatty()
     try:
-        return call(socket_path(getattr(args, "socket", None)), op, **kw)
+        return call(socket_path(getattr(args, "socket", None)), op, on_progress=on_progress if want else None, **kw)
     except ProtocolError as e:
         raise CliError(str(e)) from None
+    finally:
+        for b in shown:
+            b.close()
 
 
 def _when(t) -> str:
@@ -347,7 +361,7 @@ def cmd_snapshots(args):
 
 
 def cmd_snapshot_now(args):
-    r = _ask(args, "snapshot-now", **_target(args))
+    r = _ask(args, "snapshot-now", bar=True, **_target(args))
     if args.json:
         return _emit(args, r, "")
     print(f"round {r['round']} of job {r['job']} in {r['duration_s']:.2f} s", file=sys.stderr)
@@ -356,7 +370,7 @@ def cmd_snapshot_now(args):
 
 
 def cmd_rollback(args):
-    r = _ask(args, "rollback", job=args.job, to=args.to, keep_files=args.keep_files)
+    r = _ask(args, "rollback", bar=True, job=args.job, to=args.to, keep_files=args.keep_files)
     if args.json:
         return _emit(args, r, "")
     print(f"job {r['job']} rolled back to round {r['round']}")
@@ -489,6 +503,10 @@ def main(argv=None) -> int:
     if not args.cmd:
         parser.print_help()
         return 2
+    if args.json:
+        from . import progress
+
+        progress.ENABLED = False  # never a bar with --json
     try:
         rc = args.fn(args)
         return rc or 0

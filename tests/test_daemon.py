@@ -599,3 +599,63 @@ def test_compaction_on_a_full_disk_fails_and_is_shown_not_the_daemon(root, small
     finally:
         d.close()
         print(d.log_text()[-6000:])
+
+
+def _on_a_tty(argv: list[str], env: dict) -> tuple[int, str, str]:
+    """Run argv with stderr on a pseudo-terminal (stdout a pipe): (rc, stdout, what the terminal got)."""
+    import pty
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=str(REPO_DIR),
+                         env={**os.environ, **env})
+    os.close(slave)
+    chunks = []
+
+    def drain():
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:  # EIO: the other side is closed
+                return
+            if not b:
+                return
+            chunks.append(b)
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    out = p.communicate(timeout=120)[0]
+    t.join(10)
+    os.close(master)
+    return p.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_rollback_draws_a_progress_bar_on_a_terminal_and_never_with_json(daemon, root):
+    """The daemon restores; the client on a terminal draws one bar for the
+    whole job from the daemon's progress reports; with --json, none."""
+    work = os.path.join(root, "big")
+    pid = start_counter(work, period_ms=50, big_mb=48)
+    daemon.ok("register", str(pid), "--every", "1h", "--job", "BAR")
+    daemon.ok("snapshot-now", "--job", "BAR")
+    base = [sys.executable, "-m", "snapshotd", "--store", daemon.store, "--socket", daemon.sock]
+    env = {"SNAPSHOTD_PROGRESS_MIN_BYTES": str(16 << 20)}  # (256 MiB by default)
+    rc, out, tty = _on_a_tty(base + ["rollback", "BAR"], env)
+    assert rc == 0 and "rolled back" in out, (out, tty)
+    assert "rollback BAR [" in tty and "100%" in tty and "MiB" in tty, repr(tty)
+    assert "rollback BAR [" not in out  # the bar is on the terminal (stderr), never on stdout
+    n = len(read_log(work))
+    wait_for(lambda: len(read_log(work)) > n + 3, 10, "the restored counter to count")
+
+    rc, out, tty = _on_a_tty(base + ["snapshot-now", "--job", "BAR"], env)  # a round: long work too
+    assert rc == 0 and "snapshot-now BAR [" in tty and "100%" in tty, (out, repr(tty))
+
+    rc, out, tty = _on_a_tty(base + ["--json", "rollback", "BAR"], env)
+    assert rc == 0 and json_ok(out)["job"] == "BAR", (out, tty)
+    assert "[" not in tty and "%" not in tty, repr(tty)
+    wait_for(lambda: len(read_log(work)) > n + 6, 10, "the restored counter to count")
+    assert consecutive(read_log(work)) and not os.path.exists(os.path.join(work, "FAIL"))
+    daemon.ok("unregister", "--job", "BAR")
+
+
+def json_ok(text: str) -> dict:
+    import json
+
+    return json.loads(text)

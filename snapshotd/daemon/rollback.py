@@ -9,7 +9,8 @@ import signal
 import stat as statmod
 import time
 
-from .. import procfs
+from .. import procfs, progress
+from ..pagehash import PAGE
 from ..image import from_dict
 from ..restore import restore
 from ..round import start_time
@@ -190,9 +191,20 @@ def check_user_access(store, members: list[dict]) -> None:
                                 + "; ".join(ans.splitlines() or ["the check failed"]))
 
 
+def restore_bytes(store, members: list[dict]) -> int:
+    """Page bytes restore will write for all members (what the restore
+    progress bars count)."""
+    n = 0
+    for m in members:
+        with store.open(m["snapshot"]) as r:
+            n += sum(len(r.page_table(pid)[0]) for pid in r.pids())
+    return n * PAGE
+
+
 def restore_members(store, members: list[dict]) -> tuple[list[dict], list[str]]:
     """Restore every member; if one fails, kill those already restored."""
     done, notes = [], []
+    progress.expect(restore_bytes(store, members))  # one bar for the job (a client that asked for it)
     try:
         for m in members:
             with store.open(m["snapshot"]) as r:

@@ -10,7 +10,9 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
+from .. import progress
 from ..dump import DumpError
 from ..restore import RestoreError
 from ..storage.rounds import RoundError
@@ -31,6 +33,42 @@ class DaemonStartError(Exception):
     pass
 
 
+class ProgressRelay:
+    """The progress bars of one request's thread (progress.to_sink), summed
+    into one and sent to the client as {"progress": {"label", "done",
+    "total"}} lines before the answer, at most five a second. A client that
+    went away does not stop the work."""
+
+    def __init__(self, wfile, label: str):
+        self.wfile, self.label = wfile, label
+        self.expected = 0
+        self.totals: dict[str, int] = {}
+        self.bar_done: dict[str, int] = {}
+        self.done = 0
+        self.last = 0.0
+
+    def expect(self, total: int) -> None:
+        self.expected = total
+        self.send()
+
+    def add(self, label: str, nbytes: int, total: int) -> None:
+        self.totals.setdefault(label, total)
+        self.bar_done[label] = self.bar_done.get(label, 0) + nbytes
+        self.done += nbytes
+        if time.monotonic() - self.last >= 0.2 or self.bar_done[label] >= total:  # (and each part's end)
+            self.send()
+
+    def send(self) -> None:
+        self.last = time.monotonic()
+        total = max(self.expected, sum(self.totals.values()), self.done)
+        try:
+            self.wfile.write(json.dumps({"progress": {"label": self.label, "done": self.done,
+                                                      "total": total}}).encode() + b"\n")
+            self.wfile.flush()
+        except OSError:
+            pass
+
+
 class Handler(socketserver.StreamRequestHandler):
     def handle(self):
         try:
@@ -46,8 +84,11 @@ class Handler(socketserver.StreamRequestHandler):
             if not isinstance(req, dict) or not isinstance(req.get("op"), str):
                 raise ProtocolError("a request is a JSON object with an \"op\"")
             op = req.pop("op")
+            want_progress = bool(req.pop("progress", False))  # the client draws a bar (a terminal, no --json)
             log.debug("request %s from PID %d uid %d: %s", op, cpid, uid, req)
-            ans = {"ok": True, "result": self.server.daemon.handle(op, req, uid)}
+            with progress.to_sink(ProgressRelay(self.wfile, f"{op} {req.get('job') or req.get('pid') or ''}".strip())
+                                  if want_progress else None):
+                ans = {"ok": True, "result": self.server.daemon.handle(op, req, uid)}
         except CLIENT_ERRORS as e:
             ans = {"ok": False, "error": str(e)}
         except TypeError as e:
