@@ -158,7 +158,7 @@ def _plan(store: Store, policy: Policy, job: str | None, tree: str | None) -> tu
 
 def prune(store: Store, policy: Policy, job=None, tree=None, dry_run=False, gc=True) -> dict:
     kept, removed, rounds_removed = _plan(store, policy, job, tree)
-    if not dry_run:
+    if not dry_run and (removed or rounds_removed):
         store.ensure_writable()
         # a removed round loses its record before any member: a record never
         # names a snapshot that prune deleted (FORMAT.md §15.5)
