@@ -41,6 +41,8 @@ ffibuilder.cdef(
                            uint8_t *hashes, long max_pages, uint64_t *next);
     int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
                         const uint8_t *data, long n);
+    int snp_write_pages_from(int pid, int memfd, const uint64_t *addrs,
+                             const uint64_t *srcs, long n);
     long snp_read_page_list(int pid, int memfd, const uint64_t *addrs, uint8_t *data,
                             long n, int use_memfile);
     int snp_uffd_api(int fd, uint64_t features, uint64_t *got);
@@ -54,7 +56,12 @@ ffibuilder.cdef(
                              uint64_t inverted, uint64_t mask, uint64_t anyof,
                              uint64_t *out, long max, uint64_t *next);
     int snp_set_ptrace_options(int tid, long options);
-    void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes);
+    #define SNP_HASH_SHA256 0
+    #define SNP_HASH_BLAKE3 1
+    void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo);
+    void snp_b3_pages_idx(const uint8_t *base, const uint32_t *idx, long n, uint8_t *out,
+                          int force_scalar);
+    int snp_b3_vector(void);
     long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
     uint64_t snp_stub_base(void);
     int snp_spawn_stub(int want_pid, int new_pidns, int *out_pid, int *out_init);
@@ -63,7 +70,7 @@ ffibuilder.cdef(
     int snp_grab_fd(int pid, int fd);
     """
 )
-SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "spawn.c", "pipes.c", "track.c"]
+SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "blake3_pages.c", "spawn.c", "pipes.c", "track.c"]
 ffibuilder.set_source(
     "snapshotd._engine",
     '#include "engine.h"',

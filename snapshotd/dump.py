@@ -33,13 +33,13 @@ from .capture import fork_held_child, needs_frozen_read, release_child
 from .incremental import ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
 from .pagehash import nonzero_mask
+from .pageread import PAGES_PER_READ, PageReader
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
 from .tree import FrozenTree, SharedPagesOnce, TreeError, capture_pipes, link_shared_files, zombie_record
 
 SCRATCH_SIZE = 64 * 1024
-PAGES_PER_READ = 8192  # 32 MiB windows (the engine works through them 1 MiB at a time)
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 SPECIAL_MAPS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
@@ -425,61 +425,50 @@ class ProcessDumper:
         plans = [p for p in plans if p.frozen == frozen]
         if not plans:
             return
-        n = PAGES_PER_READ
-        addrs = np.empty(n, dtype=np.uint64)
-        data = np.empty(n * engine.PAGE, dtype=np.uint8)
-        hashes = np.empty((n, 32), dtype=np.uint8)
-        nxt = ffi.new("uint64_t *")
-        c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
-        c_hashes = ffi.from_buffer("uint8_t[]", hashes)
-        memfd = os.open(f"/proc/{source}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        pmfd = os.open(f"/proc/{source}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         # progress by address range scanned (sparse areas pass quickly)
         bar = Progress(f"dump {self.pid}", sum(b - a for p in plans for a, b in p.full))
         try:
-            for pl in plans:
-                mp = pl.mp
-                flags = 0
-                if mp.pages == "cow":
-                    flags |= lib.SNP_PAGES_ANON_ONLY
-                if not mp.prot & sc.PROT_READ or source != self.pid:
-                    # process_vm_readv pins pages (FOLL_PIN), and pinning an anonymous
-                    # page shared with the COW child makes the kernel copy it first
-                    # ("unshare"): 3x slower, and memory doubles.  /proc/PID/mem
-                    # takes plain references and copies nothing.
-                    flags |= lib.SNP_PAGES_USE_MEMFILE
-                for start, end in pl.full:
-                    a = start
-                    while a < end:
-                        got = lib.snp_collect_pages(source, memfd, pmfd, a, end, flags, c_addrs, c_data,
-                                                    c_hashes, n, nxt)
-                        engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
-                        if got:
-                            rows = None  # zero pages come back with an all-zero hash
-                            if mp.pages == "anon":
-                                rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
-                            self._add_pages((addrs[:got], data[: got * engine.PAGE], hashes[:got]),
-                                            {"rows": rows}, defer)
-                            self.stats.pages += got if rows is None else len(rows)
-                        bar.add(nxt[0] - a)
-                        a = nxt[0]
-                for i in range(0, len(pl.written), n):
-                    w = pl.written[i : i + n]
-                    k = len(w)
-                    addrs[:k] = w
-                    engine.check(lib.snp_read_page_list(source, memfd, c_addrs, c_data, k,
-                                                        flags & lib.SNP_PAGES_USE_MEMFILE),
-                                 f"read written pages of PID {self.pid}")
-                    self.stats.dirty_pages += k
-                    rows = None  # "cow": absent would mean "as in the file", so zero pages are kept
-                    if mp.pages == "anon":
-                        rows = np.flatnonzero(nonzero_mask(data[: k * engine.PAGE]))
-                    self._add_pages((addrs[:k], data[: k * engine.PAGE]), {"rows": rows}, defer)
-                    self.stats.pages += k if rows is None else len(rows)
+            with PageReader(source, self.pid) as reader:
+                for pl in plans:
+                    self._capture_plan(pl, reader, source, bar, defer)
         finally:
             bar.close()
-            os.close(memfd)
-            os.close(pmfd)
+
+    def _capture_plan(self, pl: "PagePlan", reader: PageReader, source: int, bar: Progress, defer: bool) -> None:
+        mp = pl.mp
+        flags = 0
+        if mp.pages == "cow":
+            flags |= lib.SNP_PAGES_ANON_ONLY
+        if not mp.prot & sc.PROT_READ or source != self.pid:
+            # process_vm_readv pins pages (FOLL_PIN), and pinning an anonymous
+            # page shared with the COW child makes the kernel copy it first
+            # ("unshare"): 3x slower, and memory doubles.  /proc/PID/mem
+            # takes plain references and copies nothing.
+            flags |= lib.SNP_PAGES_USE_MEMFILE
+        for bt in reader.batches(pl.full, flags):
+            if bt.got:
+                rows = None  # zero pages come back with an all-zero hash
+                if mp.pages == "anon":
+                    rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1))
+                self._add_pages((bt.addrs, bt.data, bt.hashes), {"rows": rows}, defer)
+                self.stats.pages += bt.got if rows is None else len(rows)
+            bar.add(bt.next - bt.start)
+        buf = reader.bufs[0]  # free again
+        n = reader.n
+        for i in range(0, len(pl.written), n):
+            w = pl.written[i : i + n]
+            k = len(w)
+            buf.addrs[:k] = w
+            engine.check(lib.snp_read_page_list(source, reader.memfd, buf.c[0], buf.c[1], k,
+                                                flags & lib.SNP_PAGES_USE_MEMFILE),
+                         f"read written pages of PID {self.pid}")
+            self.stats.dirty_pages += k
+            data = buf.data[: k * engine.PAGE]
+            rows = None  # "cow": absent would mean "as in the file", so zero pages are kept
+            if mp.pages == "anon":
+                rows = np.flatnonzero(nonzero_mask(data))
+            self._add_pages((buf.addrs[:k], data), {"rows": rows}, defer)
+            self.stats.pages += k if rows is None else len(rows)
 
     def _add_pages(self, args: tuple, kw: dict, defer: bool) -> None:
         if defer:  # copies: the buffers are reused

@@ -342,10 +342,11 @@ class Restorer:
         memfd = os.open(f"/proc/{self.s}/mem", os.O_RDWR)
         bar = Progress(f"restore {p.pid}", len(self.reader.page_table(p.pid)[0]) * engine.PAGE)
         try:
-            for addrs, data in self.reader.iter_pages(p.pid):
+            for addrs, srcs, _keep in self.reader.iter_page_sources(p.pid):
                 bar.add(len(addrs) * engine.PAGE)
-                engine.check(lib.snp_write_pages(self.s, memfd, ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data),
-                                                 len(addrs)), "write pages")
+                engine.check(lib.snp_write_pages_from(self.s, memfd, ffi.from_buffer("uint64_t[]", addrs),
+                                                      ffi.from_buffer("uint64_t[]", srcs), len(addrs)),
+                             "write pages")
                 self.stats.pages += len(addrs)
         finally:
             bar.close()

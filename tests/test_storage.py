@@ -91,6 +91,35 @@ def test_corrupt_byte_is_named_by_verify_and_refused_by_restore(tmp_path, store)
     wait_gone(g.pid)  # a refused restore leaves no process behind
 
 
+def _make_pack_format_1(path):
+    """Turn a pack into what pack format version 1 wrote: SHA-256 page names."""
+    import hashlib
+    import zstandard
+    with h5py.File(path, "r+") as f:
+        off, blocks, ppb = f["block_offset"][:], f["blocks"], int(f.attrs["pages_per_block"])
+        sha = []
+        for b in range(len(off) - 1):
+            raw = zstandard.ZstdDecompressor().decompress(blocks[int(off[b]):int(off[b + 1])].tobytes())
+            sha += [hashlib.sha256(raw[i:i + 4096]).digest() for i in range(0, len(raw), 4096)]
+        assert len(sha) == len(f["hash"]) and len(off) - 1 == -(-len(sha) // ppb)
+        f["hash"][...] = np.frombuffer(b"".join(sha), np.uint8).reshape(-1, 32)
+        f.attrs["format_version"], f.attrs["hash"] = 1, "sha256"
+
+
+def test_packs_of_format_1_sha256_are_still_read(tmp_path, store):
+    g = Gen(tmp_path / "g", npages=1024)
+    old = dump(store, g.pid)
+    for p in (store / "packs").glob("*.h5"):
+        _make_pack_format_1(p)
+    cli_ok(store, "verify", old["id"])
+    # the same content named by BLAKE3 is stored again, never confused
+    new = dump(store, g.pid, "--parent", old["id"])
+    assert new["stored_bytes"] > old["stored_bytes"] * 0.9
+    with h5py.File(next(p for p in (store / "packs").glob(f"{new['id']}*.h5")), "r") as f:
+        assert f.attrs["hash"] == "blake3" and f.attrs["format_version"] == 2
+    restore_and_check(store, old["id"], g, g.state())
+
+
 def test_missing_pack_is_reported(tmp_path, store):
     g = Gen(tmp_path / "g", npages=256)
     snap = dump(store, g.pid)["id"]

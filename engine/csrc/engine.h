@@ -46,9 +46,18 @@ long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
                        uint8_t *hashes, long max_pages, uint64_t *next);
 int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
                     const uint8_t *data, long n);
+int snp_write_pages_from(int pid, int memfd, const uint64_t *addrs,
+                         const uint64_t *srcs, long n);
 long snp_read_page_list(int pid, int memfd, const uint64_t *addrs, uint8_t *data,
                         long n, int use_memfile);
-void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes);
+#define SNP_HASH_SHA256 0 /* packs of format 1 and 2 */
+#define SNP_HASH_BLAKE3 1 /* format 3 */
+void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo);
+
+/* ---- blake3_pages.c: BLAKE3 of 4 KiB pages (16 at a time with AVX-512) ---- */
+void snp_b3_pages_idx(const uint8_t *base, const uint32_t *idx, long n, uint8_t *out,
+                      int force_scalar);
+int snp_b3_vector(void);
 long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
 
 /* ---- track.c: dirty-page tracking (userfaultfd WP_ASYNC + PAGEMAP_SCAN) ---- */

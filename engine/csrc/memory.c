@@ -23,6 +23,7 @@
 #define PM_SWAPPED (1ULL << 62)
 #define PM_FILE (1ULL << 61)
 #define IOV_BATCH 1024 /* UIO_MAXIOV */
+#define COLLECT_SLICE 256 /* pages read, tested and hashed while in cache */
 
 static int open_proc(int pid, const char *what, int flags)
 {
@@ -96,41 +97,62 @@ static int page_is_zero(const uint8_t *p)
     return 1;
 }
 
+/* Hash the pages d[0..m) into h (32 bytes each): BLAKE3 (SNP_HASH_BLAKE3)
+ * or SHA-256 (SNP_HASH_SHA256, packs of format 1/2); a page of zeros gets 32
+ * zero bytes instead ("the zero page": never stored, so never verified). */
+static void hash_slice(const uint8_t *d, long m, uint8_t *h, int algo)
+{
+    uint32_t idx[COLLECT_SLICE];
+    EVP_MD_CTX *ctx = NULL;
+    for (long i = 0; i < m; i += COLLECT_SLICE) {
+        long k = m - i < COLLECT_SLICE ? m - i : COLLECT_SLICE, nz = 0;
+        const uint8_t *s = d + (uint64_t)i * PAGE;
+        for (long j = 0; j < k; j++) {
+            if (page_is_zero(s + (uint64_t)j * PAGE))
+                memset(h + (i + j) * 32, 0, 32);
+            else
+                idx[nz++] = (uint32_t)j;
+        }
+        if (algo == SNP_HASH_BLAKE3) {
+            snp_b3_pages_idx(s, idx, nz, h + i * 32, 0);
+            continue;
+        }
+        if (!ctx)
+            ctx = EVP_MD_CTX_new();
+        for (long j = 0; j < nz; j++) {
+            unsigned int len = 32;
+            EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+            EVP_DigestUpdate(ctx, s + (uint64_t)idx[j] * PAGE, PAGE);
+            EVP_DigestFinal_ex(ctx, h + (i + idx[j]) * 32, &len);
+        }
+    }
+    if (ctx)
+        EVP_MD_CTX_free(ctx);
+}
+
 struct hash_job {
     const uint8_t *data;
     long n;
     uint8_t *hashes;
+    int algo;
 };
 
 static void *hash_run(void *arg)
 {
     struct hash_job *j = arg;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    const EVP_MD *md = EVP_sha256();
-    for (long i = 0; i < j->n; i++) {
-        unsigned int len = 32;
-        if (page_is_zero(j->data + (uint64_t)i * PAGE)) {
-            memset(j->hashes + i * 32, 0, 32); /* all-zero digest: "the zero page" */
-            continue;
-        }
-        EVP_DigestInit_ex(ctx, md, NULL);
-        EVP_DigestUpdate(ctx, j->data + (uint64_t)i * PAGE, PAGE);
-        EVP_DigestFinal_ex(ctx, j->hashes + i * 32, &len);
-    }
-    EVP_MD_CTX_free(ctx);
+    hash_slice(j->data, j->n, j->hashes, j->algo);
     return NULL;
 }
 
-/* SHA-256 of each page, or 32 zero bytes for a page of zeros (never stored,
- * so never verified); large batches are split over two threads (the
- * machines this runs on have few cores, and the caller waits for the result). */
-void snp_sha256_pages(const uint8_t *data, long n, uint8_t *hashes)
+/* Hash of each page (hash_slice); large batches are split over two threads
+ * (the machines this runs on have few cores, and the caller waits). */
+void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo)
 {
-    struct hash_job a = {data, n, hashes};
+    struct hash_job a = {data, n, hashes, algo};
     pthread_t th;
     if (n >= 128 && sysconf(_SC_NPROCESSORS_ONLN) > 1) {
         long half = n / 2;
-        struct hash_job b = {data + (uint64_t)half * PAGE, n - half, hashes + half * 32};
+        struct hash_job b = {data + (uint64_t)half * PAGE, n - half, hashes + half * 32, algo};
         a.n = half;
         if (pthread_create(&th, NULL, hash_run, &b) == 0) {
             hash_run(&a);
@@ -213,12 +235,9 @@ struct collect_job {
 /* Read, zero-test and hash pages in slices of COLLECT_SLICE pages, so that
  * each slice is still in the CPU cache when it is tested and hashed (three
  * passes over 64 MiB from DRAM cost more than the copy out of the target). */
-#define COLLECT_SLICE 256
 static void *collect_run(void *arg)
 {
     struct collect_job *j = arg;
-    EVP_MD_CTX *ctx = j->hashes ? EVP_MD_CTX_new() : NULL;
-    const EVP_MD *md = EVP_sha256();
     for (long i = 0; i < j->n; i += COLLECT_SLICE) {
         long m = j->n - i < COLLECT_SLICE ? j->n - i : COLLECT_SLICE;
         uint8_t *d = j->data + (uint64_t)i * PAGE;
@@ -227,28 +246,15 @@ static void *collect_run(void *arg)
             j->err = r;
             break;
         }
-        if (!ctx)
-            continue;
-        for (long k = 0; k < m; k++) {
-            uint8_t *h = j->hashes + (i + k) * 32;
-            unsigned int len = 32;
-            if (page_is_zero(d + (uint64_t)k * PAGE)) {
-                memset(h, 0, 32); /* all-zero digest: "the zero page" */
-                continue;
-            }
-            EVP_DigestInit_ex(ctx, md, NULL);
-            EVP_DigestUpdate(ctx, d + (uint64_t)k * PAGE, PAGE);
-            EVP_DigestFinal_ex(ctx, h, &len);
-        }
+        if (j->hashes)
+            hash_slice(d, m, j->hashes + i * 32, SNP_HASH_BLAKE3);
     }
-    if (ctx)
-        EVP_MD_CTX_free(ctx);
     return NULL;
 }
 
 /* Present (or swapped) pages of [start, end), at most max_pages of them:
  * their addresses, contents and (if hashes) SHA-256, all-zero for a zero
- * page.  Two threads split the pages: reading and hashing are both CPU work
+* page (BLAKE3).  Two threads split the pages: reading and hashing are both CPU work
  * on these machines. *next is where to continue. */
 long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
                        uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
@@ -327,6 +333,47 @@ int snp_write_pages(int pid, int memfd, const uint64_t *addrs,
                     return (int)r;
                 p += remote[k].iov_len;
             }
+        }
+    }
+    return 0;
+}
+
+/* Write n pages into process pid: page i goes to addrs[i] (sorted) from
+ * the local address srcs[i], so pages can come straight out of decompressed
+ * blocks (and one stored page can fill many addresses) without being
+ * gathered into one buffer first.  process_vm_writev takes separate local
+ * and remote iovec lists; runs are merged on each side.  A refused or short
+ * write falls back to /proc/PID/mem page by page (e.g. read-only pages). */
+int snp_write_pages_from(int pid, int memfd, const uint64_t *addrs,
+                         const uint64_t *srcs, long n)
+{
+    long i = 0;
+    while (i < n) {
+        struct iovec local[IOV_BATCH], remote[IOV_BATCH];
+        int nl = 0, nr = 0;
+        long first = i;
+        while (i < n) {
+            int join_r = nr && addrs[i] == (uint64_t)remote[nr - 1].iov_base + remote[nr - 1].iov_len;
+            int join_l = nl && srcs[i] == (uint64_t)local[nl - 1].iov_base + local[nl - 1].iov_len;
+            if ((!join_r && nr == IOV_BATCH) || (!join_l && nl == IOV_BATCH))
+                break;
+            if (join_r)
+                remote[nr - 1].iov_len += PAGE;
+            else
+                remote[nr++] = (struct iovec){(void *)addrs[i], PAGE};
+            if (join_l)
+                local[nl - 1].iov_len += PAGE;
+            else
+                local[nl++] = (struct iovec){(void *)srcs[i], PAGE};
+            i++;
+        }
+        ssize_t want = (ssize_t)(i - first) * (ssize_t)PAGE;
+        if (process_vm_writev(pid, local, (unsigned long)nl, remote, (unsigned long)nr, 0) == want)
+            continue;
+        for (long k = first; k < i; k++) {
+            long r = write_memfile(memfd, addrs[k], (const void *)srcs[k], PAGE);
+            if (r < 0)
+                return (int)r;
         }
     }
     return 0;

@@ -1,6 +1,7 @@
 """Page packs: immutable HDF5 files of unique, compressed pages (docs/FORMAT.md).
 
-A pack holds pages, each named by its SHA-256, in zstd blocks of up to
+A pack holds pages, each named by its hash (BLAKE3; SHA-256 in packs of
+format 1), in zstd blocks of up to
 PAGES_PER_BLOCK pages.  One writer writes one pack; nobody modifies it after
 commit (temporary name, fsync, link, fsync of the directory).  Snapshots
 reference pages as (pack, page index); the page hashes are kept next to the
@@ -23,12 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import zstandard
 
-from ..pagehash import HASH_SIZE, PAGE, hash_pages
+from ..pagehash import HASH_NAME, HASH_SIZE, PAGE, hash_pages
 from ..faults import crashpoint
 from .fsutil import commit_file, h5py, temp_name
 
 PACK_FORMAT = "snapshotd-pack"
-PACK_VERSION = 1
+PACK_VERSION = 2  # 2: pages named by BLAKE3 (1: SHA-256, still read)
+_HASH_OF_VERSION = {1: "sha256", 2: "blake3"}
 PAGES_PER_BLOCK = 256  # 1 MiB of pages per zstd frame: large enough to compress well
 ZSTD_LEVEL = 1
 WRITE_PIECE = 16 << 20  # HDF5 appends in pieces of this size: far fewer calls
@@ -66,12 +68,14 @@ def check_format(path: str, attrs, name: str, version: int) -> int:
     return v
 
 
-def check_pack(path: str, attrs) -> None:
-    """A pack this snapshotd can read: format, version, codec and hash."""
-    check_format(path, attrs, PACK_FORMAT, PACK_VERSION)
-    for k, want in (("codec", "zstd"), ("hash", "sha256")):
+def check_pack(path: str, attrs) -> str:
+    """A pack this snapshotd can read (format, version, codec and hash);
+    returns the name of its page hash."""
+    v = check_format(path, attrs, PACK_FORMAT, PACK_VERSION)
+    for k, want in (("codec", "zstd"), ("hash", _HASH_OF_VERSION.get(v))):
         if attrs.get(k) != want:
             raise FormatError(f"{path}: pack {k} {attrs.get(k)!r} is not {want!r}; upgrade snapshotd")
+    return _HASH_OF_VERSION[v]
 
 
 def read_pack_hashes(path: str) -> tuple[float, np.ndarray]:
@@ -210,7 +214,7 @@ class PackWriter:
         a["pages"] = self.npages
         a["pages_per_block"] = PAGES_PER_BLOCK
         a["codec"] = "zstd"
-        a["hash"] = "sha256"
+        a["hash"] = HASH_NAME
         a["stored_bytes"] = self.stored_bytes
         a["created"] = time.time()
         a["hostname"] = socket.gethostname()
@@ -248,7 +252,7 @@ class PackReader:
         except OSError as e:
             raise DamagedError(f"page pack {self.name} is unreadable ({e})") from None
         try:
-            check_pack(path, self.h5.attrs)
+            self.algo = check_pack(path, self.h5.attrs)
             self.offsets = self.h5["block_offset"][:]
             self.hashes = self.h5["hash"][:]
             self.ppb = int(self.h5.attrs["pages_per_block"])
@@ -265,7 +269,7 @@ class PackReader:
         self.h5.close()
 
     def block(self, b: int) -> np.ndarray:
-        """Pages of block b (n, 4096), checked against their SHA-256."""
+        """Pages of block b (n, 4096), checked against their hashes."""
         blk = self._cache.get(b)
         if blk is not None:
             return blk
@@ -286,10 +290,10 @@ class PackReader:
         pages = np.frombuffer(out, dtype=np.uint8).reshape(-1, PAGE)
         if len(pages) != count:
             raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}) holds {len(pages)} pages, not {count}")
-        bad = np.nonzero((hash_pages(pages) != self.hashes[first:first + count]).any(axis=1))[0]
+        bad = np.nonzero((hash_pages(pages, self.algo) != self.hashes[first:first + count]).any(axis=1))[0]
         if len(bad):
             raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}): {len(bad)} page(s) do not match "
-                               f"their SHA-256 (first: page {first + int(bad[0])})")
+                               f"their {self.algo} hash (first: page {first + int(bad[0])})")
         if len(self._cache) >= self.CACHE_BLOCKS:
             self._cache.clear()
         self._cache[b] = pages

@@ -1,4 +1,4 @@
-"""The store's page index: SHA-256 of a page -> where it is stored.
+"""The store's page index: hash of a page -> where it is stored.
 
 It is never written to disk: it is rebuilt from the `hash` dataset of every
 committed pack (a few MiB per GiB of unique pages), so it cannot go stale or
@@ -13,10 +13,12 @@ import threading
 
 import numpy as np
 
-from ..pagehash import HASH_SIZE, PAGE
+from ..pagehash import HASH_SIZE, PAGE, blake3_page_list
 
 ZERO_REF = 0xFFFFFFFFFFFFFFFF  # reference meaning "the all-zero page"
-ZERO_PAGE_SHA256 = hashlib.sha256(bytes(PAGE)).digest()
+# the real digests of the zero page, by each algorithm a pack may use, and the
+# all-zero digest the engine reports for zero pages without hashing them
+ZERO_DIGESTS = (hashlib.sha256(bytes(PAGE)).digest(), blake3_page_list(bytes(PAGE))[0].tobytes(), bytes(HASH_SIZE))
 SLOT_SHIFT = 32
 
 
@@ -38,9 +40,7 @@ class PageIndex:
         self.lock = threading.Lock()
         self.slots: list[str] = []           # pack file names, by slot
         self.slot_of: dict[str, int] = {}
-        # the zero page: by its real digest, and by the all-zero digest the
-        # engine reports for zero pages without hashing them
-        self.where: dict[bytes, int] = {ZERO_PAGE_SHA256: ZERO_REF, bytes(HASH_SIZE): ZERO_REF}
+        self.where: dict[bytes, int] = dict.fromkeys(ZERO_DIGESTS, ZERO_REF)
 
     def slot(self, pack_name: str) -> int:
         with self.lock:
@@ -59,7 +59,7 @@ class PageIndex:
         keys = hashes.view(f"V{HASH_SIZE}").ravel().tolist()
         with self.lock:
             self.where.update(zip(keys, range(base, base + len(keys))))
-            self.where[bytes(HASH_SIZE)] = self.where[ZERO_PAGE_SHA256] = ZERO_REF
+            self.where.update(dict.fromkeys(ZERO_DIGESTS, ZERO_REF))
 
     def merge(self, own: dict[bytes, int]) -> None:
         """Pages of a writer's packs, once those are committed."""

@@ -32,6 +32,7 @@ FORMAT_NAME = "snapshotd-snapshot"
 FORMAT_VERSION = 2
 PACK_MAX_PAGES = 1 << 18  # start a new pack after 1 GiB of unique pages
 _ZERO = np.uint64(ZERO_REF)
+_ZERO_PAGE = np.zeros(PAGE, dtype=np.uint8)  # the source of ZERO_REF pages on restore
 # readable by stock h5dump; fletcher32 makes damaged metadata an error, not a misread
 _TABLE_OPTS = dict(compression="gzip", compression_opts=1, shuffle=True, fletcher32=True)
 
@@ -377,21 +378,49 @@ class SnapshotReader:
                 out[dest[sel]] = pk.block(int(b))[pi[sel] - b * pk.ppb]
         return out
 
-    def iter_pages(self, pid: int, chunk: int = 16384):
-        """(addrs, data (n, 4096)) in address order, chunk pages at a time."""
+    def page_sources(self, refs: np.ndarray) -> tuple[np.ndarray, list]:
+        """Where in memory the contents of refs are: (addresses (n,) uint64,
+        arrays that must stay alive while those addresses are used).  Pages
+        are not copied: addresses point into decompressed blocks, which are
+        verified against their hashes as they are read, or at one zero page."""
+        ptrs = np.full(len(refs), np.uint64(_ZERO_PAGE.ctypes.data), dtype=np.uint64)
+        keep: list = [_ZERO_PAGE]
+        idx = np.flatnonzero(refs != _ZERO)
+        if not len(idx):
+            return ptrs, keep
+        r = refs[idx]
+        slots = (r >> np.uint64(SLOT_SHIFT)).astype(np.int64)
+        pidx = (r & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        for s in np.unique(slots):
+            pk = self.pack(int(s))
+            in_s = slots == s
+            pi, dest = pidx[in_s], idx[in_s]
+            if int(pi.max()) >= pk.npages:
+                raise DamagedError(f"{self.path}: page reference beyond the end of pack {pk.name}")
+            blocks = pi // pk.ppb
+            order = np.argsort(blocks, kind="stable")
+            bounds = np.flatnonzero(np.diff(blocks[order])) + 1
+            for sel in np.split(order, bounds):
+                b = int(blocks[sel[0]])
+                arr = pk.block(b)
+                keep.append(arr)
+                ptrs[dest[sel]] = np.uint64(arr.ctypes.data) + (pi[sel] - b * pk.ppb).astype(np.uint64) * np.uint64(PAGE)
+        return ptrs, keep
+
+    def iter_page_sources(self, pid: int, chunk: int = 16384):
+        """(addrs, source addresses, keep-alive) in address order, chunk pages
+        at a time; the next chunk's blocks are read, decompressed and verified
+        in a thread while the caller writes this one."""
         addrs, refs = self.page_table(pid)
         if not len(addrs):
             return
-        # two reused buffers (fresh memory is slow to fault in): the next chunk
-        # is decompressed and verified in a thread while the caller uses this one
-        bufs = [np.empty((min(chunk, len(addrs)), PAGE), dtype=np.uint8) for _ in range(2)]
         with ThreadPoolExecutor(max_workers=1) as ex:
-            fut = ex.submit(self.gather, refs[:chunk], bufs[0])
-            for k, i in enumerate(range(0, len(addrs), chunk)):
-                data = fut.result()
+            fut = ex.submit(self.page_sources, refs[:chunk])
+            for i in range(0, len(addrs), chunk):
+                ptrs, keep = fut.result()
                 if i + chunk < len(addrs):
-                    fut = ex.submit(self.gather, refs[i + chunk: i + 2 * chunk], bufs[(k + 1) % 2])
-                yield addrs[i: i + chunk], data
+                    fut = ex.submit(self.page_sources, refs[i + chunk: i + 2 * chunk])
+                yield addrs[i: i + chunk], ptrs, keep
 
     def file_content(self, key: str) -> bytes:
         return self.gather(self._file_refs(key)).tobytes()[: int(self.h5[f"files/{key}"].attrs["size"])]

@@ -1,0 +1,109 @@
+"""Reading another process's present pages in batches, one batch ahead.
+
+The engine (snp_collect_pages) finds present pages with /proc/PID/pagemap,
+reads them (process_vm_readv, or /proc/PID/mem) and hashes the non-zero ones,
+releasing the GIL.  A reader thread fills one buffer set while the caller
+stores the previous batch, so reading and hashing overlap with deduplication,
+compression and writes.  Buffers are allocated once and reused: fresh memory
+is slow to fault in on this kind of VM."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import numpy as np
+
+from . import engine
+from ._engine import ffi, lib
+
+PAGES_PER_READ = 8192  # 32 MiB a batch (the engine works through it 1 MiB at a time)
+
+
+class _Buffers:
+    def __init__(self, n: int):
+        self.addrs = np.empty(n, dtype=np.uint64)
+        self.data = np.empty(n * engine.PAGE, dtype=np.uint8)
+        self.hashes = np.empty((n, 32), dtype=np.uint8)
+        self.c = (ffi.from_buffer("uint64_t[]", self.addrs), ffi.from_buffer("uint8_t[]", self.data),
+                  ffi.from_buffer("uint8_t[]", self.hashes))
+        self.next = ffi.new("uint64_t *")
+
+
+class Batch:
+    """Pages [start, next) of one call: got present pages."""
+    __slots__ = ("addrs", "data", "hashes", "got", "start", "next")
+
+    def __init__(self, b: _Buffers, got: int, start: int):
+        self.addrs, self.data, self.hashes = b.addrs[:got], b.data[: got * engine.PAGE], b.hashes[:got]
+        self.got, self.start, self.next = got, start, int(b.next[0])
+
+
+class PageReader:
+    """Present pages of process `source` (the dumped process or its
+    copy-on-write child); `who` names the dumped process in errors."""
+
+    def __init__(self, source: int, who: int, n: int = PAGES_PER_READ):
+        self.source, self.who, self.n = source, who, n
+        self.bufs = [_Buffers(n), _Buffers(n)]
+        self.memfd = os.open(f"/proc/{source}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.pmfd = os.open(f"/proc/{source}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(self.memfd)
+            raise
+
+    def close(self) -> None:
+        os.close(self.memfd)
+        os.close(self.pmfd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def batches(self, ranges, flags: int):
+        """Yield a Batch for each engine call over the (start, end) ranges.
+        A batch's arrays are valid until the next one is asked for."""
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        ready: queue.SimpleQueue = queue.SimpleQueue()
+        for k in range(len(self.bufs)):
+            free.put(k)
+        stop = threading.Event()
+
+        def produce():
+            try:
+                for start, end in ranges:
+                    a = start
+                    while a < end:
+                        k = free.get()
+                        if stop.is_set():
+                            return
+                        b = self.bufs[k]
+                        got = lib.snp_collect_pages(self.source, self.memfd, self.pmfd, a, end, flags,
+                                                    *b.c, self.n, b.next)
+                        engine.check(got, f"read memory of PID {self.who} at {a:#x}")
+                        ready.put((k, Batch(b, got, a)))
+                        a = int(b.next[0])
+                ready.put(None)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                ready.put(e)
+
+        th = threading.Thread(target=produce, name="page-reader", daemon=True)
+        th.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                k, batch = item
+                yield batch
+                free.put(k)
+        finally:
+            stop.set()
+            for _ in self.bufs:
+                free.put(-1)
+            th.join()
