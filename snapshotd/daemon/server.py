@@ -46,19 +46,25 @@ class ProgressRelay:
         self.bar_done: dict[str, int] = {}
         self.done = 0
         self.last = 0.0
+        self.lock = threading.Lock()
 
     def expect(self, total: int) -> None:
         self.expected = total
         self.send()
 
     def add(self, label: str, nbytes: int, total: int) -> None:
-        self.totals.setdefault(label, total)
-        self.bar_done[label] = self.bar_done.get(label, 0) + nbytes
-        self.done += nbytes
-        if time.monotonic() - self.last >= 0.2 or self.bar_done[label] >= total:  # (and each part's end)
-            self.send()
+        with self.lock:  # bars may count from a worker thread (dump's page reader)
+            self.totals.setdefault(label, total)
+            self.bar_done[label] = self.bar_done.get(label, 0) + nbytes
+            self.done += nbytes
+            if time.monotonic() - self.last >= 0.2 or self.bar_done[label] >= total:  # (and each part's end)
+                self._send()
 
     def send(self) -> None:
+        with self.lock:
+            self._send()
+
+    def _send(self) -> None:
         self.last = time.monotonic()
         total = max(self.expected, sum(self.totals.values()), self.done)
         try:
