@@ -95,6 +95,8 @@ def test_snapshots_appear_and_registrations_survive_a_restart(daemon, root):
     assert not glob.glob(os.path.join(daemon.store, "snapshots", ".*"))
     assert not os.path.exists(daemon.sock)
     n_files = len(glob.glob(os.path.join(daemon.store, "snapshots", "*.h5")))
+    # (re-read once stopped: a round may have committed since `attrs` was read)
+    attrs = {a["id"]: a for a in Store(daemon.store).list()}
 
     daemon.start()
     t = daemon.tree(pid)  # the registration came back from the job store
