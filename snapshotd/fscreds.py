@@ -18,6 +18,16 @@ So the opens happen inside `as_file_creds(creds)`:
 
 Only the calling thread is affected, and only for the duration of the block;
 the fs ids are read back after each change (setfsuid(2) reports no error).
+
+When the user may not open a path the process had open at the dump (it
+opened it before dropping privileges, or its executable lies in a directory
+only root may search), restore opens it as root only if the path still names
+that very file: same device and inode as recorded (File.dev/inode, and
+Process.cwd_id for the working directory), looked up with O_PATH, checked
+with fstat(2), reopened through /proc/self/fd (restore.py, _same_file).
+(Syscall injection, opening inside the restored process after its creds are
+set, would need the creds set before the files, while restore sets them last:
+prctl(PR_SET_MM_MAP), pidfd_getfd and the rest need the stub's root creds.)
 """
 from __future__ import annotations
 
@@ -64,6 +74,17 @@ def _set_fs(uid: int, gid: int) -> None:
     _libc.syscall(ctypes.c_long(SYS_SETFSUID), ctypes.c_long(uid))
     if fs_ids() != (uid, gid):
         raise CredsError(1, f"cannot take fs uid {uid} / gid {gid} (have {fs_ids()})")
+
+
+def file_id(path: str) -> list[int]:
+    """[st_dev, st_ino] of what path names ([] if it cannot be stat'd):
+    restore gives a process back a file its user may no longer open only if
+    it is this very one (restore.py, Restorer._same_file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    return [st.st_dev, st.st_ino]
 
 
 def creds_of(creds: dict) -> tuple[int, int, list[int]]:
