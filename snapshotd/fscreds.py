@@ -26,8 +26,9 @@ that very file: same device and inode as recorded (File.dev/inode, and
 Process.cwd_id for the working directory), looked up with O_PATH, checked
 with fstat(2), reopened through /proc/self/fd (restore.py, _same_file).
 (Syscall injection, opening inside the restored process after its creds are
-set, would need the creds set before the files, while restore sets them last:
-prctl(PR_SET_MM_MAP), pidfd_getfd and the rest need the stub's root creds.)
+set, was not chosen: files are needed before the creds are set, for mmap of
+file mappings and PR_SET_MM_MAP's exe fd, and pidfd_getfd of our fds from
+inside the process needs its root creds; restore sets creds last.)
 """
 from __future__ import annotations
 
