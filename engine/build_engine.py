@@ -62,6 +62,16 @@ ffibuilder.cdef(
     void snp_b3_pages_idx(const uint8_t *base, const uint32_t *idx, long n, uint8_t *out,
                           int force_scalar);
     int snp_b3_vector(void);
+    #define SNP_HT_MISSING 0xFFFFFFFFFFFFFFFE
+    struct snp_ht;
+    struct snp_ht *snp_ht_new(void);
+    void snp_ht_free(struct snp_ht *t);
+    uint64_t snp_ht_len(const struct snp_ht *t);
+    void snp_ht_get(const struct snp_ht *t, const uint8_t *keys, long n, uint64_t *out);
+    int snp_ht_put(struct snp_ht *t, const uint8_t *keys, const uint64_t *vals, long n);
+    long snp_ht_assign(struct snp_ht *t, const uint8_t *keys, long n, uint64_t first,
+                       uint64_t *out, long *fresh);
+    void snp_ht_items(const struct snp_ht *t, uint8_t *keys, uint64_t *vals);
     long snp_count_nonzero_pages(const uint8_t *data, long n, uint8_t *nonzero);
     uint64_t snp_stub_base(void);
     int snp_spawn_stub(int want_pid, int new_pidns, int *out_pid, int *out_init);
@@ -70,7 +80,7 @@ ffibuilder.cdef(
     int snp_grab_fd(int pid, int fd);
     """
 )
-SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "blake3_pages.c", "spawn.c", "pipes.c", "track.c"]
+SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "blake3_pages.c", "hashtab.c", "spawn.c", "pipes.c", "track.c"]
 ffibuilder.set_source(
     "snapshotd._engine",
     '#include "engine.h"',

@@ -614,16 +614,17 @@ def vmflags_by_vma(pid: int) -> dict:
         return {}
 
 
-def check_vmflags_unchanged(pid: int, used: dict) -> None:
+def check_vmflags_unchanged(pid: int, used: dict) -> dict:
     """After resume: every mapping whose VmFlags were taken from before the
     freeze must show the same flags now (if it still exists unchanged), so
-    the flags held during the freeze too."""
+    the flags held during the freeze too.  Returns the flags read now."""
     now = vmflags_by_vma(pid)
     for k, f in used.items():
         g = now.get(k)
         if g is not None and set(g) - UFFD_VMFLAGS != set(f) - UFFD_VMFLAGS:
             raise DumpError(f"PID {pid}: the flags of mapping {k[0]:#x}-{k[1]:#x} changed during the dump "
                             "(madvise); nothing was saved, try again")
+    return now
 
 _TYPE_NAMES = {statmod.S_IFSOCK: "socket", statmod.S_IFBLK: "block device", statmod.S_IFLNK: "symlink"}
 
@@ -706,6 +707,12 @@ class TreeCapture:
                  capture: str = DEFAULT_CAPTURE, hint=None):
         self.pid, self.writer, self.stats = pid, writer, stats
         self.tracker, self.parent_sid, self.capture = tracker, parent_sid, capture
+        if hint is None and tracker is not None and tracker.pid == pid and tracker.vmflags:
+            # the flags read after the tracker's last snapshot: smaps walks every
+            # page table (~12 ms per GiB), and finish() checks them anyway
+            hint = tracker.vmflags
+        if tracker is not None:
+            tracker.vmflags = None  # until finish() reads them again
         self.hint = hint if hint is not None else vmflags_by_vma(pid)
         self.child = 0
         self.pd = None
@@ -752,7 +759,9 @@ class TreeCapture:
             except engine.EngineError as e:
                 raise DumpError(f"dump of PID {self.pid} failed reading its copy-on-write child: {e}") from None
         if pd is not None:
-            check_vmflags_unchanged(self.pid, pd.flags_used)
+            now = check_vmflags_unchanged(self.pid, pd.flags_used)
+            if self.tracker is not None:
+                self.tracker.vmflags = now
             pd.flush_deferred()
             pd.add_unchanged(self.plans)
         self.writer.attrs["tracker"] = stats.tracker

@@ -50,3 +50,33 @@ def test_hash_pages_gives_the_zero_digest_for_zero_pages_only():
 def test_index_knows_the_zero_page_by_every_digest():
     assert blake3.blake3(bytes(PAGE)).digest() in ZERO_DIGESTS
     assert hashlib.sha256(bytes(PAGE)).digest() in ZERO_DIGESTS
+
+
+def test_digest_table_behaves_like_a_dict():
+    """The store's page index (engine/csrc/hashtab.c) against a dict, through
+    growth, batches that repeat a digest, and digests seen before."""
+    from snapshotd.storage.pageindex import MISSING, DigestTable
+    rng = np.random.default_rng(0)
+    t, d = DigestTable(), {}
+    for _ in range(30):
+        keys = rng.integers(0, 256, (int(rng.integers(1, 5000)), 32), dtype=np.uint8)
+        keys[::3] = keys[0]
+        if d and rng.random() < 0.5:
+            keys = np.concatenate([keys, np.frombuffer(b"".join(list(d)[:50]), np.uint8).reshape(-1, 32)])
+        first = int(rng.integers(0, 1 << 40))
+        out, fresh = t.assign(keys, first)
+        k = 0
+        for i, key in enumerate(map(bytes, keys)):
+            if key not in d:
+                d[key] = first + k
+                assert fresh[k] == i
+                k += 1
+            assert out[i] == d[key]
+        assert len(fresh) == k and len(t) == len(d)
+    known = np.frombuffer(b"".join(d), np.uint8).reshape(-1, 32)
+    assert (t.get(known) == np.array(list(d.values()), np.uint64)).all()
+    assert (t.get(rng.integers(0, 256, (10, 32), dtype=np.uint8)) == MISSING).all()
+    t.put(known[:5], np.arange(5, dtype=np.uint64))
+    assert t.get(known[:5]).tolist() == [0, 1, 2, 3, 4] and len(t) == len(d)
+    ks, vs = t.items()
+    assert len(ks) == len(d)

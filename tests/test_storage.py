@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from snapshotd.storage.snapshot import from_runs
 from genwriter import Gen, cli_json, cli_ok, dump, restore_and_check
 from zdtm_harness import assert_cli_fails, cli_command, last_line, wait_gone
 
@@ -308,7 +309,8 @@ def test_dumps_after_compaction_use_the_compacted_packs(store, chain3):
     assert out["ok"] and [s["id"] for s in out["snapshots"]] == [after]
     with h5py.File(store / "snapshots" / f"{after}.h5", "r") as f:
         names = [n.decode() for n in f["packs"][:]]
-        refs = np.concatenate([f["pages"][p]["ref"][:] for p in f["pages"]])
+        refs = np.concatenate([from_runs(*(f["pages"][p][k][:] for k in ("run_addr", "run_len", "run_ref")))[1]
+                               for p in f["pages"]])
     slots = refs[refs != np.uint64(2**64 - 1)] >> np.uint64(32)
     old = [i for i, n in enumerate(names) if n.startswith(tuple(s for s, _ in snaps))]
     # pages are taken from the compacted copy; an old pack can only still serve

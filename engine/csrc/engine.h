@@ -54,6 +54,18 @@ long snp_read_page_list(int pid, int memfd, const uint64_t *addrs, uint8_t *data
 #define SNP_HASH_BLAKE3 1 /* format 3 */
 void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo);
 
+/* ---- hashtab.c: page digest -> page reference ---- */
+#define SNP_HT_MISSING 0xFFFFFFFFFFFFFFFEULL
+struct snp_ht;
+struct snp_ht *snp_ht_new(void);
+void snp_ht_free(struct snp_ht *t);
+uint64_t snp_ht_len(const struct snp_ht *t);
+void snp_ht_get(const struct snp_ht *t, const uint8_t *keys, long n, uint64_t *out);
+int snp_ht_put(struct snp_ht *t, const uint8_t *keys, const uint64_t *vals, long n);
+long snp_ht_assign(struct snp_ht *t, const uint8_t *keys, long n, uint64_t first,
+                   uint64_t *out, long *fresh);
+void snp_ht_items(const struct snp_ht *t, uint8_t *keys, uint64_t *vals);
+
 /* ---- blake3_pages.c: BLAKE3 of 4 KiB pages (16 at a time with AVX-512) ---- */
 void snp_b3_pages_idx(const uint8_t *base, const uint32_t *idx, long n, uint8_t *out,
                       int force_scalar);

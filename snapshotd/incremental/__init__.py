@@ -58,6 +58,7 @@ class Tracker:
         self.pid = 0
         self.baseline: str | None = None  # id of the snapshot the last reset corresponds to
         self.active = False
+        self.vmflags: dict | None = None  # VmFlags by VMA, as checked after the last snapshot (dump.py)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 
+from .._engine import ffi, lib
 from ..pagehash import HASH_SIZE, PAGE, blake3_page_list
 
 ZERO_REF = 0xFFFFFFFFFFFFFFFF  # reference meaning "the all-zero page"
@@ -31,6 +32,67 @@ def pack_names(packdir: str) -> list[str]:
     return sorted(n for n in names if n.endswith(".h5") and not n.startswith("."))
 
 
+MISSING = np.uint64(lib.SNP_HT_MISSING)  # "not in the table" (never a page reference)
+_ZERO_KEYS = np.frombuffer(b"".join(ZERO_DIGESTS), np.uint8).reshape(-1, HASH_SIZE)
+
+
+class DigestTable:
+    """Page digest (32 bytes) -> uint64, looked up a whole batch per call
+    (engine/csrc/hashtab.c; a dict costs ~1 us a page with the GIL held).
+    Not thread-safe: PageIndex holds its lock around calls."""
+
+    def __init__(self):
+        t = lib.snp_ht_new()
+        if t == ffi.NULL:
+            raise MemoryError("page digest table")
+        self._t = ffi.gc(t, lib.snp_ht_free)
+
+    def __len__(self) -> int:
+        return int(lib.snp_ht_len(self._t))
+
+    @staticmethod
+    def _keys(hashes: np.ndarray):
+        h = np.ascontiguousarray(hashes, dtype=np.uint8).reshape(-1, HASH_SIZE)
+        return h, ffi.from_buffer("uint8_t[]", h)
+
+    def get(self, hashes: np.ndarray) -> np.ndarray:
+        """Values of the digests (n, 32); MISSING where absent."""
+        h, keys = self._keys(hashes)
+        out = np.empty(len(h), dtype=np.uint64)
+        if len(h):
+            lib.snp_ht_get(self._t, keys, len(h), ffi.from_buffer("uint64_t[]", out))
+        return out
+
+    def put(self, hashes: np.ndarray, vals) -> None:
+        h, keys = self._keys(hashes)
+        v = np.ascontiguousarray(vals, dtype=np.uint64)
+        if len(h) and lib.snp_ht_put(self._t, keys, ffi.from_buffer("uint64_t[]", v), len(h)) < 0:
+            raise MemoryError("page digest table")
+
+    def assign(self, hashes: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """Values of the digests; absent ones are added with the values
+        first, first+1, ... in order (a digest twice in the batch gets one).
+        Returns (values, indices of the digests added)."""
+        h, keys = self._keys(hashes)
+        out = np.empty(len(h), dtype=np.uint64)
+        fresh = np.empty(len(h), dtype=np.int64)
+        if not len(h):
+            return out, fresh
+        k = lib.snp_ht_assign(self._t, keys, len(h), first, ffi.from_buffer("uint64_t[]", out),
+                              ffi.cast("long *", ffi.from_buffer("int64_t[]", fresh)))
+        if k < 0:
+            raise MemoryError("page digest table")
+        return out, fresh[:k]
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self)
+        keys = np.empty((n, HASH_SIZE), dtype=np.uint8)
+        vals = np.empty(n, dtype=np.uint64)
+        if n:
+            lib.snp_ht_items(self._t, ffi.from_buffer("uint8_t[]", keys), ffi.from_buffer("uint64_t[]", vals))
+        return keys, vals
+
+
 class PageIndex:
     """Shared by the writers of one Store object (the daemon runs several);
     a writer looks pages up here but keeps its own new pages apart until its
@@ -40,7 +102,9 @@ class PageIndex:
         self.lock = threading.Lock()
         self.slots: list[str] = []           # pack file names, by slot
         self.slot_of: dict[str, int] = {}
-        self.where: dict[bytes, int] = dict.fromkeys(ZERO_DIGESTS, ZERO_REF)
+        self.where = DigestTable()
+        self.where.put(_ZERO_KEYS, [ZERO_REF] * len(_ZERO_KEYS))
+        self._tables: dict[str, dict] = {}  # snapshot id -> {pid: (addrs, refs)}, oldest first
 
     def slot(self, pack_name: str) -> int:
         with self.lock:
@@ -56,12 +120,35 @@ class PageIndex:
         that after a compaction new snapshots use the compacted packs and
         the old ones can be collected."""
         base = (self.slot(pack_name) << SLOT_SHIFT) + first
-        keys = hashes.view(f"V{HASH_SIZE}").ravel().tolist()
         with self.lock:
-            self.where.update(zip(keys, range(base, base + len(keys))))
-            self.where.update(dict.fromkeys(ZERO_DIGESTS, ZERO_REF))
+            self.where.put(hashes, np.arange(base, base + len(hashes), dtype=np.uint64))
+            self.where.put(_ZERO_KEYS, [ZERO_REF] * len(_ZERO_KEYS))
 
-    def merge(self, own: dict[bytes, int]) -> None:
-        """Pages of a writer's packs, once those are committed."""
+    def get(self, hashes: np.ndarray) -> np.ndarray:
+        """References of page digests (n, 32); MISSING where unknown."""
         with self.lock:
-            self.where.update(own)
+            return self.where.get(hashes)
+
+    TABLE_BUDGET = 4 << 20  # page-table rows kept in memory (64 MiB), newest snapshots first
+
+    def remember_tables(self, sid: str, tables: dict) -> None:
+        """The page tables (addrs, references in this index's slots) of a
+        snapshot just committed through this index: the next incremental of
+        the same tree starts from them instead of reading them back."""
+        with self.lock:
+            self._tables.pop(sid, None)
+            self._tables[sid] = tables
+            rows = sum(len(a) for t in self._tables.values() for a, _ in t.values())
+            while len(self._tables) > 1 and rows > self.TABLE_BUDGET:
+                old = next(iter(self._tables))
+                rows -= sum(len(a) for a, _ in self._tables.pop(old).values())
+
+    def tables_of(self, sid: str) -> dict | None:
+        with self.lock:
+            return self._tables.get(sid)
+
+    def merge(self, own: DigestTable) -> None:
+        """Pages of a writer's packs, once those are committed."""
+        keys, vals = own.items()
+        with self.lock:
+            self.where.put(keys, vals)

@@ -24,12 +24,12 @@ import numpy as np
 from ..pagehash import PAGE, hash_pages
 from .fsutil import commit_file, fsync_dir, h5py, temp_name
 from .pack import DamagedError, FormatError, PackReader, PackWriter, check_format
-from .pageindex import SLOT_SHIFT, ZERO_REF, PageIndex
+from .pageindex import MISSING, SLOT_SHIFT, ZERO_REF, DigestTable, PageIndex
 
 __all__ = ["SnapshotWriter", "SnapshotReader", "DamagedError", "FormatError", "ZERO_REF", "FORMAT_VERSION"]
 
 FORMAT_NAME = "snapshotd-snapshot"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: page tables as runs (2: one row per page, still read)
 PACK_MAX_PAGES = 1 << 18  # start a new pack after 1 GiB of unique pages
 _ZERO = np.uint64(ZERO_REF)
 _ZERO_PAGE = np.zeros(PAGE, dtype=np.uint8)  # the source of ZERO_REF pages on restore
@@ -45,6 +45,39 @@ def _names_digest(names: list[str]) -> str:
     return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
+def to_runs(addrs: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sorted page table as runs (docs/FORMAT.md §5.1): maximal stretches
+    of consecutive pages whose references are consecutive pages of one pack,
+    or all ZERO_REF.  A full dump stores pages in address order and an
+    incremental one references most pages of its parent unchanged, so a
+    table of a million pages is typically a few thousand runs."""
+    n = len(addrs)
+    if not n:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint64)
+    zero = refs == _ZERO
+    joins = (addrs[1:] == addrs[:-1] + np.uint64(PAGE)) & (
+        (zero[1:] & zero[:-1]) | (~zero[1:] & ~zero[:-1] & (refs[1:] == refs[:-1] + np.uint64(1))))
+    starts = np.flatnonzero(np.concatenate(([True], ~joins)))
+    lens = np.diff(np.append(starts, n)).astype(np.uint64)
+    return addrs[starts], lens, refs[starts]
+
+
+def from_runs(run_addr: np.ndarray, run_len: np.ndarray, run_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(addrs, refs) of a page table stored as runs."""
+    if not (len(run_addr) == len(run_len) == len(run_ref)):
+        raise ValueError("run datasets differ in length")
+    lens = run_len.astype(np.int64)
+    if (lens <= 0).any():
+        raise ValueError("a run of no pages")
+    total = int(lens.sum())
+    first = np.cumsum(lens) - lens
+    step = np.arange(total, dtype=np.uint64) - np.repeat(first, lens).astype(np.uint64)
+    addrs = np.repeat(run_addr, lens) + step * np.uint64(PAGE)
+    base = np.repeat(run_ref, lens)
+    refs = np.where(base == _ZERO, _ZERO, base + step)
+    return addrs, refs
+
+
 class SnapshotWriter:
     def __init__(self, final_path: str, packdir: str, attrs: dict, index: PageIndex,
                  parent: "SnapshotReader | None" = None):
@@ -57,7 +90,7 @@ class SnapshotWriter:
         self.attrs = attrs
         self.index = index
         self.parent = parent
-        self.own: dict[bytes, int] = {}  # pages of this writer's packs, until they are committed
+        self.own = DigestTable()  # pages of this writer's packs, until they are committed
         self.packs: list[PackWriter] = []
         self.page_tables: dict[int, list] = {}
         self.files: dict[str, tuple[np.ndarray, int]] = {}
@@ -88,27 +121,19 @@ class SnapshotWriter:
 
     def _refs_for_nonzero(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         """_refs_for of non-zero pages: data[rows] (all rows if None) with hashes."""
-        get = self.index.where.get
-        own = self.own
-        keys = hashes.view(f"V{hashes.shape[1]}").ravel().tolist()
-        refs = [get(h, -1) for h in keys]
-        new = [i for i, r in enumerate(refs) if r == -1]
-        if new:
+        hashes = np.ascontiguousarray(hashes)
+        refs = self.index.get(hashes)
+        miss = np.flatnonzero(refs == MISSING)
+        if len(miss):
             pack = self._pack()
             base = (self.index.slot(pack.pack_id) << SLOT_SHIFT) + pack.npages
-            fresh = []
-            for i in new:
-                h = keys[i]
-                r = own.get(h, -1)  # stored by this writer already
-                if r == -1:
-                    r = own[h] = base + len(fresh)
-                    fresh.append(i)
-                refs[i] = r
-            if fresh:
-                f = np.asarray(fresh, dtype=np.int64)
+            # stored by this writer already, or new: appended to its pack
+            refs[miss], fresh = self.own.assign(hashes[miss], base)
+            if len(fresh):
+                f = miss[fresh]
                 pack.add(data, hashes[f], f if rows is None else rows[f])
                 self.new_pages += len(fresh)
-        return np.asarray(refs, dtype=np.uint64)
+        return refs
 
     def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None,
                   rows: np.ndarray | None = None) -> np.ndarray:
@@ -188,19 +213,22 @@ class SnapshotWriter:
         h5 = self.h5
         slot_map: dict[int, int] = {}
         total = 0
+        tables = {}
         for pid, parts in self.page_tables.items():
             addrs = np.concatenate([a for a, _ in parts])
-            refs = self._localize(np.concatenate([r for _, r in parts]), slot_map)
+            glob = np.concatenate([r for _, r in parts])
             # sorted by address; an address given twice keeps the last entry
             if len(addrs) > 1 and not (addrs[1:] >= addrs[:-1]).all():
                 order = np.argsort(addrs, kind="stable")
-                addrs, refs = addrs[order], refs[order]
+                addrs, glob = addrs[order], glob[order]
             last = np.append(addrs[1:] != addrs[:-1], True) if len(addrs) else np.empty(0, bool)
-            addrs, refs = addrs[last], refs[last]
+            addrs, glob = addrs[last], glob[last]
+            refs = self._localize(glob, slot_map)
             g = h5.create_group(f"pages/{pid}")
-            g.create_dataset("addr", data=addrs, **_TABLE_OPTS)
-            g.create_dataset("ref", data=refs, **_TABLE_OPTS)
+            for name, col in zip(("run_addr", "run_len", "run_ref"), to_runs(addrs, refs)):
+                g.create_dataset(name, data=col, **_TABLE_OPTS)
             total += len(addrs)
+            tables[pid] = (addrs, glob)
         for key, (refs, size) in self.files.items():
             refs = self._localize(refs, slot_map)
             ds = h5.create_dataset(f"files/{key}/ref", data=refs, **_opts(len(refs)))
@@ -228,6 +256,7 @@ class SnapshotWriter:
         a["packs_sha256"] = _names_digest(names)
         h5.close()
         commit_file(self.tmp_path, self.final_path, "snapshot")
+        self.index.remember_tables(self.sid, tables)
         return self.final_path
 
     def abort(self) -> None:
@@ -312,7 +341,10 @@ class SnapshotReader:
         if g is None:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
         try:
-            addrs, refs = g["addr"][:], g["ref"][:]
+            if "run_addr" in g:  # format 3
+                addrs, refs = from_runs(g["run_addr"][:], g["run_len"][:], g["run_ref"][:])
+            else:  # format 2
+                addrs, refs = g["addr"][:], g["ref"][:]
         except (OSError, KeyError, ValueError) as e:
             raise DamagedError(f"{self.id}: page table of PID {pid} unreadable ({e})") from None
         if len(addrs) != len(refs) or (len(addrs) > 1 and not (addrs[1:] > addrs[:-1]).all()) \
@@ -321,7 +353,12 @@ class SnapshotReader:
         return addrs, refs
 
     def global_page_table(self, pid: int, index: PageIndex) -> tuple[np.ndarray, np.ndarray]:
-        """The page table with references translated to index's slots."""
+        """The page table with references translated to index's slots (kept
+        in memory by the index since this snapshot's commit, if it was
+        written through the same index: the next incremental needs it)."""
+        known = index.tables_of(self.id)
+        if known is not None and pid in known:
+            return known[pid]
         addrs, refs = self.page_table(pid)
         return addrs, self.globalize(refs, index)
 
