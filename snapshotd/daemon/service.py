@@ -287,7 +287,7 @@ class Daemon:
                 # the pages written since (uffd-wp + PAGEMAP_SCAN where the
                 # kernel has it); the first round, and the first after a
                 # daemon restart, compare content hashes instead
-                t.tracker = incremental.choose()
+                t.tracker = incremental.TreeTracker()  # one tracker per process of the tree
         members = [roundmod.Member(pid=t.pid, start_time=t.start_time, name=t.name, owner_uid=t.uid,
                                    parent=t.last_snapshot, tracker=t.tracker, estimate=t.last_bytes)
                    for t in trees]

@@ -112,14 +112,19 @@ class PackWriter:
         self.compressors = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zstd")
         self.todo: queue.Queue = queue.Queue(maxsize=64)  # compressed-block futures, in block order
         self.error: BaseException | None = None
+        self.borrowed: list = []  # compressions reading the caller's data (add(borrow=True))
         self.writer = threading.Thread(target=self._write_loop, name="pack-writer", daemon=True)
         self.writer.start()
 
     # -- adding pages --
-    def add(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None) -> int:
-        """Append pages data[rows] (data: (n, 4096); all rows if None) with
-        their hashes (one per appended page); returns the index of the first
-        one in this pack."""
+    def add(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None,
+            borrow: bool = False) -> int:
+        """Append pages data[rows] (data: (n, 4096); all rows if None, else
+        ascending) with their hashes (one per appended page); returns the
+        index of the first one in this pack.  borrow: the caller keeps data
+        unchanged until settle(), so a whole block of consecutive rows is
+        compressed where it lies instead of being copied into a block buffer
+        first (the copy cost as much as the compression)."""
         first = self.npages
         rows = np.arange(len(data)) if rows is None else rows
         n = len(rows)
@@ -129,6 +134,14 @@ class PackWriter:
         self.npages += n
         i = 0
         while i < n:
+            if borrow and self.nbuf == 0 and n - i >= PAGES_PER_BLOCK \
+                    and rows[i + PAGES_PER_BLOCK - 1] - rows[i] == PAGES_PER_BLOCK - 1:
+                r0 = int(rows[i])
+                fut = self.compressors.submit(_compress, memoryview(data[r0:r0 + PAGES_PER_BLOCK]).cast("B"))
+                self.borrowed.append(fut)
+                self.todo.put(fut)
+                i += PAGES_PER_BLOCK
+                continue
             take = min(PAGES_PER_BLOCK - self.nbuf, n - i)
             np.take(data, rows[i:i + take], axis=0, out=self.buf[self.nbuf:self.nbuf + take])
             self.nbuf += take
@@ -136,6 +149,12 @@ class PackWriter:
             if self.nbuf == PAGES_PER_BLOCK:
                 self._submit()
         return first
+
+    def settle(self) -> None:
+        """Wait until no compression reads the caller's borrowed data."""
+        for f in self.borrowed:
+            f.exception()  # errors surface at commit, through the writer thread
+        self.borrowed = []
 
     def _submit(self) -> None:
         if self.error:

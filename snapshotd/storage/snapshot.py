@@ -104,7 +104,8 @@ class SnapshotWriter:
             self.packs.append(PackWriter(os.path.join(self.packdir, name), name))
         return self.packs[-1]
 
-    def _refs_for(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    def _refs_for(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None,
+                  borrow: bool = False) -> np.ndarray:
         """References for pages data[rows] (data (n, 4096), all rows if None),
         hashes[rows] being their SHA-256 (all-zero for a zero page); content
         the store does not hold yet is appended to this snapshot's pack."""
@@ -113,13 +114,14 @@ class SnapshotWriter:
         # zero pages get ZERO_REF without a trip through the dictionary
         nz = np.flatnonzero(np.ascontiguousarray(hashes).view(np.uint64).any(axis=1))
         if len(nz) == len(hashes):
-            return self._refs_for_nonzero(data, hashes, rows)
+            return self._refs_for_nonzero(data, hashes, rows, borrow)
         out = np.full(len(hashes), _ZERO, dtype=np.uint64)
         if len(nz):
-            out[nz] = self._refs_for_nonzero(data, hashes[nz], nz if rows is None else rows[nz])
+            out[nz] = self._refs_for_nonzero(data, hashes[nz], nz if rows is None else rows[nz], borrow)
         return out
 
-    def _refs_for_nonzero(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    def _refs_for_nonzero(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None,
+                          borrow: bool = False) -> np.ndarray:
         """_refs_for of non-zero pages: data[rows] (all rows if None) with hashes."""
         hashes = np.ascontiguousarray(hashes)
         refs = self.index.get(hashes)
@@ -131,26 +133,32 @@ class SnapshotWriter:
             refs[miss], fresh = self.own.assign(hashes[miss], base)
             if len(fresh):
                 f = miss[fresh]
-                pack.add(data, hashes[f], f if rows is None else rows[f])
+                pack.add(data, hashes[f], f if rows is None else rows[f], borrow=borrow)
                 self.new_pages += len(fresh)
         return refs
 
     def add_pages(self, pid: int, addrs: np.ndarray, data, hashes: np.ndarray | None = None,
-                  rows: np.ndarray | None = None) -> np.ndarray:
+                  rows: np.ndarray | None = None, borrow: bool = False) -> np.ndarray:
         """Pages of process pid: addrs (n,) uint64, data n*4096 bytes (the
-        caller may reuse its buffer once this returns), hashes (n, 32) their
-        SHA-256 if known (all-zero for a zero page).  With rows, only those
-        pages are part of the snapshot (the others are zero pages to drop).
-        Returns the references of the pages kept (for add_refs)."""
+        caller may reuse its buffer once this returns, or with borrow=True
+        once settle() returns), hashes (n, 32) their hash if known (all-zero
+        for a zero page).  With rows, only those pages are part of the
+        snapshot (the others are zero pages to drop).  Returns the
+        references of the pages kept (for add_refs)."""
         data = np.frombuffer(data, dtype=np.uint8).reshape(-1, PAGE)
         if not len(data) or (rows is not None and not len(rows)):
             return np.empty(0, np.uint64)
         if hashes is None:
             hashes = hash_pages(data)
-        refs = self._refs_for(data, hashes, rows)
+        refs = self._refs_for(data, hashes, rows, borrow)
         a = np.asarray(addrs, dtype=np.uint64)
         self.page_tables.setdefault(pid, []).append((a[rows] if rows is not None else a.copy(), refs))
         return refs
+
+    def settle(self) -> None:
+        """Data lent with add_pages(borrow=True) is no longer read."""
+        for p in self.packs:
+            p.settle()
 
     def add_refs(self, pid: int, addrs, refs) -> None:
         """Pages of pid whose contents were already added (references from
