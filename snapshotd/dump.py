@@ -35,6 +35,7 @@ from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
 from .pagehash import nonzero_mask
 from .pageread import PAGES_PER_READ, PageReader
+from .fscreds import file_id
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
@@ -554,7 +555,7 @@ class ProcessDumper:
         threads = [self.dump_thread(t) for t in self.tids]
         proc = Process(
             pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
-            exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"),
+            exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"), cwd_id=file_id(f"/proc/{pid}/cwd"),
             umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
             rlimits=self.rlimits(),
             mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),

@@ -109,6 +109,7 @@ class Process:
     # as a child of ppid that exits with that status
     zombie: bool = False
     exit_status: int = 0
+    cwd_id: list = field(default_factory=list)  # [st_dev, st_ino] of the cwd ([] if unknown)
 
 
 @dataclass
