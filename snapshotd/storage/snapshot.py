@@ -2,7 +2,7 @@
 
 A snapshot file holds the image (process metadata, JSON) and, per process, a
 complete page table: page address -> page reference.  Page contents live in
-packs (pack.py), shared by every snapshot of the store: a page whose SHA-256
+packs (pack.py), shared by every snapshot of the store: a page whose hash
 is already stored anywhere in the store is referenced, not written again.  An
 incremental snapshot names its parent and writes only content that is new;
 because its page table is complete, restore never walks the chain.
@@ -108,7 +108,7 @@ class SnapshotWriter:
     def _refs_for(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None,
                   borrow: bool = False) -> np.ndarray:
         """References for pages data[rows] (data (n, 4096), all rows if None),
-        hashes[rows] being their SHA-256 (all-zero for a zero page); content
+        hashes[rows] being their hashes (all-zero for a zero page); content
         the store does not hold yet is appended to this snapshot's pack."""
         if rows is not None:
             hashes = hashes[rows]
