@@ -186,6 +186,8 @@ def cmd_prune(args):
         print(json.dumps(out))
         return
     verb = "would remove" if args.dry_run else "removed"
+    for rid in out.get("removed_rounds", []):
+        print(f"{verb} round {rid}")
     for sid in out["removed"]:
         print(f"{verb} {sid}")
     gc = out.get("gc")
@@ -240,13 +242,27 @@ def cmd_check(args):
 
 
 # -- the service (snapshotd/daemon/): the daemon itself, and verbs that ask it --
-def _ask(args, op, **kw):
+def _ask(args, op, bar: bool = False, **kw):
+    """One request to the daemon. bar: long work; on a terminal (and without
+    --json) the daemon reports its progress and a bar is drawn on stderr."""
     from .daemon.protocol import ProtocolError, call, socket_path
+    from .progress import Progress
 
+    shown: list = []
+
+    def on_progress(p):
+        if not shown or shown[0].label != p["label"]:
+            shown[:] = [Progress(p["label"], int(p["total"]))]
+        shown[0].update(int(p["done"]), int(p["total"]))
+
+    want = bar and not args.json and sys.stderr.isatty()
     try:
-        return call(socket_path(getattr(args, "socket", None)), op, **kw)
+        return call(socket_path(getattr(args, "socket", None)), op, on_progress=on_progress if want else None, **kw)
     except ProtocolError as e:
         raise CliError(str(e)) from None
+    finally:
+        for b in shown:
+            b.close()
 
 
 def _when(t) -> str:
@@ -261,13 +277,20 @@ def cmd_daemon(args):
         retention = parse_duration(args.retention_every)
     except ProtocolError as e:
         raise CliError(f"--retention-every: {e}") from None
+    try:
+        compact_every = parse_duration(args.compact_every)
+    except ProtocolError as e:
+        raise CliError(f"--compact-every: {e}") from None
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
+    if args.compact_depth < 1 or args.compact_packs < 1:
+        raise CliError("--compact-depth and --compact-packs must be at least 1")
     from .storage.store import DEFAULT_STORE
 
     try:
         return run(args.store or os.environ.get("SNAPSHOTD_STORE") or DEFAULT_STORE,
-                   socket_path(args.socket), retention_every=retention, workers=args.workers)
+                   socket_path(args.socket), retention_every=retention, workers=args.workers,
+                   compact_every=compact_every, compact_depth=args.compact_depth, compact_packs=args.compact_packs)
     except DaemonStartError as e:
         raise CliError(str(e)) from None
     except OSError as e:
@@ -304,6 +327,12 @@ def cmd_status(args):
     if args.json:
         return _emit(args, r, "")
     print(f"daemon PID {r['daemon_pid']}, store {r['store']}, up since {_when(r['started'])} UTC")
+    for name, u in sorted(r.get("upkeep", {}).items()):
+        done = (f"removed {u['removed_snapshots']} snapshot(s), {u['removed_packs']} pack(s) "
+                f"({_human(u['freed_bytes'])})" if name == "retention" else f"compacted {u['compacted_rounds']} round(s)"
+                + (f", last {u['last_compacted']}" if u.get("last_compacted") else ""))
+        print(f"{name} every {u['every']}: last run {_when(u['last_run'])} UTC, {done}"
+              + (f"; LAST ERROR ({_when(u['last_error_time'])}): {u['last_error']}" if u["last_error"] else ""))
     if not r["trees"]:
         print("no registered trees")
         return
@@ -332,7 +361,7 @@ def cmd_snapshots(args):
 
 
 def cmd_snapshot_now(args):
-    r = _ask(args, "snapshot-now", **_target(args))
+    r = _ask(args, "snapshot-now", bar=True, **_target(args))
     if args.json:
         return _emit(args, r, "")
     print(f"round {r['round']} of job {r['job']} in {r['duration_s']:.2f} s", file=sys.stderr)
@@ -341,7 +370,7 @@ def cmd_snapshot_now(args):
 
 
 def cmd_rollback(args):
-    r = _ask(args, "rollback", job=args.job, to=args.to, keep_files=args.keep_files)
+    r = _ask(args, "rollback", bar=True, job=args.job, to=args.to, keep_files=args.keep_files)
     if args.json:
         return _emit(args, r, "")
     print(f"job {r['job']} rolled back to round {r['round']}")
@@ -403,14 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
     v = add("verify", cmd_verify, "Re-hash every page the snapshots need; report what is damaged or missing "
                                   "(exit 1 if anything is).")
     v.add_argument("snapshot", nargs="*", metavar="SNAPSHOT", help="snapshots to check (default: all)")
-    pr = add("prune", cmd_prune, "Remove snapshots a retention policy does not keep (per tree), then "
-                                 "garbage-collect unreferenced page packs.")
-    pr.add_argument("--keep-last", type=int, default=0, metavar="N", help="keep the newest N of each tree")
+    pr = add("prune", cmd_prune, "Remove snapshots a retention policy does not keep (per tree; for a job "
+                                 "snapshotted in rounds by the daemon, per round: whole rounds are kept or "
+                                 "removed), then garbage-collect unreferenced page packs.")
+    pr.add_argument("--keep-last", type=int, default=0, metavar="N", help="keep the newest N of each tree (of each job's complete rounds)")
     pr.add_argument("--keep-hourly", type=int, default=0, metavar="N",
                     help="keep the newest of each of the last N hours that have snapshots")
     pr.add_argument("--keep-daily", type=int, default=0, metavar="N", help="same, per day")
     pr.add_argument("--keep-weekly", type=int, default=0, metavar="N", help="same, per ISO week")
-    pr.add_argument("--job", metavar="JOBID", help="only snapshots of this job")
+    pr.add_argument("--job", metavar="JOBID", help="only snapshots of this job (by rounds if it has any)")
     pr.add_argument("--tree", metavar="TREE", help="only this tree (HOST:PID as in `show`, or a root PID)")
     pr.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     pr.add_argument("--no-gc", action="store_true", help="do not garbage-collect packs afterwards")
@@ -431,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--retention-every", default="1m", metavar="DURATION",
                     help="how often retention runs (default 1m)")
     dm.add_argument("--workers", type=int, default=2, help="rounds taken at once (default 2)")
+    dm.add_argument("--compact-every", default="6h", metavar="DURATION",
+                    help="how often to look for rounds to compact (default 6h); only jobs with --keep are compacted")
+    dm.add_argument("--compact-depth", type=int, default=32, metavar="N",
+                    help="compact a job's newest complete round once a member is N incremental snapshots deep "
+                         "(default 32)")
+    dm.add_argument("--compact-packs", type=int, default=64, metavar="N",
+                    help="... or once a member's pages lie in N or more page packs (default 64)")
     rg = svc("register", cmd_register, "Have the daemon snapshot a process on a schedule.")
     rg.add_argument("pid", type=int, metavar="PID")
     rg.add_argument("--every", required=True, metavar="DURATION", help="interval: 30s, 10m, 2h ...")
@@ -466,6 +503,10 @@ def main(argv=None) -> int:
     if not args.cmd:
         parser.print_help()
         return 2
+    if args.json:
+        from . import progress
+
+        progress.ENABLED = False  # never a bar with --json
     try:
         rc = args.fn(args)
         return rc or 0

@@ -21,6 +21,7 @@ import signal
 import stat as statmod
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +31,11 @@ from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .capture import fork_held_child, needs_frozen_read, release_child
-from .incremental import ranges_and, ranges_minus
+from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
 from .pagehash import nonzero_mask
 from .pageread import PAGES_PER_READ, PageReader
+from .fscreds import file_id
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
 from .storage.store import Store
@@ -500,64 +502,50 @@ class ProcessDumper:
             self.stats.unchanged_pages += len(addrs)
 
     def dump_pages(self, mappings: list[Mapping]) -> None:
-        """Stream the pages to keep into the writer, through one reused buffer
-        (fresh memory is slow to fault in on this kind of VM).  The engine
-        reads and hashes in two threads; zero pages come back with an all-zero
-        hash and are dropped here, except in file-backed private mappings
-        where a missing page would read back from the file."""
+        """Stream the pages to keep into the writer (the tree path: pages
+        that processes of the tree share copy-on-write are read once, through
+        shared_pages).  Zero pages come back with an all-zero hash and are
+        dropped, except in file-backed private mappings where a missing page
+        would read back from the file."""
         n = PAGES_PER_READ
-        addrs = np.empty(n, dtype=np.uint64)
-        data = np.empty(n * engine.PAGE, dtype=np.uint8)
-        hashes = np.empty((n, 32), dtype=np.uint8)
-        nxt = ffi.new("uint64_t *")
-        c_addrs, c_data = ffi.from_buffer("uint64_t[]", addrs), ffi.from_buffer("uint8_t[]", data)
-        c_hashes = ffi.from_buffer("uint8_t[]", hashes)
-        memfd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
-        pmfd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY)
         # progress by address range scanned (sparse areas pass quickly)
         bar = Progress(f"dump {self.pid}", sum(m.end - m.start for m in mappings if m.pages in ("anon", "cow")))
         try:
-            for mp in mappings:
-                if mp.pages not in ("anon", "cow"):
-                    continue
-                flags = 0
-                if mp.pages == "cow":
-                    flags |= lib.SNP_PAGES_ANON_ONLY
-                if not mp.prot & sc.PROT_READ:
-                    flags |= lib.SNP_PAGES_USE_MEMFILE
-                private = mp.pages == "anon" and not mp.shared
-                # windows of the mapping, so that pagemap reads stay small
-                windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
-                    if private else [(mp.start, mp.end)]
-                for wlo, whi in windows:
-                    if private:  # frames already captured from another process of the tree
-                        kaddrs, krefs, todo, pfn = self.shared_pages.split_private(pmfd, wlo, whi)
-                        self.writer.add_refs(self.pid, kaddrs, krefs)
-                        self.stats.pages += len(kaddrs)
-                    else:
-                        todo = self.shared_pages.ranges(pmfd, mp)
-                    bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
-                    for lo, hi in todo:
-                        a = lo
-                        while a < hi:
-                            got = lib.snp_collect_pages(self.pid, memfd, pmfd, a, hi, flags, c_addrs, c_data,
-                                                        c_hashes, n, nxt)
-                            engine.check(got, f"read memory of PID {self.pid} at {a:#x}")
-                            if got:
+            with PageReader(self.pid, self.pid) as reader:
+                for mp in mappings:
+                    if mp.pages not in ("anon", "cow"):
+                        continue
+                    flags = 0
+                    if mp.pages == "cow":
+                        flags |= lib.SNP_PAGES_ANON_ONLY
+                    if not mp.prot & sc.PROT_READ:
+                        flags |= lib.SNP_PAGES_USE_MEMFILE
+                    private = mp.pages == "anon" and not mp.shared
+                    # windows of the mapping, so that pagemap reads stay small
+                    windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
+                        if private else [(mp.start, mp.end)]
+                    for wlo, whi in windows:
+                        if private:  # frames already captured from another process of the tree
+                            kaddrs, krefs, todo, pfn = self.shared_pages.split_private(reader.pmfd, wlo, whi)
+                            self.writer.add_refs(self.pid, kaddrs, krefs)
+                            self.stats.pages += len(kaddrs)
+                        else:
+                            todo = self.shared_pages.ranges(reader.pmfd, mp)
+                        bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
+                        for bt in reader.batches(todo, flags):
+                            if bt.got:
                                 rows = None
                                 if mp.pages == "anon":
-                                    rows = np.flatnonzero(hashes[:got].view(np.uint64).any(axis=1))
-                                refs = self.writer.add_pages(self.pid, addrs[:got], data[: got * engine.PAGE],
-                                                             hashes[:got], rows=rows)
+                                    rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1))
+                                refs = self.writer.add_pages(self.pid, bt.addrs, bt.data, bt.hashes, rows=rows,
+                                                             borrow=True)
+                                self.writer.settle()
                                 if private:
-                                    self.shared_pages.remember(pfn, wlo, addrs[:got], rows, refs)
-                                self.stats.pages += got if rows is None else len(rows)
-                            bar.add(nxt[0] - a)
-                            a = nxt[0]
+                                    self.shared_pages.remember(pfn, wlo, bt.addrs, rows, refs)
+                                self.stats.pages += bt.got if rows is None else len(rows)
+                            bar.add(bt.next - bt.start)
         finally:
             bar.close()
-            os.close(memfd)
-            os.close(pmfd)
 
     def dump_meta(self) -> Process:
         """Everything but page contents (the scratch page must be mapped)."""
@@ -567,7 +555,7 @@ class ProcessDumper:
         threads = [self.dump_thread(t) for t in self.tids]
         proc = Process(
             pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
-            exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"),
+            exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"), cwd_id=file_id(f"/proc/{pid}/cwd"),
             umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
             rlimits=self.rlimits(),
             mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),
@@ -711,7 +699,13 @@ class TreeCapture:
     def __init__(self, pid: int, writer, stats: DumpStats, tracker=None, parent_sid: str | None = None,
                  capture: str = DEFAULT_CAPTURE, hint=None):
         self.pid, self.writer, self.stats = pid, writer, stats
+        # a TreeTracker holds one tracker per process of the tree
+        self.tree_tracker = tracker if isinstance(tracker, TreeTracker) else None
+        if self.tree_tracker is not None:
+            tracker = self.tree_tracker.for_pid(pid)
         self.tracker, self.parent_sid, self.capture = tracker, parent_sid, capture
+        self.parts: list = []  # (dumper, plans, tracker) of tracked processes of a tree
+        self.started: list = []  # trackers started at this snapshot
         if hint is None and tracker is not None and tracker.pid == pid and tracker.vmflags:
             # the flags read after the tracker's last snapshot: smaps walks every
             # page table (~12 ms per GiB), and finish() checks them anyway
@@ -741,16 +735,7 @@ class TreeCapture:
                     pid, members[0][1], writer, stats, tracker, self.parent_sid, self.capture, self.hint)
             procs.append(proc)
         else:
-            if tracker is not None or self.capture == "cow":
-                stats.notes.append(f"a tree of {len(members)} processes: captured frozen, "
-                                   "without dirty-page tracker or copy-on-write capture")
-            if tracker is not None:
-                tracker.baseline = None
-            shared_pages = SharedPagesOnce()
-            for p, tids in members:
-                with _as_dump_error(p):
-                    procs.append(zombie_record(p) if tids is None
-                                 else ProcessDumper(p, tids, writer, stats, shared_pages).dump())
+            self._frozen_tree(members)
         try:
             link_shared_files(procs)
             capture_pipes(procs, writer)
@@ -761,26 +746,91 @@ class TreeCapture:
         except fdkinds.Unsupported as e:
             raise DumpError(str(e)) from None
 
+    def _frozen_tree(self, members) -> None:
+        """A tree of several processes, captured while frozen.  With a
+        TreeTracker, each process whose tracker covers the time since the
+        parent snapshot has only its written pages read (copied now, stored
+        after the release); the others are read in full, pages several of
+        them share copy-on-write once, and their trackers start now."""
+        stats, tt = self.stats, self.tree_tracker
+        if self.capture == "cow" or (self.tracker is not None and tt is None):
+            stats.notes.append(f"a tree of {len(members)} processes: captured frozen"
+                               + ("" if tt is not None else ", without dirty-page tracker"))
+        if tt is None and self.tracker is not None:
+            self.tracker.baseline = None
+        shared_pages = SharedPagesOnce()
+        tracked, hashed = [], []
+        for p, tids in members:
+            with _as_dump_error(p):
+                if tids is None:
+                    self.procs.append(zombie_record(p))
+                    continue
+                tr = tt.for_pid(p) if tt is not None else None
+                if tr is not None and tr.usable_for(p, self.parent_sid):
+                    proc, pd, plans, _ = _dump_single(p, tids, self.writer, stats, tr, self.parent_sid,
+                                                      "auto", None, allow_cow=False)
+                    self.parts.append((pd, plans, tr))
+                    tracked.append(p)
+                else:
+                    if tr is not None:
+                        tr.baseline = None
+                        if tr.active:
+                            tr.close()
+                        tr.start(p)  # frozen: writes from now on are seen
+                        self.started.append(tr)
+                    proc = ProcessDumper(p, tids, self.writer, stats, shared_pages).dump()
+                    hashed.append(p)
+                self.procs.append(proc)
+        stats.capture = "frozen"
+        if tracked:
+            stats.tracker = self.parts[0][2].name
+            if hashed and self.parent_sid:
+                stats.notes.append(f"{stats.tracker}: PIDs {', '.join(map(str, hashed))} not tracked since the "
+                                   "parent (new or restarted): compared by hash, tracked from now")
+
     def finish(self) -> Image:
         pd, stats = self.pd, self.stats
+        # the VmFlags check reads /proc/PID/smaps, which walks every page
+        # table (~12 ms per GiB): in the kernel, while pages are stored here
+        check = None
+        if pd is not None:
+            with ThreadPoolExecutor(1) as ex:
+                check = ex.submit(check_vmflags_unchanged, self.pid, pd.flags_used)
+                try:
+                    self._store_pages()
+                except BaseException:
+                    check.exception()  # the page error is the one to report
+                    raise
+            now = check.result()  # DumpError if they changed
+        else:
+            self._store_pages()
+        if self.tracker is not None and check is not None:
+            self.tracker.vmflags = now
+        self.writer.attrs["tracker"] = stats.tracker
+        self.writer.attrs["capture"] = stats.capture
+        return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes), netns=self.netns)
+
+    def _store_pages(self) -> None:
+        for pd, plans, _tr in self.parts:
+            pd.flush_deferred()
+            pd.add_unchanged(plans)
+        pd = self.pd
         if self.child:
             try:
                 pd.capture_pages(self.plans, self.child, frozen=False)
             except engine.EngineError as e:
                 raise DumpError(f"dump of PID {self.pid} failed reading its copy-on-write child: {e}") from None
         if pd is not None:
-            now = check_vmflags_unchanged(self.pid, pd.flags_used)
-            if self.tracker is not None:
-                self.tracker.vmflags = now
             pd.flush_deferred()
             pd.add_unchanged(self.plans)
-        self.writer.attrs["tracker"] = stats.tracker
-        self.writer.attrs["capture"] = stats.capture
-        return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes), netns=self.netns)
 
     def committed(self, sid: str) -> None:
         if self.tracker is not None and self.single:
             self.tracker.baseline = sid
+        for tr in [t for _pd, _pl, t in self.parts] + self.started:
+            tr.baseline = sid
+        if self.tree_tracker is not None:  # processes that left the tree
+            self.tree_tracker.prune({p.pid for p in self.procs if p.threads})
 
     def close(self) -> None:
         if self.child:
@@ -805,8 +855,9 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     copy-on-write child while the process runs), "frozen" (read while
     frozen), or "auto" (the default: frozen when few pages must be read, i.e.
     a tracked incremental; else cow).
-    Trackers and COW capture apply to a tree of one live process; a tree
-    with several is captured frozen (noted in the image)."""
+    A tree of several processes is captured frozen (no COW child); with a
+    TreeTracker (one tracker per process) its tracked processes have only
+    their written pages read."""
     t0 = time.monotonic()
     validate_target(pid)
     if capture not in CAPTURES:
@@ -869,10 +920,12 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     return sid, stats
 
 
-def _dump_single(pid: int, tids: list[int], writer, stats: DumpStats, tracker, parent_sid, capture: str, hint):
+def _dump_single(pid: int, tids: list[int], writer, stats: DumpStats, tracker, parent_sid, capture: str, hint,
+                 allow_cow: bool = True):
     """The frozen part of a one-process dump: tracker, metadata, page plan,
     pages that must be read frozen, and the COW child if the capture needs
-    one.  Returns (process, dumper, plans, child PID or 0)."""
+    one (never without allow_cow: "auto" then stores large reads while
+    frozen).  Returns (process, dumper, plans, child PID or 0)."""
     use_tracker = tracker is not None and tracker.usable_for(pid, parent_sid)
     if use_tracker:
         stats.tracker = tracker.name
@@ -894,14 +947,18 @@ def _dump_single(pid: int, tids: list[int], writer, stats: DumpStats, tracker, p
         proc = pd.dump_meta()
         mode = capture
         plans = pd.plan_pages(proc.mappings, changes, "cow" if capture == "auto" else capture)
+        defer = False
         if capture == "auto":
-            mode = "frozen" if pd.pages_to_read(plans) <= AUTO_FROZEN_MAX_PAGES else "cow"
+            small = pd.pages_to_read(plans) <= AUTO_FROZEN_MAX_PAGES
+            mode = "frozen" if small or not allow_cow else "cow"
             if mode == "frozen":
                 for pl in plans:
                     pl.frozen = True
+            # few pages read frozen are only copied into memory now; hashed and
+            # stored once it runs again
+            defer = small
         stats.capture = mode
-        # frozen reads are only copied into memory now; hashed and stored once it runs again
-        pd.capture_pages(plans, pid, frozen=True, defer=mode == "frozen" and capture == "auto")
+        pd.capture_pages(plans, pid, frozen=True, defer=defer)
         if mode == "cow":
             child = fork_held_child(pd.t)
     finally:

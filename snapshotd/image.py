@@ -111,6 +111,7 @@ class Process:
     zombie: bool = False
     exit_status: int = 0
     subreaper: bool = False  # PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to it
+    cwd_id: list = field(default_factory=list)  # [st_dev, st_ino] of the cwd ([] if unknown)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Page hashes name page contents everywhere: dump computes them while reading
 memory, storage uses them to deduplicate and to verify what it reads back.
 New packs name pages by BLAKE3 (engine/csrc/blake3_pages.c: 16 pages at a
-time with AVX-512, ~3x SHA-256 with SHA-NI here); packs of format 1 and 2 by
+time with AVX-512, ~2x SHA-256 with SHA-NI here); packs of format 1 by
 SHA-256, which stays readable.  The all-zero digest is reserved for the zero
 page (never stored), whatever the algorithm."""
 from __future__ import annotations

@@ -37,6 +37,7 @@ from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .progress import Progress
+from .fscreds import as_file_creds, creds_of
 from .image import File, Image, Process, from_dict
 from .restore_cow import keep_mask
 from .restore_shared import SharedObjects
@@ -162,23 +163,54 @@ class Restorer:
                 # /dev/shm files with it) would give ELOOP
                 fd = os.open(f"/proc/self/fd/{self.shared.inodes[key]}", flags & ~os.O_NOFOLLOW)
             elif f.kind in ("pipe", "fifo"):
-                fd = self.shared.pipe_end(f)
+                with as_file_creds(self.p.creds if f.kind == "fifo" else None):  # a FIFO is opened by path
+                    fd = self.shared.pipe_end(f)
             elif f.kind == "pipe-ext":
                 fd = self._external_pipe(f, flags)
             elif f.kind in fdkinds.KINDS:
                 return fdkinds.restore(self, f)
             else:
-                if f.content is not None:  # tmpfs: put the saved contents back
-                    with open(f.path, "wb") as out:
-                        out.write(self.reader.file_content(f.content))
-                fd = os.open(f.path, flags)
+                # by path, with the process's own credentials, never ours (fscreds.py)
+                try:
+                    with as_file_creds(self.p.creds):
+                        if f.content is not None:  # tmpfs: put the saved contents back
+                            with open(f.path, "wb") as out:
+                                out.write(self.reader.file_content(f.content))
+                        fd = os.open(f.path, flags)
+                except PermissionError as e:
+                    fd = self._same_file(f, flags, e)
             if f.pos and f.kind in ("reg", "memfd", "chr", "dir"):
                 os.lseek(fd, f.pos, os.SEEK_SET)
             return fd
         except OSError as e:
-            raise RestoreError(f"cannot reopen {f.path}: {e.strerror}") from None
+            uid = creds_of(self.p.creds)[0]
+            who = f" as uid {uid} (the process's own credentials)" if uid != 0 and os.geteuid() == 0 else ""
+            raise RestoreError(f"cannot reopen {f.path}{who}: {e.strerror}") from None
         except fdkinds.Failed as e:
             raise RestoreError(f"cannot restore {f.path}: {e}") from None
+
+    def _same_file(self, f: File, flags: int, denied: OSError) -> int:
+        """The process's user may not open f by path now, yet the process had
+        it open at the dump: opened before it dropped privileges, or its
+        executable in a directory only root may search. Give it back only
+        if the path still names that very file (device and inode as dumped):
+        found with O_PATH (which opens nothing: no side effect of opening a
+        device), checked with fstat, reopened through /proc/self/fd. Any
+        other file at the path (e.g. a root-only one swapped in since) is
+        refused with the original error."""
+        if os.geteuid() != 0 or not f.inode or f.content is not None:
+            raise denied
+        try:
+            pfd = os.open(f.path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            raise denied from None
+        try:
+            st = os.fstat(pfd)
+            if (st.st_dev, st.st_ino) != (f.dev, f.inode):
+                raise denied
+            return os.open(f"/proc/self/fd/{pfd}", flags & ~os.O_NOFOLLOW)
+        finally:
+            os.close(pfd)
 
     def _memfd(self, f: File) -> int:
         fd = os.memfd_create(f.path[len("/memfd:"):] or "memfd", os.MFD_CLOEXEC)
@@ -423,7 +455,33 @@ class Restorer:
             cwd = "/"
         else:
             cwd = p.cwd
-        t.call(f"chdir({cwd})", sc.CHDIR, t.put(0, cwd.encode() + b"\0"))
+        # entered with the process's own credentials: found (O_PATH) and
+        # searchable (faccessat(AT_EACCESS) uses the fs ids) as its user; if
+        # its user may not, only the very directory it was in (cwd_id), as
+        # for files (_same_file); then fchdir(2) in the process
+        dfd = -1
+        try:
+            with as_file_creds(p.creds):
+                dfd = os.open(cwd, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                if not os.access(f"/proc/self/fd/{dfd}", os.X_OK, effective_ids=True):
+                    raise PermissionError(13, "Permission denied")
+        except PermissionError as e:
+            if dfd >= 0:
+                os.close(dfd)
+            f = File(kind="dir", path=cwd, inode=(p.cwd_id or [0, 0])[1], dev=(p.cwd_id or [0, 0])[0])
+            try:
+                dfd = self._same_file(f, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, e)
+            except OSError as e2:
+                raise RestoreError(f"cannot enter the working directory {cwd} as uid {creds_of(p.creds)[0]}: "
+                                   f"{e2.strerror}") from None
+        except OSError as e:
+            raise RestoreError(f"cannot enter the working directory {cwd}: {e.strerror}") from None
+        try:
+            tfd = self.give_fd(dfd)
+        finally:
+            os.close(dfd)
+        t.call(f"fchdir({cwd})", sc.FCHDIR, tfd)
+        t.call("close", sc.CLOSE, tfd)
         if p.personality:
             t.syscall(sc.PERSONALITY, p.personality)
         for r, (soft, hard) in p.rlimits.items():

@@ -21,7 +21,7 @@ from . import dump as dumpmod
 from . import procfs
 from .image import to_dict
 from .storage import rounds as roundstore
-from .storage.fsutil import fsync_dir
+from .storage.fsutil import fsync_dir, temp_of_this_process
 
 
 # Free space a round needs beyond its estimated size (bytes). HDF5 must not
@@ -195,8 +195,7 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
             POISONED.extend(w for _m, _s, w, _i, _st in staged)
             for d in (store.snapdir, getattr(store, "packdir", store.snapdir)):
                 for n in os.listdir(d):
-                    # .<name>.tmp-<pid> or .<name>.tmp-<host>-<pid>
-                    if n.startswith(".") and ".tmp-" in n and n.rsplit("-", 1)[-1] == str(os.getpid()):
+                    if temp_of_this_process(n):
                         try:
                             os.unlink(os.path.join(d, n))
                         except FileNotFoundError:

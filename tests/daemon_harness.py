@@ -96,11 +96,11 @@ class Daemon:
         self.p: subprocess.Popen | None = None
         self.restarting = False  # the daemon may re-exec itself (full-disk tests)
 
-    def start(self, timeout: float = 30, env: dict | None = None) -> None:
+    def start(self, timeout: float = 30, env: dict | None = None, args: tuple = ()) -> None:
         self.log = open(self.logpath, "a")
         self.p = subprocess.Popen(
             [sys.executable, "-m", "snapshotd", "--store", self.store, "daemon", "--socket", self.sock,
-             "--retention-every", "1s"],
+             "--retention-every", "1s", *args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, cwd=str(REPO_DIR),
             env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})})
 

@@ -95,6 +95,8 @@ def test_snapshots_appear_and_registrations_survive_a_restart(daemon, root):
     assert not glob.glob(os.path.join(daemon.store, "snapshots", ".*"))
     assert not os.path.exists(daemon.sock)
     n_files = len(glob.glob(os.path.join(daemon.store, "snapshots", "*.h5")))
+    # (re-read once stopped: a round may have committed since `attrs` was read)
+    attrs = {a["id"]: a for a in Store(daemon.store).list()}
 
     daemon.start()
     t = daemon.tree(pid)  # the registration came back from the job store
@@ -423,3 +425,239 @@ def test_rollback_restores_a_whole_tree(daemon, root):
         assert int(f.read().rsplit(")", 1)[1].split()[1]) == sh
     wait_for(lambda: len(read_log(work)) > n_before + 5, 10, "the restored counter to count")
     assert consecutive(read_log(work))
+
+
+def test_restore_opens_files_with_the_processes_credentials(daemon, root, other_user):
+    """Restore reopens a user's files as that user (fs uid/gid and groups of
+    the restoring thread, snapshotd/fscreds.py), not as root: a root-only
+    file put at the path of the user's log after the dump is refused with a
+    clear error, never handed to the user's process; once the path names a
+    file the user may open, the same snapshot restores and runs as the user."""
+    import pwd
+
+    pw = pwd.getpwnam(other_user)
+    work = os.path.join(root, "user")
+    pid = start_counter(work, user=other_user)
+    res = daemon.cli("dump", str(pid))
+    assert res.returncode == 0, res.stderr
+    snap = res.stdout.split()[-1]
+    kill_pid(pid)
+    wait_gone(pid)
+
+    log = os.path.join(work, "log")
+    os.rename(log, log + ".user")
+    with open(log, "w") as f:  # root swaps in a file of its own, unreadable for the user
+        f.write("root only\n")
+    os.chmod(log, 0o600)
+    res = daemon.cli("restore", snap)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 1 and len(lines) == 1, res.stderr
+    assert f"cannot reopen {log} as uid {pw.pw_uid}" in lines[0] and "Permission denied" in lines[0], lines
+    wait_gone(pid, 5)  # the half-built process was killed (and reaped): nothing runs with the file
+    assert open(log).read() == "root only\n"
+
+    # the same snapshot restores once the path is a file the user may open
+    os.unlink(log)
+    os.rename(log + ".user", log)
+    res = daemon.cli("restore", snap)
+    assert res.returncode == 0, res.stderr
+    assert int(res.stdout.split()[-1]) == pid
+    with open(f"/proc/{pid}/status") as f:
+        st = {ln.split(":")[0]: ln.split()[1:] for ln in f}
+    assert st["Uid"] == [str(pw.pw_uid)] * 4 and st["Gid"] == [str(pw.pw_gid)] * 4
+    n = len(read_log(work))
+    wait_for(lambda: len(read_log(work)) > n + 5, 10, "the restored counter to count")
+    assert not os.path.exists(os.path.join(work, "FAIL"))
+    kill_pid(pid)
+    wait_gone(pid)
+
+
+def test_prune_keeps_whole_rounds_and_rollback_uses_the_newest_kept(daemon, root):
+    """`snapshotd prune --job` keeps or removes whole rounds: with the newest
+    round made incomplete (one member lost), --keep-last 1 keeps both members
+    of the newest complete round (per tree it would keep one tree's newest
+    and the other's previous: no complete round left), and rollback restores
+    both trees from it."""
+    from snapshotd.storage import rounds as roundstore
+    from snapshotd.storage.store import Store
+
+    a, b = os.path.join(root, "a"), os.path.join(root, "b")
+    pa, pb = start_counter(a), start_counter(b)
+    for p, n in ((pa, "left"), (pb, "right")):
+        daemon.ok("register", str(p), "--every", "1h", "--job", "PR", "--name", n)
+    rounds = [daemon.ok("snapshot-now", "--job", "PR") for _ in range(4)]
+    st = Store(daemon.store)
+    lost = next(s["snapshot"] for s in rounds[-1]["snapshots"] if s["pid"] == pb)
+    os.unlink(st.snapshot_path(lost))  # the newest round is no longer complete
+
+    line = daemon.fails("prune", "--keep-last", "1", "--tree", str(pa))
+    assert "--job PR" in line, line
+    out = daemon.ok("prune", "--job", "PR", "--keep-last", "1")
+    assert out["removed_rounds"] == [f"PR/{r['round']}" for r in rounds[:2]], out
+    assert set(out["removed"]) == {s["snapshot"] for r in rounds[:2] for s in r["snapshots"]}
+    kept_round = {s["snapshot"] for s in rounds[2]["snapshots"]}
+    assert kept_round <= set(out["kept"]) and kept_round <= set(st.ids())
+    assert [r.id for r in roundstore.rounds(st, "PR")] == [r["round"] for r in rounds[2:]]
+    for sid in st.ids():
+        with st.open(sid) as rd:
+            assert not rd.verify(), sid
+    assert st.gc(dry_run=True)["removed_packs"] == []  # prune collected the packs only they used
+
+    time.sleep(0.3)
+    before = (len(read_log(a)), len(read_log(b)))
+    rb = daemon.ok("rollback", "PR")
+    assert rb["round"] == rounds[2]["round"], rb
+    assert {x["snapshot"] for x in rb["restored"]} == kept_round
+    for work, n_before in zip((a, b), before):
+        wait_for(lambda: len(read_log(work)) > n_before + 5, 10, "the restored counters to count")
+        assert consecutive(read_log(work)), f"{work}/log is not 1..n after the rollback"
+    daemon.ok("unregister", "--job", "PR")
+
+
+def test_compaction_and_retention_on_their_own_schedule_free_the_old_packs(root):
+    """With --keep, compaction (every 1 s here, once a chain is 3 deep) copies
+    the newest round into fresh packs and the next rounds build on the copy;
+    retention then drops the older rounds and gc frees every pack of the
+    first full snapshot, which without compaction the unchanged pages (the
+    counter's 1 MiB buffer) would keep alive for ever. What is kept verifies
+    and rolls back."""
+    from snapshotd.storage.store import Store
+
+    d = Daemon(root)
+    d.start(args=("--compact-every", "1s", "--compact-depth", "3"))
+    try:
+        work = os.path.join(root, "a")
+        pid = start_counter(work)
+        d.ok("register", str(pid), "--every", "1s", "--keep", "2", "--job", "CMP")
+        st = Store(d.store)
+        first = wait_for(lambda: d.tree(pid)["last_snapshot"], 10, "the first round", interval=0.02)
+        with st.open(first) as r:
+            first_packs = set(r.pack_names)
+        assert first_packs
+        up = wait_for(lambda: (lambda u: u if u["compaction"]["compacted_rounds"] >= 1 else None)(
+            d.ok("status")["upkeep"]), 30, "a compaction")
+        assert up["compaction"]["last_compacted"].startswith("CMP/") and "deep" in up["compaction"]["last_reason"]
+        wait_for(lambda: not first_packs & set(os.listdir(st.packdir)), 30, "the first snapshot's packs to be freed")
+        up = d.ok("status")["upkeep"]
+        assert up["retention"]["removed_packs"] >= len(first_packs) and up["retention"]["removed_snapshots"] > 0
+        assert up["compaction"]["last_error"] == "" and up["retention"]["last_error"] == "", up
+        assert d.p.poll() is None
+
+        # some snapshot kept is a compacted copy or builds on one; everything kept verifies
+        attrs = [a for a in st.list() if a.get("job") == "CMP"]
+        assert any(a.get("compacted_from") for a in attrs) or all(a["chain_depth"] < 5 for a in attrs), attrs
+        for sid in st.ids():
+            with st.open(sid) as r:
+                assert not r.verify(), sid
+        time.sleep(0.3)
+        n = len(read_log(work))
+        rb = d.ok("rollback", "CMP")
+        assert [x["pid"] for x in rb["restored"]] == [pid]
+        wait_for(lambda: len(read_log(work)) > n + 5, 10, "the restored counter to count")
+        assert consecutive(read_log(work)) and not os.path.exists(os.path.join(work, "FAIL"))
+        d.ok("unregister", "--job", "CMP")
+    finally:
+        d.close()
+        print(d.log_text()[-6000:])  # shown if the test fails
+
+
+def test_compaction_on_a_full_disk_fails_and_is_shown_not_the_daemon(root, small_store):
+    """A compaction that would not fit is refused before HDF5 writes (a
+    copy needs about the packs it reads), logged and shown by `status`;
+    rounds go on; with room again the next pass compacts."""
+    subprocess.run(["mount", "-o", "remount,size=4m", small_store], check=True)
+    d = Daemon(root)
+    d.store = os.path.join(small_store, "store")
+    d.start(args=("--compact-every", "1s", "--compact-depth", "2"))
+    filler = os.path.join(small_store, "filler")
+    try:
+        work = os.path.join(root, "a")
+        pid = start_counter(work)
+        d.ok("register", str(pid), "--every", "1h", "--keep", "3", "--job", "FULL")
+        for _ in range(2):
+            d.ok("snapshot-now", "--job", "FULL")
+        incr = d.tree(pid)["last_bytes"]
+        sv = os.statvfs(small_store)
+        # leave room for a round (margin 256 KiB + 1.25 x the last one) and a little, not
+        # for a compacted copy (margin + the ~140 KiB pack of the first, full, round)
+        room = (256 << 10) + incr * 5 // 4 + (24 << 10)
+        with open(filler, "wb") as f:
+            f.write(b"\xff" * max(0, sv.f_bavail * sv.f_frsize - room))
+        d.ok("snapshot-now", "--job", "FULL")  # chain depth 2: due for compaction
+        up = wait_for(lambda: (lambda u: u if u["compaction"]["last_error"] else None)(d.ok("status")["upkeep"]),
+                      20, "a refused compaction")
+        assert "space" in up["compaction"]["last_error"].lower(), up
+        assert up["compaction"]["failures"] >= 1 and up["compaction"]["compacted_rounds"] == 0
+        assert d.p.poll() is None
+        assert not glob.glob(os.path.join(d.store, "snapshots", ".*")) + glob.glob(os.path.join(d.store, "packs", ".*"))
+        os.unlink(filler)
+        up = wait_for(lambda: (lambda u: u if u["compaction"]["compacted_rounds"] >= 1 and not
+                               u["compaction"]["last_error"] else None)(d.ok("status")["upkeep"]),
+                      20, "a compaction with room again")
+        assert d.p.poll() is None and "Segmentation" not in d.log_text()
+        assert all(r["complete"] for r in d.snapshots("FULL"))
+        d.ok("snapshot-now", "--job", "FULL")  # the next round builds on the copy
+        d.ok("unregister", "--job", "FULL")
+    finally:
+        d.close()
+        print(d.log_text()[-6000:])
+
+
+def _on_a_tty(argv: list[str], env: dict) -> tuple[int, str, str]:
+    """Run argv with stderr on a pseudo-terminal (stdout a pipe): (rc, stdout, what the terminal got)."""
+    import pty
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=str(REPO_DIR),
+                         env={**os.environ, **env})
+    os.close(slave)
+    chunks = []
+
+    def drain():
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:  # EIO: the other side is closed
+                return
+            if not b:
+                return
+            chunks.append(b)
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    out = p.communicate(timeout=120)[0]
+    t.join(10)
+    os.close(master)
+    return p.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_rollback_draws_a_progress_bar_on_a_terminal_and_never_with_json(daemon, root):
+    """The daemon restores; the client on a terminal draws one bar for the
+    whole job from the daemon's progress reports; with --json, none."""
+    work = os.path.join(root, "big")
+    pid = start_counter(work, period_ms=50, big_mb=48)
+    daemon.ok("register", str(pid), "--every", "1h", "--job", "BAR")
+    daemon.ok("snapshot-now", "--job", "BAR")
+    base = [sys.executable, "-m", "snapshotd", "--store", daemon.store, "--socket", daemon.sock]
+    env = {"SNAPSHOTD_PROGRESS_MIN_BYTES": str(16 << 20)}  # (256 MiB by default)
+    rc, out, tty = _on_a_tty(base + ["rollback", "BAR"], env)
+    assert rc == 0 and "rolled back" in out, (out, tty)
+    assert "rollback BAR [" in tty and "100%" in tty and "MiB" in tty, repr(tty)
+    assert "rollback BAR [" not in out  # the bar is on the terminal (stderr), never on stdout
+    n = len(read_log(work))
+    wait_for(lambda: len(read_log(work)) > n + 3, 10, "the restored counter to count")
+
+    rc, out, tty = _on_a_tty(base + ["snapshot-now", "--job", "BAR"], env)  # a round: long work too
+    assert rc == 0 and "snapshot-now BAR [" in tty and "100%" in tty, (out, repr(tty))
+
+    rc, out, tty = _on_a_tty(base + ["--json", "rollback", "BAR"], env)
+    assert rc == 0 and json_ok(out)["job"] == "BAR", (out, tty)
+    assert "[" not in tty and "%" not in tty, repr(tty)
+    wait_for(lambda: len(read_log(work)) > n + 6, 10, "the restored counter to count")
+    assert consecutive(read_log(work)) and not os.path.exists(os.path.join(work, "FAIL"))
+    daemon.ok("unregister", "--job", "BAR")
+
+
+def json_ok(text: str) -> dict:
+    import json
+
+    return json.loads(text)

@@ -28,6 +28,7 @@ INCR_PROGRAMS = [
     "incr_random",          # random writes (two threads, single bytes, read(2)) per SIGUSR1
     "incr_cow_consistent",  # a sweep that never pauses: the capture must be one instant
     "incr_exec",            # exec between two snapshots
+    "incr_tree",            # a parent and its child, each tracked (TreeTracker)
 ]
 
 
@@ -228,3 +229,38 @@ def test_tree_with_tracker_is_captured_frozen(tmp_path, store):
     (prog.statedir / "go").write_text("go\n")
     result = zh._read(prog.wait_file("result", zh.RESULT_TIMEOUT)).strip()
     assert result == "PASS", prog.report(result)
+
+
+def test_tree_tracked_per_process(tmp_path, store):
+    """incr_tree: a parent and its child, each writing random pages (a new
+    mapping in the child, an munmap in the parent), under one TreeTracker:
+    every snapshot after the first reads only the pages each process wrote;
+    restore the tree from a middle and the last snapshot of the chain."""
+    if not UffdTracker.available()[0]:
+        pytest.skip("uffd-wp tracker unavailable: " + UffdTracker.available()[1])
+    prog = start("incr_tree", tmp_path)
+    pids = [prog.pid] + [int(c) for c in no_children(prog.pid)]
+    zh.STARTED_PIDS.update(pids)
+    assert len(pids) == 2, pids
+    st = Store(str(store))
+    sids, stats = [], []
+    with TreeTracker("uffd-wp") as tree:
+        sid, s = dumpmod.dump(prog.pid, st, tracker=tree)
+        sids.append(sid), stats.append(s)
+        for gen in range(1, 6):
+            step(prog, gen)
+            sid, s = dumpmod.dump(prog.pid, st, parent=sids[-1], tracker=tree)
+            assert s.tracker == "uffd-wp" and sorted(s.pids) == sorted(pids), s
+            sids.append(sid), stats.append(s)
+        assert sorted(tree.trackers) == sorted(pids)
+    # each process's written pages only: a step writes < 1500 pages of each
+    # process's 4096-page area, and the rest are declared unchanged unread
+    for s in stats[1:]:
+        assert 0 < s.dirty_pages < 2 * 1500 + 64 and s.unchanged_pages > 2048, s
+    for p in pids:
+        zh.kill_pid(p)
+    prog.proc.wait(timeout=zh.GONE_TIMEOUT)
+    zh.wait_gone(pids[1])
+    for sid in (sids[2], sids[-1]):
+        check_restored(prog, store, sid)
+        zh.wait_gone(pids[1])

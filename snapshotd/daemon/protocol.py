@@ -54,9 +54,11 @@ def recv_line(f) -> dict | None:
     return json.loads(line)
 
 
-def call(path: str, op: str, **args):
+def call(path: str, op: str, on_progress=None, **args):
     """Send one request to the daemon at path; returns its result or raises
-    ProtocolError with the daemon's message."""
+    ProtocolError with the daemon's message. on_progress: asks the daemon
+    for {"label", "done", "total"} reports of long work, each passed to it
+    before the answer arrives."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         try:
@@ -67,9 +69,13 @@ def call(path: str, op: str, **args):
         except PermissionError:
             raise ProtocolError(f"permission denied connecting to {path}") from None
         try:
-            send_line(s, {"op": op, **args})
+            send_line(s, {"op": op, **args, **({"progress": True} if on_progress else {})})
             with s.makefile("rb") as f:
                 ans = recv_line(f)
+                while ans is not None and "progress" in ans and "ok" not in ans:
+                    if on_progress:
+                        on_progress(ans["progress"])
+                    ans = recv_line(f)
         except OSError as e:  # e.g. the daemon stopped or restarted meanwhile
             raise ProtocolError(f"the daemon closed the connection ({e.strerror or e}); try again") from None
         except ValueError as e:

@@ -9,7 +9,9 @@ import signal
 import stat as statmod
 import time
 
-from .. import procfs
+from .. import procfs, progress
+from ..fscreds import file_id
+from ..pagehash import PAGE
 from ..image import from_dict
 from ..restore import restore
 from ..round import start_time
@@ -145,19 +147,19 @@ def _files_to_reopen(store, members: list[dict]):
         with store.open(m["snapshot"]) as r:
             img = from_dict(r.image())
         for p in img.processes:
-            paths = [(f.path, f.flags & O_ACCMODE, f.kind) for f in p.files
+            paths = [(f.path, f.flags & O_ACCMODE, f.kind, f.dev, f.inode) for f in p.files
                      if f.kind in ("reg", "dir", "chr") and not f.deleted and f.content is None]
             out.append((p.creds["uid"][0], p.creds["gid"][0], p.creds.get("groups", []), paths))
     return out
 
 
 def check_user_access(store, members: list[dict]) -> None:
-    """Restore reopens a process's files by path with the daemon's (root)
-    credentials. For a process of a non-root user, first make sure that user
-    could open each of them the same way (a forked child with the process's
-    uid, gid and groups tries), so a path swapped since the round (say, for a
-    symlink to a root-only file) is refused instead of handed over.
-    (A swap between this check and the restore is not caught.)"""
+    """Restore reopens a process's files by path with that process's own fs
+    uid/gid and groups (snapshotd/fscreds.py), so a path swapped since the
+    round (say, for a symlink to a root-only file) fails the restore. This
+    check refuses such a rollback earlier, before the job's processes are
+    killed: a forked child with the process's uid, gid and groups tries each
+    open. (A swap between this check and the restore fails the restore.)"""
     for uid, gid, groups, paths in _files_to_reopen(store, members):
         if uid == 0 or not paths:
             continue
@@ -170,14 +172,12 @@ def check_user_access(store, members: list[dict]) -> None:
                 os.setgroups(groups)
                 os.setgid(gid)
                 os.setuid(uid)
-                for path, acc, kind in paths:
+                for i, (path, acc, kind, _dev, _ino) in enumerate(paths):
                     flags = (os.O_RDONLY | os.O_DIRECTORY) if kind == "dir" else acc
                     try:
                         os.close(os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC))
                     except OSError as e:
-                        bad.append(f"{path}: {e.strerror}")
-                        if len(bad) >= 3:
-                            break
+                        bad.append(f"{i}\t{path}: {e.strerror}")
                 os.write(w, "\n".join(bad).encode() or b"ok")
             finally:
                 os._exit(0)
@@ -185,14 +185,35 @@ def check_user_access(store, members: list[dict]) -> None:
         with os.fdopen(r, "rb") as f:
             ans = f.read().decode()
         os.waitpid(child, 0)
-        if ans != "ok":
+        if ans == "ok":
+            continue
+        bad = []
+        for line in ans.splitlines():
+            i, _, why = line.partition("\t")
+            path, _acc, _kind, dev, ino = paths[int(i)] if i.isdigit() and int(i) < len(paths) else ("", 0, "", 0, 0)
+            # restore gives back a file the user may not open only if it is the very one
+            # the process had (restore.py, _same_file): check the same way
+            if not (path and ino and file_id(path) == [dev, ino]):
+                bad.append(why or line)
+        if bad or not ans.strip():
             raise RollbackError(f"not restored: uid {uid} may not open what the job had open: "
-                                + "; ".join(ans.splitlines() or ["the check failed"]))
+                                + "; ".join(bad[:3] or ["the check failed"]))
+
+
+def restore_bytes(store, members: list[dict]) -> int:
+    """Page bytes restore will write for all members (what the restore
+    progress bars count)."""
+    n = 0
+    for m in members:
+        with store.open(m["snapshot"]) as r:
+            n += sum(len(r.page_table(pid)[0]) for pid in r.pids())
+    return n * PAGE
 
 
 def restore_members(store, members: list[dict]) -> tuple[list[dict], list[str]]:
     """Restore every member; if one fails, kill those already restored."""
     done, notes = [], []
+    progress.expect(restore_bytes(store, members))  # one bar for the job (a client that asked for it)
     try:
         for m in members:
             with store.open(m["snapshot"]) as r:

@@ -10,7 +10,9 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
+from .. import progress
 from ..dump import DumpError
 from ..restore import RestoreError
 from ..storage.rounds import RoundError
@@ -31,6 +33,48 @@ class DaemonStartError(Exception):
     pass
 
 
+class ProgressRelay:
+    """The progress bars of one request's thread (progress.to_sink), summed
+    into one and sent to the client as {"progress": {"label", "done",
+    "total"}} lines before the answer, at most five a second. A client that
+    went away does not stop the work."""
+
+    def __init__(self, wfile, label: str):
+        self.wfile, self.label = wfile, label
+        self.expected = 0
+        self.totals: dict[str, int] = {}
+        self.bar_done: dict[str, int] = {}
+        self.done = 0
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def expect(self, total: int) -> None:
+        self.expected = total
+        self.send()
+
+    def add(self, label: str, nbytes: int, total: int) -> None:
+        with self.lock:  # bars may count from a worker thread (dump's page reader)
+            self.totals.setdefault(label, total)
+            self.bar_done[label] = self.bar_done.get(label, 0) + nbytes
+            self.done += nbytes
+            if time.monotonic() - self.last >= 0.2 or self.bar_done[label] >= total:  # (and each part's end)
+                self._send()
+
+    def send(self) -> None:
+        with self.lock:
+            self._send()
+
+    def _send(self) -> None:
+        self.last = time.monotonic()
+        total = max(self.expected, sum(self.totals.values()), self.done)
+        try:
+            self.wfile.write(json.dumps({"progress": {"label": self.label, "done": self.done,
+                                                      "total": total}}).encode() + b"\n")
+            self.wfile.flush()
+        except OSError:
+            pass
+
+
 class Handler(socketserver.StreamRequestHandler):
     def handle(self):
         try:
@@ -46,8 +90,11 @@ class Handler(socketserver.StreamRequestHandler):
             if not isinstance(req, dict) or not isinstance(req.get("op"), str):
                 raise ProtocolError("a request is a JSON object with an \"op\"")
             op = req.pop("op")
+            want_progress = bool(req.pop("progress", False))  # the client draws a bar (a terminal, no --json)
             log.debug("request %s from PID %d uid %d: %s", op, cpid, uid, req)
-            ans = {"ok": True, "result": self.server.daemon.handle(op, req, uid)}
+            with progress.to_sink(ProgressRelay(self.wfile, f"{op} {req.get('job') or req.get('pid') or ''}".strip())
+                                  if want_progress else None):
+                ans = {"ok": True, "result": self.server.daemon.handle(op, req, uid)}
         except CLIENT_ERRORS as e:
             ans = {"ok": False, "error": str(e)}
         except TypeError as e:
@@ -86,7 +133,8 @@ def _claim_socket(path: str) -> None:
         s.close()
 
 
-def run(store_path: str, socket_path: str, retention_every: int = 60, workers: int = 2) -> int:
+def run(store_path: str, socket_path: str, retention_every: int = 60, workers: int = 2, **upkeep) -> int:
+    """upkeep: compact_every, compact_depth, compact_packs (service.Daemon)."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s snapshotd[%(process)d] %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -94,7 +142,7 @@ def run(store_path: str, socket_path: str, retention_every: int = 60, workers: i
     store = Store(store_path)
     store.ensure_writable()
     _claim_socket(socket_path)
-    daemon = Daemon(store, retention_every=retention_every, workers=workers)
+    daemon = Daemon(store, retention_every=retention_every, workers=workers, **upkeep)
     server = Server(socket_path, Handler, bind_and_activate=True)
     os.chmod(socket_path, 0o666)  # anyone may connect; SO_PEERCRED decides what they may do
     server.daemon = daemon

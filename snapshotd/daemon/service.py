@@ -29,8 +29,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .. import incremental
 from .. import round as roundmod
 from ..dump import validate_target
+from ..storage import maintenance
 from ..storage import rounds as roundstore
 from . import auth
+from . import upkeep
 from . import rollback as rb
 from .jobstore import DiskTolerantJobStore
 from .protocol import ProtocolError, format_duration, parse_duration
@@ -63,8 +65,19 @@ def scheduled_retention() -> None:
         _DAEMON.retention()
 
 
+def scheduled_compaction() -> None:
+    if _DAEMON is not None:
+        _DAEMON.compaction()
+
+
 class ServiceError(Exception):
     pass
+
+
+def _msg(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    return str(e) or type(e).__name__
 
 
 def jitter_for(every: int) -> float:
@@ -134,7 +147,8 @@ class Job:
 
 
 class Daemon:
-    def __init__(self, store, retention_every: int = 60, workers: int = 2):
+    def __init__(self, store, retention_every: int = 60, workers: int = 2, compact_every: int = 6 * 3600,
+                 compact_depth: int = upkeep.COMPACT_DEPTH, compact_packs: int = upkeep.COMPACT_PACKS):
         self.store = store
         self.jobs: dict[str, Job] = {}
         self.mutex = threading.RLock()  # guards self.jobs and the trees in it
@@ -143,6 +157,13 @@ class Daemon:
         self.write_lock = threading.Lock()
         self.started = time.time()
         self.retention_every = retention_every
+        self.compact_every, self.compact_depth, self.compact_packs = compact_every, compact_depth, compact_packs
+        # outcome of the last retention and compaction passes, for `status`
+        self.upkeep = {name: {"every": format_duration(every), "last_run": 0.0, "last_duration": 0.0,
+                              "last_error": "", "last_error_time": 0.0, "runs": 0, "failures": 0}
+                       for name, every in (("retention", retention_every), ("compaction", compact_every))}
+        self.upkeep["retention"].update(removed_snapshots=0, removed_packs=0, freed_bytes=0)
+        self.upkeep["compaction"].update(compacted_rounds=0, last_compacted="", last_reason="")
         self._gc_pending = False
         self.restart_needed = ""  # why the daemon must re-exec itself (see _round)
         self.on_restart = lambda: None  # set by the server: stop, then re-exec
@@ -176,6 +197,10 @@ class Daemon:
                      ", ".join(str(p) for p in job.trees), aj.next_run_time)
         self.sched.add_job(scheduled_retention, IntervalTrigger(seconds=self.retention_every, timezone=timezone.utc),
                            id="retention", jobstore="memory", replace_existing=True)
+        # compaction on its own schedule; like retention, never at the same time as a
+        # round writing to the store (self.write_lock, and the store's flock)
+        self.sched.add_job(scheduled_compaction, IntervalTrigger(seconds=self.compact_every, timezone=timezone.utc),
+                           id="compaction", jobstore="memory", replace_existing=True)
         self.sched.resume()
 
     def stop(self) -> None:
@@ -262,7 +287,7 @@ class Daemon:
                 # the pages written since (uffd-wp + PAGEMAP_SCAN where the
                 # kernel has it); the first round, and the first after a
                 # daemon restart, compare content hashes instead
-                t.tracker = incremental.choose()
+                t.tracker = incremental.TreeTracker()  # one tracker per process of the tree
         members = [roundmod.Member(pid=t.pid, start_time=t.start_time, name=t.name, owner_uid=t.uid,
                                    parent=t.last_snapshot, tracker=t.tracker, estimate=t.last_bytes)
                    for t in trees]
@@ -306,7 +331,19 @@ class Daemon:
                                "stored_bytes": int(r.stats.stored_bytes)} for r in results]}
 
     # -- retention --
+    def _upkeep_done(self, name: str, t0: float, error: str = "") -> None:
+        st = self.upkeep[name]
+        st["last_run"], st["last_duration"] = time.time(), round(time.monotonic() - t0, 6)
+        st["runs"] += 1
+        if error:
+            st["last_error"], st["last_error_time"] = error, time.time()
+            st["failures"] += 1
+        else:
+            st["last_error"] = ""
+
     def retention(self) -> None:
+        t0 = time.monotonic()
+        errors = []
         with self.mutex:
             jobs = list(self.jobs.values())
         deleted = []
@@ -318,7 +355,9 @@ class Daemon:
                 try:
                     deleted += self._prune(job, keep)
                 except Exception as e:
-                    log.warning("job %s: retention failed: %s", job.name, e)
+                    log.warning("job %s: retention failed: %s", job.name, _msg(e))
+                    errors.append(f"job {job.name}: {_msg(e)}")
+        self.upkeep["retention"]["removed_snapshots"] += len(deleted)
         if deleted or self._gc_pending:
             # free the page packs no snapshot uses any more
             with self.write_lock:
@@ -327,28 +366,61 @@ class Daemon:
                     self._gc_pending = False
                     if r["removed_packs"]:
                         log.info("gc: removed %d pack(s), %d bytes", len(r["removed_packs"]), r["freed_bytes"])
+                    self.upkeep["retention"]["removed_packs"] += len(r["removed_packs"])
+                    self.upkeep["retention"]["freed_bytes"] += r["freed_bytes"]
                 except Exception as e:
                     self._gc_pending = True
-                    log.warning("gc failed (will retry): %s", e)
+                    log.warning("gc failed (will retry): %s", _msg(e))
+                    errors.append(f"gc: {_msg(e)}")
+        self._upkeep_done("retention", t0, "; ".join(errors))
+
+    def compaction(self) -> None:
+        """Compact the newest complete round of each job with a retention
+        whose chains got long or scattered (upkeep.py has the rule); the
+        copies become the parents of the job's next rounds."""
+        t0 = time.monotonic()
+        errors = []
+        with self.mutex:
+            jobs = [j for j in self.jobs.values() if j.keep is not None]
+        for job in jobs:
+            if self.restart_needed:
+                break
+            with job.lock:  # no round, rollback or retention of this job meanwhile
+                try:
+                    rec = roundstore.latest_complete(self.store, job.name)
+                    why = upkeep.compaction_reason(self.store, rec, self.compact_depth, self.compact_packs) \
+                        if rec else ""
+                    if not why:
+                        continue
+                    t1 = time.monotonic()
+                    with self.write_lock:  # one writer at a time (see __init__)
+                        swap = upkeep.compact_round(self.store, job.name, rec)
+                    with self.mutex:
+                        for t in job.trees.values():
+                            if t.last_snapshot in swap:  # the next round's parent
+                                t.last_snapshot = swap[t.last_snapshot]
+                    st = self.upkeep["compaction"]
+                    st["compacted_rounds"] += 1
+                    st["last_compacted"], st["last_reason"] = f"{job.name}/{rec.id}", why
+                    log.info("job %s: compacted round %s (%s) in %.2f s: %s", job.name, rec.id, why,
+                             time.monotonic() - t1, ", ".join(f"{a} -> {b}" for a, b in swap.items()))
+                except Exception as e:
+                    log.warning("job %s: compaction failed: %s", job.name, _msg(e))
+                    errors.append(f"job {job.name}: {_msg(e)}")
+                    if roundmod.hdf5_write_failed(e) and not self.restart_needed:
+                        # as in _round: this process must not write HDF5 again
+                        self.restart_needed = "HDF5 failed writing a compacted snapshot"
+                        self.on_restart()
+        self._upkeep_done("compaction", t0, "; ".join(errors))
 
     def _prune(self, job: Job, keep: int) -> list[str]:
-        """Keep the newest `keep` complete rounds and every round newer than
-        the oldest of them; delete older rounds whole (record first, then its
-        snapshots), so no complete round ever loses a member."""
-        recs = roundstore.rounds(self.store, job.name)
-        complete = [i for i, r in enumerate(recs) if r.complete]
-        if len(complete) <= keep:
-            return []
-        cut = complete[-keep]
-        deleted = []
-        for rec in recs[:cut]:
-            roundstore.delete(self.store, job.name, rec.id)
-            for m in rec.members:
-                if self.store.remove(m["snapshot"]):
-                    deleted.append(m["snapshot"])
-        if deleted:
-            log.info("job %s: retention removed %d snapshot(s) of %d round(s)", job.name, len(deleted), cut)
-        return deleted
+        """Keep the newest `keep` complete rounds, delete the others whole
+        (record first, then its snapshots; storage/maintenance.py)."""
+        out = maintenance.prune(self.store, maintenance.Policy(last=keep), job=job.name, gc=False)
+        if out["removed"]:
+            log.info("job %s: retention removed %d snapshot(s) of %d round(s)", job.name, len(out["removed"]),
+                     len(out["removed_rounds"]))
+        return out["removed"]
 
     # -- the verbs --
     def handle(self, op: str, args: dict, uid: int) -> object:
@@ -436,7 +508,13 @@ class Daemon:
                 nxt = aj.next_run_time.timestamp() if aj and aj.next_run_time else None
                 for t in sorted(jb.trees.values(), key=lambda t: t.pid):
                     out.append({**t.status(), "job": jb.name, "next_run": nxt if t.state == "active" else None})
-        return {"daemon_pid": os.getpid(), "store": self.store.path, "started": self.started, "trees": out}
+        upk = {k: dict(v) for k, v in self.upkeep.items()}
+        if uid != 0:  # which jobs were compacted is not every user's business
+            upk["compaction"]["last_compacted"] = upk["compaction"]["last_reason"] = ""
+            for v in upk.values():
+                v["last_error"] = "failed (root sees why)" if v["last_error"] else ""
+        return {"daemon_pid": os.getpid(), "store": self.store.path, "started": self.started, "trees": out,
+                "upkeep": upk}
 
     def op_snapshots(self, uid: int, job: str | None = None) -> list:
         if job is not None:

@@ -1,5 +1,5 @@
 """Content-hash tracker: knows nothing between snapshots, so every region is
-uncertain and dump compares each resident page's SHA-256 with the parent
+uncertain and dump compares each resident page's hash with the parent
 snapshot's page at the same address.  Reads all memory, but stores only what
 changed.  Always available; what the one-shot CLI uses."""
 from __future__ import annotations

@@ -31,6 +31,12 @@ def temp_writer_dead(name: str) -> bool:
     return host == _HOST and pid.isdigit() and not os.path.exists(f"/proc/{pid}")
 
 
+def temp_of_this_process(name: str) -> bool:
+    """Whether `name` is a temporary file written by this very process
+    (temp_name from this host and PID)."""
+    return name.startswith(".") and name.endswith(f".tmp-{_HOST}-{os.getpid()}")
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

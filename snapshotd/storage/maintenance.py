@@ -15,6 +15,7 @@ import numpy as np
 from ..faults import crashpoint
 from ..pagehash import PAGE
 from .pack import DamagedError, FormatError
+from . import rounds as roundstore
 from .pageindex import PageIndex
 from .snapshot import SnapshotReader, SnapshotWriter
 from .store import Store, StoreError, _Lock, newest_key
@@ -54,20 +55,97 @@ def select_kept(rows: list[dict], policy: Policy) -> dict[str, str]:
     return keep
 
 
+def plan_round_prune(store: Store, job: str, policy: Policy, rows: list[dict] | None = None) -> dict:
+    """What the policy keeps of a job whose snapshots are taken in rounds
+    (docs/FORMAT.md §15.5): whole rounds, never some trees of one.
+
+    The policy picks among the *complete* rounds (by their record's time);
+    every member of a picked round is kept. An incomplete round is removed
+    when it is older than the newest picked one (it can never be rolled back
+    to), kept otherwise. A snapshot that names a round of this job but is a
+    member of no record (an orphan: a crash between committing the members
+    and the record) is removed when it is older than the newest picked round;
+    a newer one may belong to a round being committed right now."""
+    recs = roundstore.rounds(store, job)
+    rows = [r for r in (store.list() if rows is None else rows) if r.get("job") == job and r.get("round")]
+    picked = select_kept([{"id": r.id, "created": r.created} for r in recs if r.complete], policy)
+    newest = max((r.created for r in recs if r.id in picked), default=None)
+    kept_rounds, removed_rounds = [], []
+    for rec in recs:
+        if rec.id in picked or (not rec.complete and (newest is None or rec.created > newest)):
+            kept_rounds.append((rec, picked.get(rec.id, "incomplete, newer than every kept round")))
+        else:
+            removed_rounds.append(rec)
+    members = {m["snapshot"]: rec.id for rec in recs for m in rec.members}
+    kept_ids = {rec.id for rec, _ in kept_rounds}
+    by_id = {r["id"]: r for r in rows}
+    kept, removed = [], []
+    for rec, why in kept_rounds:
+        kept += [{**by_id[m["snapshot"]], "reason": f"round {rec.id}: {why}"} for m in rec.members
+                 if m["snapshot"] in by_id]
+    for rec in removed_rounds:
+        removed += [by_id[m["snapshot"]] for m in rec.members if m["snapshot"] in by_id]
+    orphans = []
+    for r in rows:
+        if r["id"] in members:
+            continue
+        src_round = members.get(r.get("compacted_from", ""))
+        if src_round is not None:  # a compacted copy of a member (`snapshotd compact`) goes with its round
+            if src_round in kept_ids:
+                kept.append({**r, "reason": f"round {src_round}: compacted copy of {r['compacted_from']}"})
+            else:
+                removed.append(r)
+            continue
+        if newest is not None and r.get("created", 0) < newest:
+            orphans.append(r)
+        else:
+            kept.append({**r, "reason": "member of no round yet (a round being committed?)"})
+    return {"kept": kept, "removed": removed + orphans, "orphans": orphans,
+            "kept_rounds": [rec.id for rec, _ in kept_rounds], "removed_rounds": removed_rounds}
+
+
+def _round_jobs(store: Store, rows: list[dict]) -> set[str]:
+    """Jobs whose snapshots are kept by rounds: any with a round record or a
+    snapshot naming a round."""
+    return set(roundstore.jobs(store)) | {r["job"] for r in rows if r.get("job") and r.get("round")}
+
+
 def plan_prune(store: Store, policy: Policy, job: str | None = None, tree: str | None = None) -> tuple[list, list]:
-    """(kept rows, removed rows) for every tree (or the one asked for)."""
+    """(kept rows, removed rows) for every tree (or the one asked for).
+    Jobs taken in rounds are pruned by whole rounds (plan_round_prune)."""
+    kept, removed, _ = _plan(store, policy, job, tree)
+    return kept, removed
+
+
+def _plan(store: Store, policy: Policy, job: str | None, tree: str | None) -> tuple[list, list, list]:
     if policy.empty():
         raise StoreError("prune needs a policy: --keep-last, --keep-hourly, --keep-daily or --keep-weekly")
+    all_rows = store.list()
+    round_jobs = _round_jobs(store, all_rows)
     groups: dict[tuple, list] = {}
-    for r in store.list():
+    by_rounds: set[str] = set()
+    for r in all_rows:
         if "error" in r:
             continue  # unreadable: never removed by policy (verify reports it)
         if job is not None and r.get("job") != job:
             continue
         if tree is not None and r.get("tree") != tree and str(r.get("root_pid")) != tree:
             continue
+        if r.get("job") in round_jobs and r.get("round"):
+            if tree is not None:
+                raise StoreError(f"snapshots of tree {tree} belong to rounds of job {r['job']}: prune them with "
+                                 f"--job {r['job']} (rounds are kept or removed whole)")
+            by_rounds.add(r["job"])
+            continue
         groups.setdefault((r.get("job", ""), r.get("tree", "")), []).append(r)
-    kept, removed = [], []
+    if job is not None and tree is None and job in round_jobs:
+        by_rounds.add(job)  # (a job may have records whose members are all gone)
+    kept, removed, rounds_removed = [], [], []
+    for j in sorted(by_rounds):
+        plan = plan_round_prune(store, j, policy, all_rows)
+        kept += plan["kept"]
+        removed += plan["removed"]
+        rounds_removed += [(j, rec) for rec in plan["removed_rounds"]]
     for rows in groups.values():
         k = select_kept(rows, policy)
         for r in rows:
@@ -75,18 +153,24 @@ def plan_prune(store: Store, policy: Policy, job: str | None = None, tree: str |
                 kept.append({**r, "reason": k[r["id"]]})
             else:
                 removed.append(r)
-    return kept, removed
+    return kept, removed, rounds_removed
 
 
 def prune(store: Store, policy: Policy, job=None, tree=None, dry_run=False, gc=True) -> dict:
-    kept, removed = plan_prune(store, policy, job, tree)
-    if not dry_run:
+    kept, removed, rounds_removed = _plan(store, policy, job, tree)
+    if not dry_run and (removed or rounds_removed):
         store.ensure_writable()
+        # a removed round loses its record before any member: a record never
+        # names a snapshot that prune deleted (FORMAT.md §15.5)
+        for j, rec in rounds_removed:
+            roundstore.delete(store, j, rec.id)
+            crashpoint("prune-round-record-removed")
         for r in removed:
             store.remove(r["id"])
             crashpoint("prune-removed")
         store.list()  # refresh the catalog
-    out = {"kept": [r["id"] for r in kept], "removed": [r["id"] for r in removed], "dry_run": dry_run}
+    out = {"kept": [r["id"] for r in kept], "removed": [r["id"] for r in removed], "dry_run": dry_run,
+           "removed_rounds": [f"{j}/{rec.id}" for j, rec in rounds_removed]}
     if gc and not dry_run:
         out["gc"] = store.gc()
     return out

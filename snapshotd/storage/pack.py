@@ -48,6 +48,15 @@ def _compress(buf) -> bytes:
     return c.compress(buf)
 
 
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """One per thread: a zstd context must not be used by two at once
+    (restore decompresses blocks in several threads)."""
+    d = getattr(_tls, "dctx", None)
+    if d is None:
+        d = _tls.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
 class DamagedError(Exception):
     """Stored data does not match its hash, or is missing."""
 
@@ -281,7 +290,6 @@ class PackReader:
         self.npages = len(self.hashes)
         self._blocks = self.h5["blocks"]
         self._cache: dict[int, np.ndarray] = {}
-        self._dctx = zstandard.ZstdDecompressor()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -303,7 +311,7 @@ class PackReader:
         except (OSError, ValueError) as e:
             raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}) unreadable ({e})") from None
         try:
-            out = self._dctx.decompress(raw, max_output_size=count * PAGE)
+            out = _decompressor().decompress(raw, max_output_size=count * PAGE)
         except zstandard.ZstdError as e:
             raise DamagedError(f"{self.name}: block {b} (bytes {lo}-{hi}) does not decompress ({e})") from None
         pages = np.frombuffer(out, dtype=np.uint8).reshape(-1, PAGE)

@@ -200,6 +200,46 @@ def delete(store, job: str, round_id: str) -> None:
     fsync_dir(d)
 
 
+def replace_members(store, job: str, rec: Round, swap: dict[str, str]) -> Round:
+    """Rewrite a committed record with member snapshots swapped for other
+    committed snapshots of the same moment (compaction: old id -> compacted
+    copy's id). The new record goes to a temp file, is fsync'd and renamed
+    over the old one (atomic: a reader sees the old or the new record, each
+    naming committed snapshots); then the directory is fsync'd."""
+    path = os.path.join(_jobdir(store, job), rec.id + ".json")
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("format") != ROUND_FORMAT or doc.get("round") != rec.id:
+        raise RoundError(f"round {rec.id} of job {job}: record unreadable")
+    members = []
+    for m in doc["members"]:
+        m = dict(m)
+        if m["snapshot"] in swap:
+            m["compacted_from"], m["snapshot"] = m["snapshot"], swap[m["snapshot"]]
+            if not os.path.isfile(_snap_path(store, m["snapshot"])):
+                raise RoundError(f"round {rec.id}: snapshot {m['snapshot']} is not committed")
+        members.append(m)
+    doc["members"] = members
+    doc["compacted"] = time.time()
+    tmp = os.path.join(os.path.dirname(path), f".{rec.id}.json.tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(doc, indent=1).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(os.path.dirname(path))
+    return Round(id=rec.id, job=job, created=rec.created, uid=rec.uid, members=members)
+
+
 def remove_stale_temps(store) -> None:
     """Remove temp records left by writers that died."""
     for job in jobs(store):

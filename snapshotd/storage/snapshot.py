@@ -2,7 +2,7 @@
 
 A snapshot file holds the image (process metadata, JSON) and, per process, a
 complete page table: page address -> page reference.  Page contents live in
-packs (pack.py), shared by every snapshot of the store: a page whose SHA-256
+packs (pack.py), shared by every snapshot of the store: a page whose hash
 is already stored anywhere in the store is referenced, not written again.  An
 incremental snapshot names its parent and writes only content that is new;
 because its page table is complete, restore never walks the chain.
@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -107,7 +108,7 @@ class SnapshotWriter:
     def _refs_for(self, data: np.ndarray, hashes: np.ndarray, rows: np.ndarray | None = None,
                   borrow: bool = False) -> np.ndarray:
         """References for pages data[rows] (data (n, 4096), all rows if None),
-        hashes[rows] being their SHA-256 (all-zero for a zero page); content
+        hashes[rows] being their hashes (all-zero for a zero page); content
         the store does not hold yet is appended to this snapshot's pack."""
         if rows is not None:
             hashes = hashes[rows]
@@ -313,6 +314,7 @@ class SnapshotReader:
             self.h5.close()
             raise DamagedError(f"{self.id}: pack list does not match its SHA-256 (snapshot file damaged)")
         self._packs: dict[int, PackReader] = {}
+        self._packs_lock = threading.Lock()  # restore reads blocks in several threads
         self._image = None
 
     def close(self):
@@ -387,16 +389,17 @@ class SnapshotReader:
         return [n for n in self.pack_names if not os.path.exists(os.path.join(self.packdir, n))]
 
     def pack(self, slot: int) -> PackReader:
-        p = self._packs.get(slot)
-        if p is None:
-            if slot >= len(self.pack_names):
-                raise DamagedError(f"{self.path}: page reference to pack slot {slot} of {len(self.pack_names)}")
-            p = self._packs[slot] = PackReader(os.path.join(self.packdir, self.pack_names[slot]))
-        return p
+        with self._packs_lock:
+            p = self._packs.get(slot)
+            if p is None:
+                if slot >= len(self.pack_names):
+                    raise DamagedError(f"{self.path}: page reference to pack slot {slot} of {len(self.pack_names)}")
+                p = self._packs[slot] = PackReader(os.path.join(self.packdir, self.pack_names[slot]))
+            return p
 
     def gather(self, refs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Page contents (n, 4096) for references; ZERO_REF gives zeros.  Every
-        block read is checked against its pages' SHA-256.  `out` may be a
+        block read is checked against its pages' hashes.  `out` may be a
         reused buffer of at least n pages."""
         if out is None:
             out = np.empty((len(refs), PAGE), dtype=np.uint8)
@@ -404,23 +407,8 @@ class SnapshotReader:
         nz = refs != _ZERO
         if not nz.all():
             out[~nz] = 0
-        if not nz.any():
-            return out
-        idx = np.nonzero(nz)[0]
-        r = refs[idx]
-        slots = (r >> np.uint64(SLOT_SHIFT)).astype(np.int64)
-        pidx = (r & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        for s in np.unique(slots):
-            pk = self.pack(int(s))
-            in_s = slots == s
-            pi = pidx[in_s]
-            if int(pi.max()) >= pk.npages:
-                raise DamagedError(f"{self.path}: page reference beyond the end of pack {pk.name}")
-            blocks = pi // pk.ppb
-            dest = idx[in_s]
-            for b in np.unique(blocks):
-                sel = blocks == b
-                out[dest[sel]] = pk.block(int(b))[pi[sel] - b * pk.ppb]
+        for dest, block, rows in self._blocks_of(np.flatnonzero(nz), refs):
+            out[dest] = block[rows]
         return out
 
     def page_sources(self, refs: np.ndarray) -> tuple[np.ndarray, list]:
@@ -430,9 +418,17 @@ class SnapshotReader:
         verified against their hashes as they are read, or at one zero page."""
         ptrs = np.full(len(refs), np.uint64(_ZERO_PAGE.ctypes.data), dtype=np.uint64)
         keep: list = [_ZERO_PAGE]
-        idx = np.flatnonzero(refs != _ZERO)
+        for dest, block, rows in self._blocks_of(np.flatnonzero(refs != _ZERO), refs):
+            keep.append(block)
+            ptrs[dest] = np.uint64(block.ctypes.data) + rows.astype(np.uint64) * np.uint64(PAGE)
+        return ptrs, keep
+
+    def _blocks_of(self, idx: np.ndarray, refs: np.ndarray):
+        """For the non-zero references refs[idx]: (positions in refs, a
+        verified decompressed block (n, 4096), rows of that block), one
+        block at a time."""
         if not len(idx):
-            return ptrs, keep
+            return
         r = refs[idx]
         slots = (r >> np.uint64(SLOT_SHIFT)).astype(np.int64)
         pidx = (r & np.uint64(0xFFFFFFFF)).astype(np.int64)
@@ -444,27 +440,27 @@ class SnapshotReader:
                 raise DamagedError(f"{self.path}: page reference beyond the end of pack {pk.name}")
             blocks = pi // pk.ppb
             order = np.argsort(blocks, kind="stable")
-            bounds = np.flatnonzero(np.diff(blocks[order])) + 1
-            for sel in np.split(order, bounds):
+            for sel in np.split(order, np.flatnonzero(np.diff(blocks[order])) + 1):
                 b = int(blocks[sel[0]])
-                arr = pk.block(b)
-                keep.append(arr)
-                ptrs[dest[sel]] = np.uint64(arr.ctypes.data) + (pi[sel] - b * pk.ppb).astype(np.uint64) * np.uint64(PAGE)
-        return ptrs, keep
+                yield dest[sel], pk.block(b), pi[sel] - b * pk.ppb
 
-    def iter_page_sources(self, pid: int, chunk: int = 16384):
+    def iter_page_sources(self, pid: int, chunk: int = 8192, ahead: int = 2):
         """(addrs, source addresses, keep-alive) in address order, chunk pages
-        at a time; the next chunk's blocks are read, decompressed and verified
-        in a thread while the caller writes this one."""
+        at a time; the blocks of the next `ahead` chunks are read,
+        decompressed and verified in threads (zstd and the hash release the
+        GIL) while the caller writes this one."""
         addrs, refs = self.page_table(pid)
         if not len(addrs):
             return
-        with ThreadPoolExecutor(max_workers=1) as ex:
-            fut = ex.submit(self.page_sources, refs[:chunk])
-            for i in range(0, len(addrs), chunk):
-                ptrs, keep = fut.result()
-                if i + chunk < len(addrs):
-                    fut = ex.submit(self.page_sources, refs[i + chunk: i + 2 * chunk])
+        starts = list(range(0, len(addrs), chunk))
+        with ThreadPoolExecutor(max_workers=ahead) as ex:
+            futs = [ex.submit(self.page_sources, refs[i: i + chunk]) for i in starts[:ahead]]
+            for k, i in enumerate(starts):
+                ptrs, keep = futs[k].result()
+                futs[k] = None
+                if k + ahead < len(starts):
+                    j = starts[k + ahead]
+                    futs.append(ex.submit(self.page_sources, refs[j: j + chunk]))
                 yield addrs[i: i + chunk], ptrs, keep
 
     def file_content(self, key: str) -> bytes:
