@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Dump/restore benchmark against the memory-copy floor.
 
-    python3 benchmarks/bench_dump_restore.py [--size-mib 1024] [--json] [--tmpdir DIR] [--keep]
+    python3 benchmarks/bench_dump_restore.py [--size-mib 1024] [--repeats 3] [--json] [--tmpdir DIR] [--keep]
 
 Starts benchmarks/memhog.c (compiled with gcc into a temporary directory): SIZE MiB,
 half written zeros, a quarter random bytes, a quarter a 16-page repeated pattern.
@@ -9,10 +9,12 @@ Measures, in one run:
   resident   VmRSS of memhog
   floor      process_vm_readv of all its resident pages (found with /proc/PID/pagemap,
              one iovec per run of present pages) into a pre-touched buffer, best of 3
-  dump       wall time around `snapshotd --store TMP dump PID --json`, plus its wall_s/frozen_s
+  dump       wall time around `snapshotd --store TMP dump PID --json`, plus its wall_s/frozen_s;
+             REPEATS full dumps, each into a fresh store: best (as for the floor) and median
   stored     stored_bytes from that JSON and the size of the .h5 file
   restore    after kill -9 and waiting for the PID to be free: wall time around
-             `snapshotd --store TMP restore ID --json`, plus its wall_s
+             `snapshotd --store TMP restore ID --json`, plus its wall_s; REPEATS times
+             (kill the restored process, wait for its PID, restore again): best and median
   verify     the restored process is alive and the checksum it writes on SIGUSR1
              equals the one it wrote before the dump
 Targets: stored/resident <= 30 %, dump wall/floor <= 4, restore wall/floor <= 4.
@@ -152,7 +154,7 @@ def checksum_via_signal(pid: int, path: str, timeout: float = 60) -> str:
     return wait_for(lambda: (read_text(path) or "").strip(), timeout, f"checksum file from PID {pid}")
 
 
-def run(size_mib: int, tmpdir: str | None, keep: bool) -> dict:
+def run(size_mib: int, tmpdir: str | None, keep: bool, repeats: int = 3) -> dict:
     tmp = tempfile.mkdtemp(prefix="snapshotd-bench-", dir=tmpdir)
     store, ready, sumfile = (os.path.join(tmp, n) for n in ("store", "ready", "checksum"))
     res: dict = {"size_mib": size_mib, "tmp": tmp, "errors": []}
@@ -188,14 +190,23 @@ def run(size_mib: int, tmpdir: str | None, keep: bool) -> dict:
         res["floor_iovecs"] = len(runs)
         res["floor_s"], res["floor_all_s"] = read_floor(pid, runs)
 
-        wall, p = snapshotd(store, "dump", str(pid))
-        res["dump_wall_s"] = wall
-        if p.returncode != 0:
-            res["errors"].append(f"dump failed (exit {p.returncode}): {p.stderr.strip()}")
-            return res
-        d = json.loads(p.stdout.strip().splitlines()[-1])
-        res.update(dump_json_wall_s=d["wall_s"], dump_frozen_s=d["frozen_s"], stored_bytes=d["stored_bytes"],
-                   dump_pages=d["pages"], snapshot=d["id"])
+        dumps = []  # (CLI wall, JSON wall_s, frozen_s), each a full dump into a fresh store
+        for k in range(repeats):
+            wall, p = snapshotd(store if k == 0 else f"{store}-{k}", "dump", str(pid))
+            if p.returncode != 0:
+                res["errors"].append(f"dump failed (exit {p.returncode}): {p.stderr.strip()}")
+                return res
+            dk = json.loads(p.stdout.strip().splitlines()[-1])
+            dumps.append((wall, dk["wall_s"], dk["frozen_s"]))
+            if k == 0:
+                d = dk
+            else:
+                shutil.rmtree(f"{store}-{k}", ignore_errors=True)
+        res["dump_runs"] = dumps
+        res["dump_wall_s"], res["dump_json_wall_s"], res["dump_frozen_s"] = (min(x[i] for x in dumps) for i in range(3))
+        res["dump_wall_median_s"], res["dump_json_wall_median_s"] = (
+            float(np.median([x[i] for x in dumps])) for i in range(2))
+        res.update(stored_bytes=d["stored_bytes"], dump_pages=d["pages"], snapshot=d["id"])
         h5 = os.path.join(store, "snapshots", d["id"] + ".h5")
         res["h5_bytes"] = os.path.getsize(h5) if os.path.exists(h5) else None
         if not alive(pid) or checksum_via_signal(pid, sumfile) != sum_before:
@@ -206,14 +217,25 @@ def run(size_mib: int, tmpdir: str | None, keep: bool) -> dict:
         hog = None
         wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10, f"PID {pid} to be free")
 
-        wall, p = snapshotd(store, "restore", d["id"])
-        res["restore_wall_s"] = wall
-        if p.returncode != 0:
-            res["errors"].append(f"restore failed (exit {p.returncode}): {p.stderr.strip()}")
-            return res
-        r = json.loads(p.stdout.strip().splitlines()[-1])
-        restored_pid = r["pid"]
-        res.update(restore_json_wall_s=r["wall_s"], restored_pid=restored_pid, restore_notes=r.get("notes", []))
+        restores = []  # (CLI wall, JSON wall_s)
+        for k in range(repeats):
+            if k:  # again: kill the restored process and wait for its PID
+                os.kill(restored_pid, signal.SIGKILL)
+                wait_for(lambda: not os.path.exists(f"/proc/{restored_pid}"), 10, f"PID {restored_pid} to be free",
+                         0.02)
+                restored_pid = None
+            wall, p = snapshotd(store, "restore", d["id"])
+            if p.returncode != 0:
+                res["errors"].append(f"restore failed (exit {p.returncode}): {p.stderr.strip()}")
+                return res
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            restored_pid = r["pid"]
+            restores.append((wall, r["wall_s"]))
+        res["restore_runs"] = restores
+        res["restore_wall_s"], res["restore_json_wall_s"] = (min(x[i] for x in restores) for i in range(2))
+        res["restore_wall_median_s"], res["restore_json_wall_median_s"] = (
+            float(np.median([x[i] for x in restores])) for i in range(2))
+        res.update(restored_pid=restored_pid, restore_notes=r.get("notes", []))
         if restored_pid != pid:
             res["errors"].append(f"restored PID {restored_pid} differs from dumped PID {pid}")
         time.sleep(0.2)
@@ -257,6 +279,9 @@ def ratios(res: dict) -> dict:
             out[f"{k}/floor"] = res[f"{k}_wall_s"] / res["floor_s"]
             if res.get(f"{k}_json_wall_s") is not None:
                 out[f"{k}/floor (JSON wall_s)"] = res[f"{k}_json_wall_s"] / res["floor_s"]
+            if res.get(f"{k}_wall_median_s") is not None:
+                out[f"{k}/floor (median)"] = res[f"{k}_wall_median_s"] / res["floor_s"]
+                out[f"{k}/floor (JSON wall_s, median)"] = res[f"{k}_json_wall_median_s"] / res["floor_s"]
     return out
 
 
@@ -270,22 +295,26 @@ def table(res: dict) -> str:
         ("floor: process_vm_readv", f"{sec(g('floor_s'))} for {mib(g('floor_bytes'))} in {g('floor_iovecs')} "
          f"iovecs ({g('floor_bytes', 0) / g('floor_s', 1) / 1e9:.2f} GB/s; runs "
          + ", ".join(f"{t:.3f}" for t in g("floor_all_s", [])) + ")"),
-        ("dump wall (CLI)", sec(g("dump_wall_s"))),
-        ("dump wall_s / frozen_s (JSON)", f"{sec(g('dump_json_wall_s'))} / {sec(g('dump_frozen_s'))}"),
+        ("dump wall (CLI), best / median", f"{sec(g('dump_wall_s'))} / {sec(g('dump_wall_median_s'))}"),
+        ("dump wall_s (JSON), best / median", f"{sec(g('dump_json_wall_s'))} / {sec(g('dump_json_wall_median_s'))}"),
+        ("dump frozen_s (JSON), best", sec(g("dump_frozen_s"))),
+        ("dump runs (CLI, JSON, frozen)", "; ".join(f"{a:.3f}, {b:.3f}, {c:.3f}" for a, b, c in g("dump_runs", []))),
         ("stored_bytes (JSON) / .h5 size", f"{mib(g('stored_bytes'))} / {mib(g('h5_bytes'))}"),
-        ("restore wall (CLI)", sec(g("restore_wall_s"))),
-        ("restore wall_s (JSON)", sec(g("restore_json_wall_s"))),
+        ("restore wall (CLI), best / median", f"{sec(g('restore_wall_s'))} / {sec(g('restore_wall_median_s'))}"),
+        ("restore wall_s (JSON), best / median",
+         f"{sec(g('restore_json_wall_s'))} / {sec(g('restore_json_wall_median_s'))}"),
+        ("restore runs (CLI, JSON)", "; ".join(f"{a:.3f}, {b:.3f}" for a, b in g("restore_runs", []))),
         ("restored alive, checksum equal", f"{g('restored_alive')}, {g('checksum_ok')} "
          f"({g('checksum_before')} / {g('checksum_after')})"),
     ]
-    lines = [f"| {'measure':32} | value |", f"|{'-' * 34}|-------|"]
-    lines += [f"| {a:32} | {b} |" for a, b in rows]
-    lines += ["", f"| {'ratio':32} | value | target | met |", f"|{'-' * 34}|-------|--------|-----|"]
+    lines = [f"| {'measure':36} | value |", f"|{'-' * 38}|-------|"]
+    lines += [f"| {a:36} | {b} |" for a, b in rows]
+    lines += ["", f"| {'ratio':36} | value | target | met |", f"|{'-' * 38}|-------|--------|-----|"]
     for k, v in ratios(res).items():
         t = TARGETS.get(k.split(" ")[0])
         shown = f"{v * 100:.1f} %" if k == "stored/resident" else f"{v:.2f}"
         tgt = f"<= {t * 100:.0f} %" if k == "stored/resident" else f"<= {t:g}"
-        lines.append(f"| {k:32} | {shown} | {tgt} | {'yes' if v <= t else 'NO'} |")
+        lines.append(f"| {k:36} | {shown} | {tgt} | {'yes' if v <= t else 'NO'} |")
     for e in res["errors"]:
         lines.append(f"\nERROR: {e}")
     return "\n".join(lines)
@@ -294,11 +323,12 @@ def table(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=3, help="dumps and restores to time (best and median)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--tmpdir", help="where to make the temporary directory (memhog, store); default $TMPDIR")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = ap.parse_args()
-    res = run(a.size_mib, a.tmpdir, a.keep)
+    res = run(a.size_mib, a.tmpdir, a.keep, max(1, a.repeats))
     res["ratios"] = ratios(res)
     res["machine"] = f"{platform.machine()} Linux {platform.release()}, {os.cpu_count()} CPUs"
     if a.json:

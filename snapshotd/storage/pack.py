@@ -131,9 +131,9 @@ class PackWriter:
         """Append pages data[rows] (data: (n, 4096); all rows if None, else
         ascending) with their hashes (one per appended page); returns the
         index of the first one in this pack.  borrow: the caller keeps data
-        unchanged until settle(), so a whole block of consecutive rows is
-        compressed where it lies instead of being copied into a block buffer
-        first (the copy cost as much as the compression)."""
+        unchanged until settle(), so whole blocks are compressed where they
+        lie (consecutive rows) or gathered by the compressing thread, not
+        copied by the caller's (the copy cost as much as the compression)."""
         first = self.npages
         rows = np.arange(len(data)) if rows is None else rows
         n = len(rows)
@@ -143,10 +143,13 @@ class PackWriter:
         self.npages += n
         i = 0
         while i < n:
-            if borrow and self.nbuf == 0 and n - i >= PAGES_PER_BLOCK \
-                    and rows[i + PAGES_PER_BLOCK - 1] - rows[i] == PAGES_PER_BLOCK - 1:
-                r0 = int(rows[i])
-                fut = self.compressors.submit(_compress, memoryview(data[r0:r0 + PAGES_PER_BLOCK]).cast("B"))
+            if borrow and self.nbuf == 0 and n - i >= PAGES_PER_BLOCK:
+                sel = rows[i:i + PAGES_PER_BLOCK]
+                r0 = int(sel[0])
+                if sel[-1] - r0 == PAGES_PER_BLOCK - 1:  # consecutive: compressed where it lies
+                    fut = self.compressors.submit(_compress, memoryview(data[r0:r0 + PAGES_PER_BLOCK]).cast("B"))
+                else:  # gathered into a block buffer by the compressing thread
+                    fut = self.compressors.submit(self._gather_compress_free, data, sel, self.free.get())
                 self.borrowed.append(fut)
                 self.todo.put(fut)
                 i += PAGES_PER_BLOCK
@@ -173,6 +176,15 @@ class PackWriter:
         self.todo.put(fut)  # blocks only when the writer thread is far behind
         self.buf = self.free.get()  # waits while every buffer is being compressed
         self.nbuf = 0
+
+    def _gather_compress_free(self, data: np.ndarray, rows: np.ndarray, buf: np.ndarray) -> bytes:
+        """A block of borrowed pages data[rows], copied and compressed in a
+        compressing thread (numpy's take releases the GIL)."""
+        try:
+            np.take(data, rows, axis=0, out=buf)
+            return _compress(memoryview(buf).cast("B"))
+        finally:
+            self.free.put(buf)
 
     def _compress_and_free(self, buf: np.ndarray, n: int) -> bytes:
         """Compress a block; its buffer is free again at once (the writer
