@@ -412,8 +412,8 @@ class ProcessDumper:
         return n
 
     def flush_deferred(self) -> None:
-        for args, kw in self.deferred:
-            self.writer.add_pages(self.pid, *args, **kw)
+        for args, kw in self.deferred:  # our own copies: lent to the writer, never reused
+            self.writer.add_pages(self.pid, *args, **{**kw, "borrow": True})
         self.deferred = []
 
     def capture_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:

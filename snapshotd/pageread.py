@@ -30,6 +30,26 @@ class _Buffers:
         self.next = ffi.new("uint64_t *")
 
 
+# One set of buffers kept between readers (a dump reads through several;
+# the daemon dumps every few seconds): memory already faulted in is reused
+# instead of faulted in again, which is slow and varies on VMs.
+_pool: list = []
+_pool_lock = threading.Lock()
+
+
+def _take_buffers(n: int) -> list:
+    with _pool_lock:
+        if _pool and _pool[0][0].addrs.shape[0] == n:
+            return _pool.pop()
+    return [_Buffers(n), _Buffers(n)]
+
+
+def _give_buffers(bufs: list) -> None:
+    with _pool_lock:
+        if bufs and not _pool:
+            _pool.append(bufs)
+
+
 class Batch:
     """Pages [start, next) of one call: got present pages."""
     __slots__ = ("addrs", "data", "hashes", "got", "start", "next")
@@ -45,7 +65,7 @@ class PageReader:
 
     def __init__(self, source: int, who: int, n: int = PAGES_PER_READ):
         self.source, self.who, self.n = source, who, n
-        self.bufs = [_Buffers(n), _Buffers(n)]
+        self.bufs = _take_buffers(n)
         self.memfd = os.open(f"/proc/{source}/mem", os.O_RDONLY | os.O_CLOEXEC)
         try:
             self.pmfd = os.open(f"/proc/{source}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
@@ -56,6 +76,8 @@ class PageReader:
     def close(self) -> None:
         os.close(self.memfd)
         os.close(self.pmfd)
+        _give_buffers(self.bufs)
+        self.bufs = []
 
     def __enter__(self):
         return self
