@@ -456,7 +456,7 @@ class ProcessDumper:
                 # writer has settled (its compressions of it are done)
                 self._add_pages((bt.addrs, bt.data, bt.hashes), {"rows": rows, "borrow": not defer}, defer)
                 if not defer:
-                    self.writer.settle()
+                    bt.hold(self.writer.take_borrowed())
                 self.stats.pages += bt.got if rows is None else len(rows)
             bar.add(bt.next - bt.start)
         buf = reader.bufs[0]  # free again
@@ -539,7 +539,7 @@ class ProcessDumper:
                                     rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1))
                                 refs = self.writer.add_pages(self.pid, bt.addrs, bt.data, bt.hashes, rows=rows,
                                                              borrow=True)
-                                self.writer.settle()
+                                bt.hold(self.writer.take_borrowed())
                                 if private:
                                     self.shared_pages.remember(pfn, wlo, bt.addrs, rows, refs)
                                 self.stats.pages += bt.got if rows is None else len(rows)

@@ -18,6 +18,7 @@ from . import engine
 from ._engine import ffi, lib
 
 PAGES_PER_READ = 8192  # 32 MiB a batch (the engine works through it 1 MiB at a time)
+BUFFERS = 3  # one being read into, one being stored, one still being compressed
 
 
 class _Buffers:
@@ -41,7 +42,7 @@ def _take_buffers(n: int) -> list:
     with _pool_lock:
         if _pool and _pool[0][0].addrs.shape[0] == n:
             return _pool.pop()
-    return [_Buffers(n), _Buffers(n)]
+    return [_Buffers(n) for _ in range(BUFFERS)]
 
 
 def _give_buffers(bufs: list) -> None:
@@ -50,13 +51,36 @@ def _give_buffers(bufs: list) -> None:
             _pool.append(bufs)
 
 
+def _release_when_done(futures: list, release) -> None:
+    """Call release() once every future is done (from the thread that
+    finishes the last one, or now)."""
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_f):
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            release()
+    for f in futures:
+        f.add_done_callback(one_done)
+
+
 class Batch:
     """Pages [start, next) of one call: got present pages."""
-    __slots__ = ("addrs", "data", "hashes", "got", "start", "next")
+    __slots__ = ("addrs", "data", "hashes", "got", "start", "next", "held")
 
     def __init__(self, b: _Buffers, got: int, start: int):
         self.addrs, self.data, self.hashes = b.addrs[:got], b.data[: got * engine.PAGE], b.hashes[:got]
         self.got, self.start, self.next = got, start, int(b.next[0])
+        self.held: list = []
+
+    def hold(self, futures) -> None:
+        """The buffer is read by these futures (compressions of borrowed
+        pages): it is reused only once they are done, and the caller need
+        not wait for them."""
+        self.held.extend(futures)
 
 
 class PageReader:
@@ -87,12 +111,15 @@ class PageReader:
 
     def batches(self, ranges, flags: int):
         """Yield a Batch for each engine call over the (start, end) ranges.
-        A batch's arrays are valid until the next one is asked for."""
+        A batch's arrays are valid until the next one is asked for, or until
+        the futures it was told to hold are done.  When the generator ends,
+        no held future is running any more."""
         free: queue.SimpleQueue = queue.SimpleQueue()
         ready: queue.SimpleQueue = queue.SimpleQueue()
         for k in range(len(self.bufs)):
             free.put(k)
         stop = threading.Event()
+        outstanding: list = []
 
         def produce():
             try:
@@ -123,8 +150,15 @@ class PageReader:
                     raise item
                 k, batch = item
                 yield batch
-                free.put(k)
+                pending = [f for f in batch.held if not f.done()]
+                if pending:
+                    outstanding.extend(pending)
+                    _release_when_done(pending, lambda k=k: free.put(k))
+                else:
+                    free.put(k)
         finally:
+            for f in outstanding:
+                f.exception()  # waits; errors reach the writer's caller at commit
             stop.set()
             for _ in self.bufs:
                 free.put(-1)

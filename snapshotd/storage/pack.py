@@ -162,6 +162,11 @@ class PackWriter:
                 self._submit()
         return first
 
+    def take_borrowed(self) -> list:
+        """The compressions reading borrowed data since the last call."""
+        out, self.borrowed = self.borrowed, []
+        return out
+
     def settle(self) -> None:
         """Wait until no compression reads the caller's borrowed data."""
         for f in self.borrowed:

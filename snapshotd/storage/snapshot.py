@@ -156,6 +156,11 @@ class SnapshotWriter:
         self.page_tables.setdefault(pid, []).append((a[rows] if rows is not None else a.copy(), refs))
         return refs
 
+    def take_borrowed(self) -> list:
+        """Futures reading data lent with add_pages(borrow=True) since the
+        last call (or settle()): the lender may reuse it once they are done."""
+        return [f for p in self.packs for f in p.take_borrowed()]
+
     def settle(self) -> None:
         """Data lent with add_pages(borrow=True) is no longer read."""
         for p in self.packs:
