@@ -17,7 +17,7 @@ import numpy as np
 from . import engine
 from ._engine import ffi, lib
 
-PAGES_PER_READ = 8192  # 32 MiB a batch (the engine works through it 1 MiB at a time)
+PAGES_PER_READ = 4096  # 16 MiB a batch (the engine works through it 1 MiB at a time)
 BUFFERS = 3  # one being read into, one being stored, one still being compressed
 
 

@@ -143,16 +143,19 @@ class PackWriter:
         self.npages += n
         i = 0
         while i < n:
-            if borrow and self.nbuf == 0 and n - i >= PAGES_PER_BLOCK:
-                sel = rows[i:i + PAGES_PER_BLOCK]
+            if borrow and n - i >= PAGES_PER_BLOCK - self.nbuf:
+                # a block is complete: the compressing thread gathers its rows
+                # (those of this call after the ones already in self.buf)
+                sel = rows[i:i + PAGES_PER_BLOCK - self.nbuf]
                 r0 = int(sel[0])
-                if sel[-1] - r0 == PAGES_PER_BLOCK - 1:  # consecutive: compressed where it lies
+                if self.nbuf == 0 and sel[-1] - r0 == PAGES_PER_BLOCK - 1:  # compressed where it lies
                     fut = self.compressors.submit(_compress, memoryview(data[r0:r0 + PAGES_PER_BLOCK]).cast("B"))
-                else:  # gathered into a block buffer by the compressing thread
-                    fut = self.compressors.submit(self._gather_compress_free, data, sel, self.free.get())
+                else:
+                    fut = self.compressors.submit(self._gather_compress_free, data, sel, self.buf, self.nbuf)
+                    self.buf, self.nbuf = self.free.get(), 0
                 self.borrowed.append(fut)
                 self.todo.put(fut)
-                i += PAGES_PER_BLOCK
+                i += len(sel)
                 continue
             take = min(PAGES_PER_BLOCK - self.nbuf, n - i)
             np.take(data, rows[i:i + take], axis=0, out=self.buf[self.nbuf:self.nbuf + take])
@@ -182,11 +185,12 @@ class PackWriter:
         self.buf = self.free.get()  # waits while every buffer is being compressed
         self.nbuf = 0
 
-    def _gather_compress_free(self, data: np.ndarray, rows: np.ndarray, buf: np.ndarray) -> bytes:
-        """A block of borrowed pages data[rows], copied and compressed in a
-        compressing thread (numpy's take releases the GIL)."""
+    def _gather_compress_free(self, data: np.ndarray, rows: np.ndarray, buf: np.ndarray, start: int = 0) -> bytes:
+        """A block: buf[:start] already filled, then borrowed pages
+        data[rows], copied and compressed in a compressing thread (numpy's
+        take releases the GIL)."""
         try:
-            np.take(data, rows, axis=0, out=buf)
+            np.take(data, rows, axis=0, out=buf[start:])
             return _compress(memoryview(buf).cast("B"))
         finally:
             self.free.put(buf)
