@@ -893,8 +893,11 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
             if lock.peers:
                 ns = image.netns
                 where = "this host" if ns.get("host") else f"network namespace {ns.get('name') or ns['inode']}"
+                ip = "ip" if ns.get("host") else (f"ip -n {ns['name']}" if ns.get("name") else "(in it) ip")
                 stats.notes.append(f"until the restore, {where} sends nothing to {', '.join(lock.peers)} "
-                                   "(the TCP peers of the tree must not see it go)")
+                                   "(the TCP peers of the tree must not see it go); without a restore, lift "
+                                   f"it with: {ip} rule del pref {netns.LOCK_PREF}; "
+                                   f"{ip} route flush table {netns.LOCK_TABLE}")
         writer.commit(to_dict(image))
     except BaseException:
         writer.abort()
