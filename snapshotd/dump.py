@@ -414,6 +414,7 @@ class ProcessDumper:
     def flush_deferred(self) -> None:
         for args, kw in self.deferred:  # our own copies: lent to the writer, never reused
             self.writer.add_pages(self.pid, *args, **{**kw, "borrow": True})
+        self.writer.take_borrowed()  # so nothing to wait for: no batch buffer holds them
         self.deferred = []
 
     def capture_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:

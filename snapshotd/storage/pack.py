@@ -131,7 +131,8 @@ class PackWriter:
         """Append pages data[rows] (data: (n, 4096); all rows if None, else
         ascending) with their hashes (one per appended page); returns the
         index of the first one in this pack.  borrow: the caller keeps data
-        unchanged until settle(), so whole blocks are compressed where they
+        unchanged until the futures take_borrowed() hands it are done, so
+        whole blocks are compressed where they
         lie (consecutive rows) or gathered by the compressing thread, not
         copied by the caller's (the copy cost as much as the compression)."""
         first = self.npages
@@ -169,12 +170,6 @@ class PackWriter:
         """The compressions reading borrowed data since the last call."""
         out, self.borrowed = self.borrowed, []
         return out
-
-    def settle(self) -> None:
-        """Wait until no compression reads the caller's borrowed data."""
-        for f in self.borrowed:
-            f.exception()  # errors surface at commit, through the writer thread
-        self.borrowed = []
 
     def _submit(self) -> None:
         if self.error:

@@ -142,7 +142,7 @@ class SnapshotWriter:
                   rows: np.ndarray | None = None, borrow: bool = False) -> np.ndarray:
         """Pages of process pid: addrs (n,) uint64, data n*4096 bytes (the
         caller may reuse its buffer once this returns, or with borrow=True
-        once settle() returns), hashes (n, 32) their hash if known (all-zero
+        once the futures take_borrowed() gives are done), hashes (n, 32) their hash if known (all-zero
         for a zero page).  With rows, only those pages are part of the
         snapshot (the others are zero pages to drop).  Returns the
         references of the pages kept (for add_refs)."""
@@ -158,13 +158,8 @@ class SnapshotWriter:
 
     def take_borrowed(self) -> list:
         """Futures reading data lent with add_pages(borrow=True) since the
-        last call (or settle()): the lender may reuse it once they are done."""
+        last call: the lender may reuse it once they are done."""
         return [f for p in self.packs for f in p.take_borrowed()]
-
-    def settle(self) -> None:
-        """Data lent with add_pages(borrow=True) is no longer read."""
-        for p in self.packs:
-            p.settle()
 
     def add_refs(self, pid: int, addrs, refs) -> None:
         """Pages of pid whose contents were already added (references from
