@@ -71,17 +71,25 @@ def write_atomic(path: str, data: bytes, replace: bool = True) -> None:
     """Write a small file (catalog, round record) atomically; replace=True
     uses rename(2) for files that are caches meant to be replaced."""
     tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with open(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    crashpoint(f"{os.path.basename(path)}-before-rename")
-    if replace:
-        os.rename(tmp, path)
-        fsync_dir(os.path.dirname(path))
-    else:
-        commit_file(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        crashpoint(f"{os.path.basename(path)}-before-rename")
+        if replace:
+            os.rename(tmp, path)
+        else:
+            commit_file(tmp, path)  # removes tmp itself, linked or not
+            return
+    except BaseException:
+        try:
+            os.unlink(tmp)  # a failed write (e.g. a full disk) leaves nothing behind
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(os.path.dirname(path))
 
 
 def remove_durably(path: str) -> bool:

@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, temp_writer_dead, write_atomic
 from .snapshot import FormatError, read_attrs
 
 ROUND_FORMAT = "snapshotd-round"
@@ -69,6 +69,10 @@ def _snap_path(store, sid: str) -> str:
     return os.path.join(store.snapdir, sid + ".h5")
 
 
+def _encode(doc: dict) -> bytes:
+    return json.dumps(doc, indent=1).encode() + b"\n"
+
+
 def write_round(store, job: str, round_id: str, members: list[dict], uid: int = 0) -> Round:
     """Commit a round record: temp file, fsync, link(2) to its final name
     (never replacing one), fsync the directory. Every member snapshot must
@@ -84,22 +88,7 @@ def write_round(store, job: str, round_id: str, members: list[dict], uid: int = 
     rec = Round(id=round_id, job=job, created=time.time(), uid=uid, members=members)
     doc = {"format": ROUND_FORMAT, "format_version": ROUND_VERSION, "round": round_id, "job": job,
            "created": rec.created, "uid": uid, "hostname": socket.gethostname(), "members": members}
-    final = os.path.join(d, round_id + ".json")
-    tmp = os.path.join(d, f".{round_id}.json.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(doc, indent=1).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.link(tmp, final)
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-    fsync_dir(d)
+    write_atomic(os.path.join(d, round_id + ".json"), _encode(doc), replace=False)
     return rec
 
 
@@ -221,22 +210,7 @@ def replace_members(store, job: str, rec: Round, swap: dict[str, str]) -> Round:
         members.append(m)
     doc["members"] = members
     doc["compacted"] = time.time()
-    tmp = os.path.join(os.path.dirname(path), f".{rec.id}.json.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(doc, indent=1).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(os.path.dirname(path))
+    write_atomic(path, _encode(doc), replace=True)
     return Round(id=rec.id, job=job, created=rec.created, uid=rec.uid, members=members)
 
 
@@ -245,10 +219,8 @@ def remove_stale_temps(store) -> None:
     for job in jobs(store):
         d = _jobdir(store, job)
         for n in os.listdir(d):
-            if n.startswith(".") and ".tmp-" in n:
-                pid = n.rsplit(".tmp-", 1)[1]
-                if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                    try:
-                        os.unlink(os.path.join(d, n))
-                    except FileNotFoundError:
-                        pass
+            if temp_writer_dead(n):
+                try:
+                    os.unlink(os.path.join(d, n))
+                except FileNotFoundError:
+                    pass
