@@ -437,8 +437,8 @@ class ProcessDumper:
         finally:
             bar.close()
 
-    def _capture_plan(self, pl: "PagePlan", reader: PageReader, source: int, bar: Progress, defer: bool) -> None:
-        mp = pl.mp
+    def _read_flags(self, mp: Mapping, source: int) -> int:
+        """snp_collect_pages flags for mapping mp read from process source."""
         flags = 0
         if mp.pages == "cow":
             flags |= lib.SNP_PAGES_ANON_ONLY
@@ -448,17 +448,30 @@ class ProcessDumper:
             # ("unshare"): 3x slower, and memory doubles.  /proc/PID/mem
             # takes plain references and copies nothing.
             flags |= lib.SNP_PAGES_USE_MEMFILE
+        return flags
+
+    def _add_batch(self, bt, mp: Mapping, defer: bool = False):
+        """Hand a batch of read pages to the writer; returns (rows kept,
+        their references, or None when deferred).  Zero pages come back
+        with an all-zero hash and are dropped, except in file-backed private
+        mappings ("cow"), where a missing page would read back from the file."""
+        rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1)) if mp.pages == "anon" else None
+        self.stats.pages += bt.got if rows is None else len(rows)
+        if defer:
+            self._add_pages((bt.addrs, bt.data, bt.hashes), {"rows": rows}, True)
+            return rows, None
+        # lent, not copied: the reader reuses the buffer once the
+        # compressions that read it are done
+        refs = self.writer.add_pages(self.pid, bt.addrs, bt.data, bt.hashes, rows=rows, borrow=True)
+        bt.hold(self.writer.take_borrowed())
+        return rows, refs
+
+    def _capture_plan(self, pl: "PagePlan", reader: PageReader, source: int, bar: Progress, defer: bool) -> None:
+        mp = pl.mp
+        flags = self._read_flags(mp, source)
         for bt in reader.batches(pl.full, flags):
             if bt.got:
-                rows = None  # zero pages come back with an all-zero hash
-                if mp.pages == "anon":
-                    rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1))
-                # lent, not copied: the reader reuses this buffer once the
-                # writer has settled (its compressions of it are done)
-                self._add_pages((bt.addrs, bt.data, bt.hashes), {"rows": rows, "borrow": not defer}, defer)
-                if not defer:
-                    bt.hold(self.writer.take_borrowed())
-                self.stats.pages += bt.got if rows is None else len(rows)
+                self._add_batch(bt, mp, defer)
             bar.add(bt.next - bt.start)
         buf = reader.bufs[0]  # free again
         n = reader.n
@@ -516,11 +529,7 @@ class ProcessDumper:
                 for mp in mappings:
                     if mp.pages not in ("anon", "cow"):
                         continue
-                    flags = 0
-                    if mp.pages == "cow":
-                        flags |= lib.SNP_PAGES_ANON_ONLY
-                    if not mp.prot & sc.PROT_READ:
-                        flags |= lib.SNP_PAGES_USE_MEMFILE
+                    flags = self._read_flags(mp, self.pid)
                     private = mp.pages == "anon" and not mp.shared
                     # windows of the mapping, so that pagemap reads stay small
                     windows = [(w, min(w + n * engine.PAGE, mp.end)) for w in range(mp.start, mp.end, n * engine.PAGE)] \
@@ -535,15 +544,9 @@ class ProcessDumper:
                         bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
                         for bt in reader.batches(todo, flags):
                             if bt.got:
-                                rows = None
-                                if mp.pages == "anon":
-                                    rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1))
-                                refs = self.writer.add_pages(self.pid, bt.addrs, bt.data, bt.hashes, rows=rows,
-                                                             borrow=True)
-                                bt.hold(self.writer.take_borrowed())
+                                rows, refs = self._add_batch(bt, mp)
                                 if private:
                                     self.shared_pages.remember(pfn, wlo, bt.addrs, rows, refs)
-                                self.stats.pages += bt.got if rows is None else len(rows)
                             bar.add(bt.next - bt.start)
         finally:
             bar.close()
