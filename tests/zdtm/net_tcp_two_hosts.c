@@ -31,20 +31,7 @@ static char buf[MORE], want[MORE];
 
 static int read_all(int fd, char *p, size_t n)
 {
-	size_t got = 0;
-
-	while (got < n) {
-		struct pollfd pf = { fd, POLLIN, 0 };
-		ssize_t r;
-
-		if (poll(&pf, 1, 15000) != 1)
-			return -1;
-		r = recv(fd, p + got, n - got, 0);
-		if (r <= 0)
-			return -1;
-		got += r;
-	}
-	return 0;
+	return zdtm_recv_all(fd, p, n, 15000);
 }
 
 static int send_all(int fd, const char *p, size_t n)

@@ -30,6 +30,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -262,6 +264,26 @@ static inline const char *zdtm_maps_name(const char *line)
 			p++;
 	}
 	return p ? p : "";
+}
+
+/* Receive exactly n bytes from a socket, waiting at most timeout_ms for
+ * each piece; 0, or -1 on timeout, error or end of stream. */
+static inline int zdtm_recv_all(int fd, char *p, size_t n, int timeout_ms)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		struct pollfd pf = { fd, POLLIN, 0 };
+		ssize_t r;
+
+		if (poll(&pf, 1, timeout_ms) != 1)
+			return -1;
+		r = recv(fd, p + got, n - got, 0);
+		if (r <= 0)
+			return -1;
+		got += r;
+	}
+	return 0;
 }
 
 static inline pid_t zdtm_gettid(void)
