@@ -29,7 +29,7 @@ import numpy as np
 from . import engine, fdkinds, netns, procfs
 from .fdkinds import sysvshm
 from . import syscalls as sc
-from ._engine import ffi, lib
+from ._engine import lib
 from .capture import fork_held_child, needs_frozen_read, release_child
 from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions

@@ -117,20 +117,11 @@ time.sleep(60)
 def test_peer_outside_the_process_is_refused(family, tmp_path, store):
     """A connected socket whose peer lives outside the dumped process (here:
     in the test) is refused, naming the fd; the process keeps running."""
-    import socket
     import subprocess
     import sys
     import time
 
-    if family == "unix":
-        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ls.bind(str(tmp_path / "l.sock"))
-        addr = str(tmp_path / "l.sock")
-    else:
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        ls.bind(("127.0.0.1", 0))
-        addr = str(ls.getsockname()[1])
-    ls.listen(1)
+    ls, addr = zdtm_harness.listener(family, tmp_path)
     ready = tmp_path / "ready"
     p = subprocess.Popen([sys.executable, "-c", _CONNECT_AND_WAIT, family, addr, str(ready)],
                          stdin=subprocess.DEVNULL, start_new_session=True)

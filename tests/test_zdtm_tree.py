@@ -250,18 +250,9 @@ def test_peer_outside_the_tree_is_refused(family, tmp_path, store):
     """A child whose socket is connected to a process outside the dumped
     tree (here: the test) is refused in one line naming the child and fd;
     the tree keeps running and the connection is undisturbed."""
-    import socket
     import sys
 
-    if family == "unix":
-        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        addr = str(tmp_path / "l.sock")
-        ls.bind(addr)
-    else:
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        ls.bind(("127.0.0.1", 0))
-        addr = str(ls.getsockname()[1])
-    ls.listen(1)
+    ls, addr = H.listener(family, tmp_path)
     ready = tmp_path / "ready"
     p = subprocess.Popen([sys.executable, "-c", _CHILD_CONNECTS, family, addr, str(ready)],
                          stdin=subprocess.DEVNULL, start_new_session=True)

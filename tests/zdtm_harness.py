@@ -211,6 +211,23 @@ def wait_gone(pid: int, timeout: float = GONE_TIMEOUT) -> None:
         time.sleep(0.02)
 
 
+def listener(family: str, tmp_path) -> tuple:
+    """A listening stream socket outside any dumped tree: ("unix", a path
+    in tmp_path) or ("tcp", 127.0.0.1 on a free port); returns (socket,
+    address as a string: the path, or the port)."""
+    import socket
+    if family == "unix":
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        addr = str(Path(tmp_path) / "l.sock")
+        ls.bind(addr)
+    else:
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.bind(("127.0.0.1", 0))
+        addr = str(ls.getsockname()[1])
+    ls.listen(1)
+    return ls, addr
+
+
 def kill_pid(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)

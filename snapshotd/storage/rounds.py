@@ -1,7 +1,7 @@
 """Rounds: one consistent moment across the trees of a job (docs/FORMAT.md §15).
 
-    STORE/rounds/<job>/<round id>.json              committed round records (immutable)
-    STORE/rounds/<job>/.<round id>.json.tmp-<pid>   being written (ignored)
+    STORE/rounds/<job>/<round id>.json                     committed round records
+    STORE/rounds/<job>/.<round id>.json.tmp-<host>-<pid>   being written (ignored)
 
 A round record is written only after every member snapshot is committed, so
 a visible record names snapshots that were all durable first. A record is
