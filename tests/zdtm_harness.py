@@ -169,8 +169,8 @@ def assert_cli_fails(store, *args: str, timeout: float = CLI_TIMEOUT) -> str:
     return lines[0].strip()
 
 
-def dump(store, pid: int) -> str:
-    res = run_cli(store, "dump", str(pid))
+def dump(store, pid: int, *args: str) -> str:
+    res = run_cli(store, "dump", str(pid), *args)
     assert res.returncode == 0, f"dump of {pid} failed\n{_cli_report(res)}"
     snap = last_line(res.stdout)
     assert snap, f"dump printed no snapshot id\n{_cli_report(res)}"
@@ -333,11 +333,12 @@ class Program:
 
 
 def run_zdtm(name: str, tmp_path, store, cycles: int = 1, extra_setup=None,
-             statedir_name: str | None = None) -> Program:
+             statedir_name: str | None = None, dump_args: tuple = ()) -> Program:
     """Run zdtm program ``name`` through ``cycles`` dump/kill/restore rounds
     and assert it reports PASS.
 
-    ``extra_setup(statedir)`` is called before the program starts.
+    ``extra_setup(statedir)`` is called before the program starts;
+    ``dump_args`` are added to each dump command.
     Returns the finished Program (statedir, pid) for extra checks.
     """
     statedir = Path(tmp_path) / (statedir_name or name)
@@ -351,7 +352,7 @@ def run_zdtm(name: str, tmp_path, store, cycles: int = 1, extra_setup=None,
 
     if not NO_CR:
         for _ in range(cycles):
-            snap = dump(store, prog.pid)
+            snap = dump(store, prog.pid, *dump_args)
             assert prog.alive(), prog.report("not running after dump")
             prog.kill()
             restore(store, snap, prog.pid)

@@ -159,7 +159,7 @@ class PackWriter:
                 i += len(sel)
                 continue
             take = min(PAGES_PER_BLOCK - self.nbuf, n - i)
-            np.take(data, rows[i:i + take], axis=0, out=self.buf[self.nbuf:self.nbuf + take])
+            np.take(data, rows[i:i + take], axis=0, out=self.buf[self.nbuf:self.nbuf + take], mode="clip")
             self.nbuf += take
             i += take
             if self.nbuf == PAGES_PER_BLOCK:
@@ -185,7 +185,7 @@ class PackWriter:
         data[rows], copied and compressed in a compressing thread (numpy's
         take releases the GIL)."""
         try:
-            np.take(data, rows, axis=0, out=buf[start:])
+            np.take(data, rows, axis=0, out=buf[start:], mode="clip")
             return _compress(memoryview(buf).cast("B"))
         finally:
             self.free.put(buf)
