@@ -33,8 +33,9 @@ from ._engine import lib
 from .capture import ChildRing, fork_held_child, needs_frozen_read, release_child
 from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
-from .pagehash import nonzero_mask
-from .pageread import PAGES_PER_READ, PageReader
+from .pagehash import hash_pages, nonzero_mask
+from .pageread import (PAGES_PER_READ, PageReader, give_back_when_done, note_lent, prewarm_lent_buffers,
+                       take_lent_buffer)
 from .fscreds import file_id
 from .progress import Progress
 from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
@@ -413,9 +414,18 @@ class ProcessDumper:
         return n
 
     def flush_deferred(self) -> None:
-        for args, kw in self.deferred:  # our own copies: lent to the writer, never reused
+        """Store the pages copied while frozen (hashed only now)."""
+        lent = []
+        for args, kw in self.deferred:
+            if kw.pop("hash_here", False):  # pages read frozen into a lent buffer
+                addrs, data, anon = args
+                hashes = hash_pages(data)
+                rows = np.flatnonzero(hashes.view(np.uint64).any(axis=1)) if anon else None
+                self.stats.pages += len(addrs) if rows is None else len(rows)
+                args, kw = (addrs, data, hashes), {"rows": rows}
+                lent.append(data)
             self.writer.add_pages(self.pid, *args, **{**kw, "borrow": True})
-        self.writer.take_borrowed()  # so nothing to wait for: no batch buffer holds them
+        give_back_when_done(self.writer.take_borrowed(), lent)
         self.deferred = []
 
     def capture_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:
@@ -499,14 +509,20 @@ class ProcessDumper:
             bar.add(bt.next - bt.start)
         buf = reader.bufs[0]  # free again
         n = reader.n
+        if defer:
+            note_lent(len(pl.written))
         for i in range(0, len(pl.written), n):
             w = pl.written[i : i + n]
             k = len(w)
             buf.addrs[:k] = w
-            engine.check(lib.snp_read_page_list(source, reader.memfd, buf.c[0], buf.c[1], k,
-                                                flags & lib.SNP_PAGES_USE_MEMFILE),
-                         f"read written pages of PID {self.pid}")
+            # frozen and deferred: read straight into a buffer lent to the
+            # writer, zero pages sorted out with the hashes once it runs again
+            dst = take_lent_buffer(n) if defer else buf.data
+            reader.read_list(buf.c[0], dst, k, flags)
             self.stats.dirty_pages += k
+            if defer:
+                self.deferred.append(((w.copy(), dst[: k * engine.PAGE], mp.pages == "anon"), {"hash_here": True}))
+                continue
             data = buf.data[: k * engine.PAGE]
             rows = None  # "cow": absent would mean "as in the file", so zero pages are kept
             if mp.pages == "anon":
@@ -521,23 +537,15 @@ class ProcessDumper:
             self.writer.add_pages(self.pid, *args, **kw)
 
     def add_unchanged(self, plans: list[PagePlan]) -> None:
-        """Declare the pages the tracker found unchanged since the parent."""
-        parts = []
-        for p in plans:
-            if len(p.kept):
-                kept = expand(np.asarray(p.kept, dtype=np.uint64).reshape(-1, 2))
-                if len(p.written):  # both sorted: drop the written pages
-                    i = np.searchsorted(kept, p.written)
-                    hit = i < len(kept)
-                    hit[hit] = kept[i[hit]] == p.written[hit]
-                    keep = np.ones(len(kept), dtype=bool)
-                    keep[i[hit]] = False
-                    kept = kept[keep]
-                parts.append(kept)
-        if parts:
-            addrs = np.concatenate(parts)
-            self.writer.add_unchanged(self.pid, addrs)
-            self.stats.unchanged_pages += len(addrs)
+        """Declare the pages the tracker found unchanged since the parent:
+        those of the kept runs that were not written."""
+        kept = [r for p in plans for r in p.kept]
+        if not kept:
+            return
+        written = [p.written for p in plans if len(p.written)]
+        written = np.concatenate(written) if written else np.empty(0, np.uint64)
+        self.stats.unchanged_pages += self.writer.add_unchanged_runs(
+            self.pid, np.asarray(kept, dtype=np.uint64).reshape(-1, 2), np.sort(written))
 
     def dump_pages(self, mappings: list[Mapping]) -> None:
         """Stream the pages to keep into the writer (the tree path: pages
@@ -900,6 +908,8 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     stats = DumpStats(tracker="hash" if parent_sid else "none", capture="frozen")
     # smaps is slow for big processes: read it before freezing
     tc = TreeCapture(pid, writer, stats, tracker, parent_sid, capture)
+    if tracker is not None:  # a tracked incremental copies its written pages while frozen
+        prewarm_lent_buffers()
     lock = None
     try:
         tree_ctx = freeze_tree(pid)

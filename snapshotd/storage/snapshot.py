@@ -8,7 +8,7 @@ incremental snapshot names its parent and writes only content that is new;
 because its page table is complete, restore never walks the chain.
 
 Pages are handed over in two ways: add_pages() with their bytes (hashed here,
-in C), or add_unchanged() for addresses a dirty-page tracker knows were not
+in C), or add_unchanged_runs() for runs a dirty-page tracker knows were not
 written since the parent (their references are copied from the parent)."""
 from __future__ import annotations
 
@@ -169,22 +169,32 @@ class SnapshotWriter:
         if len(addrs):
             self.page_tables.setdefault(pid, []).append((addrs.copy(), np.asarray(refs, dtype=np.uint64).copy()))
 
-    def add_unchanged(self, pid: int, addrs) -> None:
+    def add_unchanged_runs(self, pid: int, runs: np.ndarray, written: np.ndarray) -> int:
         """Pages of pid known (by a dirty-page tracker) to hold what they held
-        in the parent snapshot.  Addresses the parent did not have are zero."""
+        in the parent snapshot: those of the (start, end) runs, except the
+        sorted addresses `written`.  The parent's entries there are kept as
+        they are; an address the parent did not have was absent then and is
+        now (zero for anonymous memory, the file's page for a file mapping).
+        Linear in the parent's table, never per page of the runs.  Returns
+        how many pages the runs declare unchanged."""
         if self.parent is None:
-            raise ValueError("add_unchanged needs a parent snapshot")
-        addrs = np.asarray(addrs, dtype=np.uint64)
-        if not len(addrs):
-            return
+            raise ValueError("add_unchanged_runs needs a parent snapshot")
         paddrs, prefs = self.parent.global_page_table(pid, self.index)
-        pos = np.searchsorted(paddrs, addrs)
-        pos_c = np.minimum(pos, max(len(paddrs) - 1, 0))
-        found = (pos < len(paddrs)) & (paddrs[pos_c] == addrs) if len(paddrs) else np.zeros(len(addrs), bool)
-        # an address the parent did not have was absent then and is now: it
-        # stays out of the table (zero for anonymous memory, the file's page
-        # for a file mapping)
-        self.page_tables.setdefault(pid, []).append((addrs[found], prefs[pos_c[found]]))
+        order = np.argsort(runs[:, 0], kind="stable")
+        runs = runs[order]
+        # parent entries inside some run: +1 at each run's first entry, -1 past its last
+        edge = np.zeros(len(paddrs) + 1, dtype=np.int64)
+        np.add.at(edge, np.searchsorted(paddrs, runs[:, 0]), 1)
+        np.add.at(edge, np.searchsorted(paddrs, runs[:, 1]), -1)
+        inside = np.cumsum(edge[:-1]) > 0
+        if len(written) and len(paddrs):
+            pos = np.minimum(np.searchsorted(paddrs, written), len(paddrs) - 1)
+            inside[pos[paddrs[pos] == written]] = False
+        self.page_tables.setdefault(pid, []).append((paddrs[inside], prefs[inside]))
+        pages = int(((runs[:, 1] - runs[:, 0]) // PAGE).sum())
+        lo = np.searchsorted(written, runs[:, 0])
+        hi = np.searchsorted(written, runs[:, 1])
+        return pages - int((hi - lo).sum())
 
     def add_file(self, key: str, content: bytes) -> None:
         """Contents of a file the snapshot must carry (deleted, memfd, tmpfs)."""
