@@ -33,14 +33,9 @@ ffibuilder.cdef(
     int snp_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx2);
     int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
                    int flags, int64_t *result, int *new_thread);
-    int snp_inject_start(int tid, uint64_t code_addr, long nr, const uint64_t args[6]);
-    int snp_inject_finish(int tid, int64_t *result);
     int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
     long snp_mem_read(int pid, uint64_t addr, void *buf, uint64_t len);
     long snp_mem_write(int pid, uint64_t addr, const void *buf, uint64_t len);
-    long snp_list_pages(int pagemap_fd, uint64_t start, uint64_t end, int flags,
-                        uint64_t *addrs, long max_pages, uint64_t *next);
-    int snp_page_iov(const uint64_t *addrs, long n, long *i, uint64_t *iov);
     long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
                            uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
                            uint8_t *hashes, long max_pages, uint64_t *next);

@@ -30,7 +30,7 @@ from . import engine, fdkinds, netns, procfs
 from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import lib
-from .capture import ChildRing, fork_held_child, needs_frozen_read, release_child
+from .capture import fork_held_child, needs_frozen_read, release_child
 from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
 from .pagehash import hash_pages, nonzero_mask
@@ -43,7 +43,6 @@ from .storage.store import Store
 from .tree import FrozenTree, SharedPagesOnce, TreeError, capture_pipes, link_shared_files, zombie_record
 
 SCRATCH_SIZE = 64 * 1024
-RING_SLOTS = 4  # batches in the capture child's ring (capture.ChildRing)
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 SPECIAL_MAPS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
@@ -441,35 +440,12 @@ class ProcessDumper:
             return
         # progress by address range scanned (sparse areas pass quickly)
         bar = Progress(f"dump {self.pid}", sum(b - a for p in plans for a, b in p.full))
-        ring = self._child_ring(source) if source != self.pid else None
         try:
-            with PageReader(source, self.pid, ring=ring) as reader:
+            with PageReader(source, self.pid) as reader:
                 for pl in plans:
                     self._capture_plan(pl, reader, source, bar, defer)
         finally:
             bar.close()
-            if ring is not None:
-                ring.close()
-
-    def _child_ring(self, child: int):
-        """A ChildRing in the copy-on-write child, or None (a seccomp filter,
-        no room in the job's memory cgroup, or C could not set it up): its
-        pages are then read through /proc/PID/mem."""
-        size = RING_SLOTS * PAGES_PER_READ * engine.PAGE
-        if procfs.status(child).get("Seccomp", "0") != "0":
-            # a filter may kill C for memfd_create or pwritev: not worth a failed dump
-            self.stats.notes.append(f"copy-on-write child of PID {self.pid} read through /proc/PID/mem: "
-                                    "the process runs under a seccomp filter")
-            return None
-        if not ChildRing.fits(child, size):
-            self.stats.notes.append(f"copy-on-write child of PID {self.pid} read through /proc/PID/mem: "
-                                    f"its memory cgroup has no {2 * size >> 20} MiB to spare for a ring")
-            return None
-        try:
-            return ChildRing(child, self.t.code, self.t.scratch, self.t.scratch_size, RING_SLOTS, PAGES_PER_READ)
-        except (engine.EngineError, OSError) as e:
-            self.stats.notes.append(f"copy-on-write child of PID {self.pid} read through /proc/PID/mem: {e}")
-            return None
 
     def _read_flags(self, mp: Mapping, source: int) -> int:
         """snp_collect_pages flags for mapping mp read from process source."""

@@ -161,17 +161,6 @@ class Tracee:
         )
         return self._res[0]
 
-    def start_syscall(self, nr: int, *args: int) -> None:
-        """Begin syscall nr in the main thread without saving its registers
-        (only for a thread that never runs its own code again: the capture
-        child); finish_syscall() waits for it and returns its raw result."""
-        self._set_args(args)
-        check(lib.snp_inject_start(self.pid, self.code, nr, self._args), f"inject syscall {nr} into {self.pid}")
-
-    def finish_syscall(self) -> int:
-        check(lib.snp_inject_finish(self.pid, self._res), f"wait for syscall in {self.pid}")
-        return self._res[0]
-
     def last_new_thread(self) -> int:
         return self._newt[0]
 

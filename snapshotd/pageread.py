@@ -1,22 +1,16 @@
-"""Reading another process's present pages in batches, ahead of the caller.
+"""Reading another process's present pages in batches, one batch ahead.
 
 The engine (snp_collect_pages) finds present pages with /proc/PID/pagemap,
 reads them (process_vm_readv, or /proc/PID/mem) and hashes the non-zero ones,
 releasing the GIL.  A reader thread fills one buffer set while the caller
 stores the previous batch, so reading and hashing overlap with deduplication,
 compression and writes.  Buffers are allocated once and reused: fresh memory
-is slow to fault in on this kind of VM.
-
-From a copy-on-write capture child, a ChildRing (capture.py) is faster: the
-child writes each batch into a slot of a shared ring itself, while a hashing
-thread hashes the previous one and the caller stores the one before."""
+is slow to fault in on this kind of VM."""
 from __future__ import annotations
 
 import os
 import queue
 import threading
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -28,9 +22,9 @@ BUFFERS = 3  # one being read into, one being stored, one still being compressed
 
 
 class _Buffers:
-    def __init__(self, n: int, data: np.ndarray | None = None):
+    def __init__(self, n: int):
         self.addrs = np.empty(n, dtype=np.uint64)
-        self.data = np.empty(n * engine.PAGE, dtype=np.uint8) if data is None else data
+        self.data = np.empty(n * engine.PAGE, dtype=np.uint8)
         self.hashes = np.empty((n, 32), dtype=np.uint8)
         self.c = (ffi.from_buffer("uint64_t[]", self.addrs), ffi.from_buffer("uint8_t[]", self.data),
                   ffi.from_buffer("uint8_t[]", self.hashes))
@@ -143,18 +137,11 @@ class Batch:
 
 class PageReader:
     """Present pages of process `source` (the dumped process or its
-    copy-on-write child); `who` names the dumped process in errors; `ring`:
-    the child's ChildRing, through which its pages come."""
+    copy-on-write child); `who` names the dumped process in errors."""
 
-    def __init__(self, source: int, who: int, n: int = PAGES_PER_READ, ring=None):
-        self.source, self.who, self.ring = source, who, ring
-        if ring is not None:
-            self.n = n = ring.slot_bytes // engine.PAGE
-            self.bufs = [_Buffers(n, ring.slot(k)) for k in range(ring.slots)]
-            self.hasher = ThreadPoolExecutor(1, thread_name_prefix="page-hash")
-        else:
-            self.n = n
-            self.bufs = _take_buffers(n)
+    def __init__(self, source: int, who: int, n: int = PAGES_PER_READ):
+        self.source, self.who, self.n = source, who, n
+        self.bufs = _take_buffers(n)
         self.memfd = os.open(f"/proc/{source}/mem", os.O_RDONLY | os.O_CLOEXEC)
         try:
             self.pmfd = os.open(f"/proc/{source}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
@@ -171,10 +158,7 @@ class PageReader:
     def close(self) -> None:
         os.close(self.memfd)
         os.close(self.pmfd)
-        if self.ring is not None:
-            self.hasher.shutdown()
-        else:
-            _give_buffers(self.bufs)
+        _give_buffers(self.bufs)
         self.bufs = []
 
     def __enter__(self):
@@ -188,9 +172,6 @@ class PageReader:
         A batch's arrays are valid until the next one is asked for, or until
         the futures it was told to hold are done.  When the generator ends,
         no held future is running any more."""
-        if self.ring is not None:
-            yield from self._ring_batches(ranges, flags)
-            return
         free: queue.SimpleQueue = queue.SimpleQueue()
         ready: queue.SimpleQueue = queue.SimpleQueue()
         for k in range(len(self.bufs)):
@@ -240,80 +221,3 @@ class PageReader:
             for _ in self.bufs:
                 free.put(-1)
             th.join()
-
-    def _ring_batches(self, ranges, flags: int):
-        """batches() through the child's ring, in the caller's thread (C's
-        tracer): while the caller stores batch k, the hashing thread hashes
-        k+1 and C writes k+2 into its slot."""
-        ring = self.ring
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        for k in range(len(self.bufs)):
-            free.put(k)
-        todo = deque((a, b) for a, b in ranges if a < b)
-        pending: deque = deque()  # (slot, batch, hash future or None), in order
-        outstanding: list = []
-
-        def begin():
-            """List the next batch's pages and have C write them; None when
-            the ranges are done."""
-            if not todo:
-                return None
-            a, end = todo[0]
-            k = free.get()  # a slot whose batch is stored and compressed
-            b = self.bufs[k]
-            got = lib.snp_list_pages(self.pmfd, a, end, flags, b.c[0], self.n, b.next)
-            engine.check(got, f"read the page map of PID {self.who} at {a:#x}")
-            nxt = int(b.next[0])
-            if nxt >= end:
-                todo.popleft()
-            else:
-                todo[0] = (nxt, end)
-            if got:
-                ring.start(k, b.c[0], got)
-            return k, b, got, a
-
-        def complete(job):
-            k, b, got, a = job
-            fut = None
-            if got:
-                done = ring.finish()
-                if done < got:  # pages C cannot read (PROT_NONE): through /proc/PID/mem
-                    engine.check(lib.snp_read_page_list(self.source, self.memfd, b.c[0] + done,
-                                                        b.c[1] + done * engine.PAGE, got - done, 1),
-                                 f"read memory of PID {self.who}")
-                fut = self.hasher.submit(lib.snp_hash_pages, b.c[1], got, b.c[2], lib.SNP_HASH_BLAKE3)
-            pending.append((k, Batch(b, got, a), fut))
-
-        job = begin()
-        try:
-            while job is not None or pending:
-                if job is not None:
-                    complete(job)
-                    job = None
-                    if len(pending) < 2:
-                        job = begin()
-                        if job is not None:
-                            continue  # two batches in hand before the first is stored
-                k, batch, fut = pending.popleft()
-                if job is None:
-                    job = begin()  # C writes while the caller stores
-                if fut is not None:
-                    fut.result()
-                yield batch
-                held = [f for f in batch.held if not f.done()]
-                if held:
-                    outstanding.extend(held)
-                    _release_when_done(held, lambda k=k: free.put(k))
-                else:
-                    free.put(k)
-        finally:
-            if ring.job is not None:
-                try:
-                    ring.finish()
-                except engine.EngineError:
-                    pass
-            for _k, _b, fut in pending:
-                if fut is not None:
-                    fut.exception()
-            for f in outstanding:
-                f.exception()  # waits; errors reach the writer's caller at commit

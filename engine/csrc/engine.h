@@ -33,11 +33,6 @@ int snp_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx
 #define SNP_INJ_EXPECT_SEGV 1
 int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
                int flags, int64_t *result, int *new_thread);
-/* For a thread that never runs its own code again (the copy-on-write
- * capture child, signals blocked): start a syscall and collect its result
- * later, saving and restoring nothing, so that the caller works meanwhile. */
-int snp_inject_start(int tid, uint64_t code_addr, long nr, const uint64_t args[6]);
-int snp_inject_finish(int tid, int64_t *result);
 /* The same, with the code written at the thread's rip and put back after. */
 int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
 
@@ -46,9 +41,6 @@ long snp_mem_read(int pid, uint64_t addr, void *buf, uint64_t len);
 long snp_mem_write(int pid, uint64_t addr, const void *buf, uint64_t len);
 #define SNP_PAGES_ANON_ONLY 1   /* skip pages still backed by the file */
 #define SNP_PAGES_USE_MEMFILE 4 /* read with /proc/PID/mem (PROT_NONE areas) */
-long snp_list_pages(int pagemap_fd, uint64_t start, uint64_t end, int flags,
-                    uint64_t *addrs, long max_pages, uint64_t *next);
-int snp_page_iov(const uint64_t *addrs, long n, long *i, uint64_t *iov); /* <= 1024 runs */
 long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
                        uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
                        uint8_t *hashes, long max_pages, uint64_t *next);

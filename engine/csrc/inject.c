@@ -100,47 +100,6 @@ out:
     return ret;
 }
 
-int snp_inject_start(int tid, uint64_t code_addr, long nr, const uint64_t args[6])
-{
-    struct user_regs_struct r;
-    if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0)
-        return -errno;
-    r.rip = code_addr;
-    r.rax = (uint64_t)nr;
-    r.orig_rax = (uint64_t)-1;
-    r.rdi = args[0];
-    r.rsi = args[1];
-    r.rdx = args[2];
-    r.r10 = args[3];
-    r.r8 = args[4];
-    r.r9 = args[5];
-    if (ptrace(PTRACE_SETREGS, tid, 0, &r) < 0 || ptrace(PTRACE_CONT, tid, 0, 0) < 0)
-        return -errno;
-    return 0;
-}
-
-int snp_inject_finish(int tid, int64_t *result)
-{
-    struct user_regs_struct r;
-    int st, ret;
-    for (;;) {
-        if ((ret = snp_wait_stop(tid, &st)) < 0)
-            return ret;
-        if (st >> 16) { /* an event stop in the middle of the syscall */
-            if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
-                return -errno;
-            continue;
-        }
-        if (WSTOPSIG(st) != SIGTRAP)
-            return -EFAULT;
-        break;
-    }
-    if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0)
-        return -errno;
-    *result = (int64_t)r.rax;
-    return 0;
-}
-
 int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result)
 {
     struct user_regs_struct regs;

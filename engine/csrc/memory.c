@@ -252,10 +252,13 @@ static void *collect_run(void *arg)
     return NULL;
 }
 
-/* Addresses of the present (or swapped) pages of [start, end) by
- * /proc/PID/pagemap, at most max_pages of them; *next is where to continue. */
-long snp_list_pages(int pagemap_fd, uint64_t start, uint64_t end, int flags,
-                    uint64_t *addrs, long max_pages, uint64_t *next)
+/* Present (or swapped) pages of [start, end), at most max_pages of them:
+ * their addresses, contents and (if hashes) SHA-256, all-zero for a zero
+* page (BLAKE3).  Two threads split the pages: reading and hashing are both CPU work
+ * on these machines. *next is where to continue. */
+long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
+                       uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
+                       uint8_t *hashes, long max_pages, uint64_t *next)
 {
     enum { CHUNK = 4096 };
     uint64_t pm[CHUNK];
@@ -285,26 +288,8 @@ long snp_list_pages(int pagemap_fd, uint64_t start, uint64_t end, int flags,
         a += got * PAGE;
     }
     *next = a;
-    return n;
-}
-
-/* The runs of consecutive pages in addrs from *i on, as up to IOV_BATCH
- * struct iovec (base, length pairs) in iov; advances *i past them. */
-int snp_page_iov(const uint64_t *addrs, long n, long *i, uint64_t *iov)
-{
-    return coalesce(addrs, n, i, (struct iovec *)iov);
-}
-
-/* The pages snp_list_pages finds, with their contents and (if hashes) their
- * BLAKE3, all-zero for a zero page.  Two threads split the pages: reading and
- * hashing are both CPU work on these machines. */
-long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
-                       uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
-                       uint8_t *hashes, long max_pages, uint64_t *next)
-{
-    long n = snp_list_pages(pagemap_fd, start, end, flags, addrs, max_pages, next);
-    if (n <= 0)
-        return n;
+    if (n == 0)
+        return 0;
     int use_memfile = (flags & SNP_PAGES_USE_MEMFILE) != 0;
     struct collect_job j1 = {pid, memfd, use_memfile, addrs, data, hashes, n, 0};
     pthread_t th;
