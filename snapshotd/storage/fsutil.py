@@ -67,16 +67,18 @@ def commit_file(tmp_path: str, final_path: str, what: str = "file") -> None:
     fsync_dir(os.path.dirname(final_path))
 
 
-def write_atomic(path: str, data: bytes, replace: bool = True) -> None:
+def write_atomic(path: str, data: bytes, replace: bool = True, durable: bool = True) -> None:
     """Write a small file (catalog, round record) atomically; replace=True
-    uses rename(2) for files that are caches meant to be replaced."""
+    uses rename(2) for files that are caches meant to be replaced;
+    durable=False skips the fsyncs (a cache that readers check anyway)."""
     tmp = temp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with open(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         crashpoint(f"{os.path.basename(path)}-before-rename")
         if replace:
             os.rename(tmp, path)
@@ -89,7 +91,8 @@ def write_atomic(path: str, data: bytes, replace: bool = True) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(os.path.dirname(path))
+    if durable:
+        fsync_dir(os.path.dirname(path))
 
 
 def remove_durably(path: str) -> bool:

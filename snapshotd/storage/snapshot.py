@@ -223,12 +223,9 @@ class SnapshotWriter:
             out[nz] = (lut[slots] << np.uint64(SLOT_SHIFT)) | (r & np.uint64(0xFFFFFFFF))
         return out
 
-    def commit(self, image: dict) -> str:
-        """Commit packs, then the snapshot file; returns its path."""
-        for p in self.packs:
-            p.commit()  # pages are durable before anything refers to them
-        self.index.merge(self.own)
-        self.new_bytes = self.stored_bytes
+    def _write_tables(self) -> tuple[int, dict, dict]:
+        """The page tables and file references, into the snapshot file;
+        returns (pages, {pid: (addrs, index-wide refs)}, slot map)."""
         h5 = self.h5
         slot_map: dict[int, int] = {}
         total = 0
@@ -252,6 +249,27 @@ class SnapshotWriter:
             refs = self._localize(refs, slot_map)
             ds = h5.create_dataset(f"files/{key}/ref", data=refs, **_opts(len(refs)))
             ds.parent.attrs["size"] = size
+        return total, tables, slot_map
+
+    def commit(self, image: dict) -> str:
+        """Commit packs, then the snapshot file; returns its path.  The
+        page tables are written into the (still invisible) snapshot file
+        while a thread drains and commits the packs."""
+        packs_done = None
+        if self.packs:
+            ex = ThreadPoolExecutor(1, thread_name_prefix="pack-commit")
+            packs_done = ex.submit(lambda: [p.commit() for p in self.packs])
+            ex.shutdown(wait=False)
+        try:
+            total, tables, slot_map = self._write_tables()
+        finally:
+            if packs_done is not None:
+                packs_done.exception()  # waits; its error is raised below
+        if packs_done is not None:
+            packs_done.result()  # pages are durable before anything refers to them
+        self.index.merge(self.own)
+        self.new_bytes = self.stored_bytes
+        h5 = self.h5
         names = [self.index.slots[s] for s, _ in sorted(slot_map.items(), key=lambda kv: kv[1])]
         for n in names:  # never publish a reference to a pack that is not there
             if not os.path.exists(os.path.join(self.packdir, n)):

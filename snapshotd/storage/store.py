@@ -252,7 +252,9 @@ class Store:
         doc = {"version": CATALOG_VERSION, "written": time.time(),
                "snapshots": [r for r in rows if "error" not in r]}
         try:
-            write_atomic(self.catalog_path, json.dumps(doc, default=str, sort_keys=True).encode())
+            # not fsynced: a catalog lost in a crash is rebuilt, and one
+            # that lags the directory is reconciled with it on every read
+            write_atomic(self.catalog_path, json.dumps(doc, default=str, sort_keys=True).encode(), durable=False)
         except OSError:
             pass  # only a cache
 
