@@ -145,6 +145,7 @@ class ProcessDumper:
         self.deferred: list = []  # pages read while frozen, stored after the process runs again
         self.vmflags_hint: dict | None = None  # VmFlags by VMA, read just before the freeze
         self.flags_used: dict = {}
+        self.flags_guessed: set = set()  # keys of flags_used guessed from a neighbour
         self.shared_pages = shared_pages or SharedPagesOnce()
         self.tids = tids
         self.writer = writer
@@ -310,15 +311,37 @@ class ProcessDumper:
         if self.vmflags_hint is None:
             return procfs.maps(self.pid)
         maps = procfs.maps(self.pid, with_flags=False)
-        for m in maps:
+        self.flags_guessed = set()
+        for i, m in enumerate(maps):
             if (m.start, m.end) == self.scratch_range:
                 continue  # ours, cut out by dump_mappings
             f = self.vmflags_hint.get(_vma_key(m))
             if f is None:
-                return procfs.maps(self.pid)
+                f = self._guess_vmflags(maps, i)
+                if f is None:
+                    return procfs.maps(self.pid)
+                self.flags_guessed.add(_vma_key(m))
             m.vmflags = f
         self.flags_used = {_vma_key(m): m.vmflags for m in maps if (m.start, m.end) != self.scratch_range}
         return maps
+
+    def _guess_vmflags(self, maps: list, i: int):
+        """VmFlags for a mapping new since the hint was read, from the one it
+        continues (same file or kind, same permissions, adjacent: a heap
+        grown by brk, a stack or arena extended), without the tracker's
+        userfaultfd flags, which a new mapping lacks.  The check after the
+        release verifies the guess (reading smaps while frozen costs ~12 ms
+        per GiB of the process).  None: no such neighbour."""
+        m = maps[i]
+        for j in (i - 1, i + 1):
+            if not 0 <= j < len(maps):
+                continue
+            n = maps[j]
+            if (n.end == m.start or m.end == n.start) and (n.perms, n.inode, n.path) == (m.perms, m.inode, m.path):
+                f = self.vmflags_hint.get(_vma_key(n))
+                if f is not None:
+                    return tuple(x for x in f if x not in UFFD_VMFLAGS)
+        return None
 
     def dump_mappings(self) -> list[Mapping]:
         out = []
@@ -619,17 +642,19 @@ def vmflags_by_vma(pid: int) -> dict:
         return {}
 
 
-def check_vmflags_unchanged(pid: int, used: dict) -> dict:
+def check_vmflags_unchanged(pid: int, used: dict, guessed: set = frozenset()) -> tuple[dict, str | None]:
     """After resume: every mapping whose VmFlags were taken from before the
-    freeze must show the same flags now (if it still exists unchanged), so
-    the flags held during the freeze too.  Returns the flags read now."""
+    freeze (or guessed) must show the same flags now (if it still exists
+    unchanged), so the flags held during the freeze too.  Returns the flags
+    read now and, if one differs, the error that fails the dump."""
     now = vmflags_by_vma(pid)
     for k, f in used.items():
         g = now.get(k)
         if g is not None and set(g) - UFFD_VMFLAGS != set(f) - UFFD_VMFLAGS:
-            raise DumpError(f"PID {pid}: the flags of mapping {k[0]:#x}-{k[1]:#x} changed during the dump "
-                            "(madvise); nothing was saved, try again")
-    return now
+            why = "is new and its flags were guessed wrong" if k in guessed else "changed its flags (madvise)"
+            return now, (f"PID {pid}: mapping {k[0]:#x}-{k[1]:#x} {why} during the dump; nothing was saved, "
+                         "try again")
+    return now, None
 
 _TYPE_NAMES = {statmod.S_IFSOCK: "socket", statmod.S_IFBLK: "block device", statmod.S_IFLNK: "symlink"}
 
@@ -726,6 +751,7 @@ class TreeCapture:
             tracker.vmflags = None  # until finish() reads them again
         self.hint = hint if hint is not None else vmflags_by_vma(pid)
         self.child = 0
+        self.check = None  # the VmFlags check started by finish()
         self.pd = None
         self.plans: list = []
         self.single = False
@@ -801,26 +827,36 @@ class TreeCapture:
                                    "parent (new or restarted): compared by hash, tracked from now")
 
     def finish(self) -> Image:
+        """Store the pages (after the release).  The VmFlags check reads
+        /proc/PID/smaps, which walks every page table (~12 ms per GiB): it
+        runs in a thread meanwhile, and verify() waits for its verdict, which
+        the writer asks for just before the snapshot becomes visible."""
         pd, stats = self.pd, self.stats
-        # the VmFlags check reads /proc/PID/smaps, which walks every page
-        # table (~12 ms per GiB): in the kernel, while pages are stored here
-        check = None
         if pd is not None:
-            with ThreadPoolExecutor(1) as ex:
-                check = ex.submit(check_vmflags_unchanged, self.pid, pd.flags_used)
-                try:
-                    self._store_pages()
-                except BaseException:
-                    check.exception()  # the page error is the one to report
-                    raise
-            now = check.result()  # DumpError if they changed
+            ex = ThreadPoolExecutor(1, thread_name_prefix="vmflags-check")
+            self.check = ex.submit(check_vmflags_unchanged, self.pid, pd.flags_used, pd.flags_guessed)
+            ex.shutdown(wait=False)
+            try:
+                self._store_pages()
+            except BaseException:
+                self.check.exception()  # the page error is the one to report
+                raise
         else:
             self._store_pages()
-        if self.tracker is not None and check is not None:
-            self.tracker.vmflags = now
         self.writer.attrs["tracker"] = stats.tracker
         self.writer.attrs["capture"] = stats.capture
         return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes), netns=self.netns)
+
+    def verify(self) -> None:
+        """DumpError if the VmFlags used while frozen changed (see finish)."""
+        if self.check is None:
+            return
+        now, error = self.check.result()
+        self.check = None
+        if self.tracker is not None:
+            self.tracker.vmflags = now  # right for the next dump's hint, even after a failure
+        if error:
+            raise DumpError(error)
 
     def _store_pages(self) -> None:
         for pd, plans, _tr in self.parts:
@@ -913,8 +949,10 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                                    "(the TCP peers of the tree must not see it go); without a restore, lift "
                                    f"it with: {ip} rule del pref {netns.LOCK_PREF}; "
                                    f"{ip} route flush table {netns.LOCK_TABLE}")
-        writer.commit(to_dict(image))
+        writer.commit(to_dict(image), before_publish=tc.verify)
     except BaseException:
+        if tc.check is not None:
+            tc.check.exception()  # not left running
         writer.abort()
         if lock:
             lock.release()

@@ -177,7 +177,7 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
             # pages of copy-on-write children, and deferred ones, are stored
             # now that every tree runs again
             image = tc.finish()
-            writer.commit(to_dict(image))
+            writer.commit(to_dict(image), before_publish=tc.verify)
             tc.committed(sid)
             committed.append(sid)
             stats.frozen_s = frozen_s

@@ -251,10 +251,12 @@ class SnapshotWriter:
             ds.parent.attrs["size"] = size
         return total, tables, slot_map
 
-    def commit(self, image: dict) -> str:
+    def commit(self, image: dict, before_publish=None) -> str:
         """Commit packs, then the snapshot file; returns its path.  The
         page tables are written into the (still invisible) snapshot file
-        while a thread drains and commits the packs."""
+        while a thread drains and commits the packs.  before_publish() is
+        called once the packs are committed, before anything refers to
+        them: it may raise to stop the commit (the caller then aborts)."""
         packs_done = None
         if self.packs:
             ex = ThreadPoolExecutor(1, thread_name_prefix="pack-commit")
@@ -267,6 +269,8 @@ class SnapshotWriter:
                 packs_done.exception()  # waits; its error is raised below
         if packs_done is not None:
             packs_done.result()  # pages are durable before anything refers to them
+        if before_publish is not None:
+            before_publish()  # before the index learns of this writer's pages
         self.index.merge(self.own)
         self.new_bytes = self.stored_bytes
         h5 = self.h5

@@ -332,9 +332,9 @@ class LockedWriter:
     def __getattr__(self, name):
         return getattr(self.w, name)
 
-    def commit(self, image: dict) -> str:
+    def commit(self, image: dict, before_publish=None) -> str:
         try:
-            path = self.w.commit(image)
+            path = self.w.commit(image, before_publish)
         finally:
             self._close_parent()
             self.lock.release()
