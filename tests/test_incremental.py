@@ -28,6 +28,7 @@ INCR_PROGRAMS = [
     "incr_random",          # random writes (two threads, single bytes, read(2)) per SIGUSR1
     "incr_cow_consistent",  # a sweep that never pauses: the capture must be one instant
     "incr_exec",            # exec between two snapshots
+    "incr_new_vma_flags",   # a new mapping next to a tracked one, with flags of its own
     "incr_tree",            # a parent and its child, each tracked (TreeTracker)
 ]
 
