@@ -145,6 +145,8 @@ class ProcessDumper:
         self.deferred: list = []  # pages read while frozen, stored after the process runs again
         self.vmflags_hint: dict | None = None  # VmFlags by VMA, read just before the freeze
         self.flags_used: dict = {}
+        self.lent: list = []  # buffers lent to the writer for pages copied while frozen
+        self.lent_used = self.lent_pages = 0
         self.flags_guessed: set = set()  # keys of flags_used guessed from a neighbour
         self.shared_pages = shared_pages or SharedPagesOnce()
         self.tids = tids
@@ -327,11 +329,12 @@ class ProcessDumper:
 
     def _guess_vmflags(self, maps: list, i: int):
         """VmFlags for a mapping new since the hint was read, from the one it
-        continues (same file or kind, same permissions, adjacent: a heap
-        grown by brk, a stack or arena extended), without the tracker's
-        userfaultfd flags, which a new mapping lacks.  The check after the
-        release verifies the guess (reading smaps while frozen costs ~12 ms
-        per GiB of the process).  None: no such neighbour."""
+        continues: same file or kind, same permissions, adjacent, and kept
+        apart from it only by the tracker's userfaultfd registration (a heap
+        grown by brk, an arena extended), so with the same flags but those.
+        Any other adjacent pair would have merged unless its flags differ:
+        None then, and smaps is read while frozen (~12 ms per GiB of the
+        process).  The check after the release verifies every guess."""
         m = maps[i]
         for j in (i - 1, i + 1):
             if not 0 <= j < len(maps):
@@ -339,7 +342,7 @@ class ProcessDumper:
             n = maps[j]
             if (n.end == m.start or m.end == n.start) and (n.perms, n.inode, n.path) == (m.perms, m.inode, m.path):
                 f = self.vmflags_hint.get(_vma_key(n))
-                if f is not None:
+                if f is not None and UFFD_VMFLAGS & set(f):
                     return tuple(x for x in f if x not in UFFD_VMFLAGS)
         return None
 
@@ -437,7 +440,6 @@ class ProcessDumper:
 
     def flush_deferred(self) -> None:
         """Store the pages copied while frozen (hashed only now)."""
-        lent = []
         for args, kw in self.deferred:
             if kw.pop("hash_here", False):  # pages read frozen into a lent buffer
                 addrs, data, anon = args
@@ -445,10 +447,10 @@ class ProcessDumper:
                 rows = np.flatnonzero(hashes.view(np.uint64).any(axis=1)) if anon else None
                 self.stats.pages += len(addrs) if rows is None else len(rows)
                 args, kw = (addrs, data, hashes), {"rows": rows}
-                lent.append(data)
             self.writer.add_pages(self.pid, *args, **{**kw, "borrow": True})
-        give_back_when_done(self.writer.take_borrowed(), lent)
-        self.deferred = []
+        give_back_when_done(self.writer.take_borrowed(), self.lent)
+        note_lent(self.lent_pages)
+        self.deferred, self.lent, self.lent_pages = [], [], 0
 
     def capture_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:
         """Read the pages of the plans whose `frozen` flag matches, from
@@ -508,15 +510,13 @@ class ProcessDumper:
             bar.add(bt.next - bt.start)
         buf = reader.bufs[0]  # free again
         n = reader.n
-        if defer:
-            note_lent(len(pl.written))
         for i in range(0, len(pl.written), n):
             w = pl.written[i : i + n]
             k = len(w)
             buf.addrs[:k] = w
-            # frozen and deferred: read straight into a buffer lent to the
+            # frozen and deferred: read straight into buffers lent to the
             # writer, zero pages sorted out with the hashes once it runs again
-            dst = take_lent_buffer(n) if defer else buf.data
+            dst = self._lent_pages(k, n) if defer else buf.data
             reader.read_list(buf.c[0], dst, k, flags)
             self.stats.dirty_pages += k
             if defer:
@@ -528,6 +528,17 @@ class ProcessDumper:
                 rows = np.flatnonzero(nonzero_mask(data))
             self._add_pages((buf.addrs[:k], data), {"rows": rows}, defer)
             self.stats.pages += k if rows is None else len(rows)
+
+    def _lent_pages(self, k: int, n: int) -> np.ndarray:
+        """Room for k (<= n) pages in the buffers lent to the writer: the
+        written pages of all mappings fill them one after the other."""
+        if not self.lent or self.lent_used + k > n:
+            self.lent.append(take_lent_buffer(n))
+            self.lent_used = 0
+        a = self.lent_used * engine.PAGE
+        self.lent_used += k
+        self.lent_pages += k
+        return self.lent[-1][a : a + k * engine.PAGE]
 
     def _add_pages(self, args: tuple, kw: dict, defer: bool) -> None:
         if defer:  # copies: the buffers are reused
@@ -649,8 +660,21 @@ def check_vmflags_unchanged(pid: int, used: dict, guessed: set = frozenset()) ->
     read now and, if one differs, the error that fails the dump."""
     now = vmflags_by_vma(pid)
     for k, f in used.items():
+        want = set(f) - UFFD_VMFLAGS
         g = now.get(k)
-        if g is not None and set(g) - UFFD_VMFLAGS != set(f) - UFFD_VMFLAGS:
+        if g is None and k in guessed:
+            # it changed bounds since (merged, grown, cut): what covers its range now must agree
+            cover = sorted((kk for kk in now if kk[0] < k[1] and kk[1] > k[0]), key=lambda kk: kk[0])
+            pos = k[0]
+            for kk in cover:
+                if kk[0] > pos or set(now[kk]) - UFFD_VMFLAGS != want:
+                    break
+                pos = kk[1]
+            if pos >= k[1]:
+                continue
+            return now, (f"PID {pid}: mapping {k[0]:#x}-{k[1]:#x} is new and its flags could not be verified "
+                         "during the dump; nothing was saved, try again")
+        if g is not None and set(g) - UFFD_VMFLAGS != want:
             why = "is new and its flags were guessed wrong" if k in guessed else "changed its flags (madvise)"
             return now, (f"PID {pid}: mapping {k[0]:#x}-{k[1]:#x} {why} during the dump; nothing was saved, "
                          "try again")
@@ -847,6 +871,13 @@ class TreeCapture:
         self.writer.attrs["capture"] = stats.capture
         return Image(root_pid=self.pid, processes=self.procs, notes=list(stats.notes), netns=self.netns)
 
+    def drop_check(self) -> None:
+        """After a failure: wait for the VmFlags check, whose verdict no
+        longer matters (it is never left running)."""
+        if self.check is not None:
+            self.check.exception()
+            self.check = None
+
     def verify(self) -> None:
         """DumpError if the VmFlags used while frozen changed (see finish)."""
         if self.check is None:
@@ -951,8 +982,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
                                    f"{ip} route flush table {netns.LOCK_TABLE}")
         writer.commit(to_dict(image), before_publish=tc.verify)
     except BaseException:
-        if tc.check is not None:
-            tc.check.exception()  # not left running
+        tc.drop_check()
         writer.abort()
         if lock:
             lock.release()

@@ -60,6 +60,7 @@ LENT_POOL_MAX = 4
 
 
 _lent_high = [2 * PAGES_PER_READ]  # the most pages one dump lent (a guess before any)
+# (the pool is shared by all dumps of the process: sized for the largest)
 
 
 def prewarm_lent_buffers(n: int = PAGES_PER_READ) -> None:
@@ -91,10 +92,12 @@ def give_back_when_done(futures: list, bufs: list) -> None:
     once the futures reading them are done."""
     def back():
         with _pool_lock:
+            seen = {id(b) for b in _lent_pool}
             for b in bufs:
                 base = b.base if isinstance(b.base, np.ndarray) else b
-                if len(_lent_pool) < LENT_POOL_MAX:
+                if id(base) not in seen and len(_lent_pool) < LENT_POOL_MAX:
                     _lent_pool.append(base)
+                    seen.add(id(base))
     if not bufs:
         return
     if futures:

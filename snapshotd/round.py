@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from . import dump as dumpmod
 from . import procfs
 from .image import to_dict
+from .pageread import prewarm_lent_buffers
 from .storage import rounds as roundstore
 from .storage.fsutil import fsync_dir, temp_of_this_process
 
@@ -150,6 +151,8 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
     staged = []  # (member, sid, writer, capture, stats)
     captures: list = []
     committed: list[str] = []
+    if any(m.tracker is not None for m in members):
+        prewarm_lent_buffers()  # tracked incrementals copy written pages while frozen
     try:
         with contextlib.ExitStack() as frozen:
             fzs = []
@@ -188,6 +191,8 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
             {"snapshot": r.snapshot, "root_pid": r.pid, "name": r.name, "stored_bytes": int(r.stats.stored_bytes),
              "frozen_s": round(r.stats.frozen_s, 6)} for r in results], uid=uid)
     except BaseException as e:
+        for tc in captures:
+            tc.drop_check()
         if hdf5_write_failed(e):
             # do not touch the HDF5 objects again: keep them, and remove the files by
             # name: every temp file of this process (the caller runs one round at a

@@ -56,8 +56,18 @@ def fsync_path(path: str) -> None:
 def commit_file(tmp_path: str, final_path: str, what: str = "file") -> None:
     """Make tmp_path visible as final_path, durably; never replaces a file.
     (Files are created 0600: snapshots hold other users' memory.)"""
+    seal_file(tmp_path)
+    publish_file(tmp_path, final_path, what)
+
+
+def seal_file(tmp_path: str) -> None:
+    """First half of commit_file: the temporary file's data is durable."""
     os.chmod(tmp_path, 0o600)
     fsync_path(tmp_path)
+
+
+def publish_file(tmp_path: str, final_path: str, what: str = "file") -> None:
+    """Second half of commit_file: link the sealed file under its name."""
     crashpoint(f"{what}-before-link")
     try:
         os.link(tmp_path, final_path)

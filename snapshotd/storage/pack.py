@@ -26,7 +26,7 @@ import zstandard
 
 from ..pagehash import HASH_NAME, HASH_SIZE, PAGE, hash_pages
 from ..faults import crashpoint
-from .fsutil import commit_file, h5py, temp_name
+from .fsutil import h5py, publish_file, seal_file, temp_name
 
 PACK_FORMAT = "snapshotd-pack"
 PACK_VERSION = 2  # 2: pages named by BLAKE3 (1: SHA-256, still read)
@@ -140,6 +140,8 @@ class PackWriter:
         n = len(rows)
         if not n:
             return first
+        if rows[-1] >= len(data):  # ascending: the gathers (mode="clip") would not notice
+            raise IndexError(f"page row {rows[-1]} of {len(data)}")
         self.hashes.append(np.array(hashes, dtype=np.uint8).reshape(n, HASH_SIZE))
         self.npages += n
         i = 0
@@ -237,6 +239,13 @@ class PackWriter:
 
     # -- commit --
     def commit(self) -> str:
+        self.seal()
+        return self.publish()
+
+    def seal(self) -> None:
+        """Everything of commit but making the pack visible: blocks
+        written, index datasets added, file closed and fsynced under its
+        temporary name (abort() still removes it)."""
         if self.nbuf:
             self._submit()
         self.todo.put(None)
@@ -263,7 +272,11 @@ class PackWriter:
         a["created"] = time.time()
         a["hostname"] = socket.gethostname()
         h5.close()
-        commit_file(self.tmp_path, self.final_path, "pack")
+        seal_file(self.tmp_path)
+
+    def publish(self) -> str:
+        """Link the sealed pack under its name, durably."""
+        publish_file(self.tmp_path, self.final_path, "pack")
         return self.final_path
 
     def abort(self) -> None:

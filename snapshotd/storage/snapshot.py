@@ -79,6 +79,10 @@ def from_runs(run_addr: np.ndarray, run_len: np.ndarray, run_ref: np.ndarray) ->
     return addrs, refs
 
 
+class _Stopped(Exception):
+    """Half of a commit gave up because the other half failed."""
+
+
 class SnapshotWriter:
     def __init__(self, final_path: str, packdir: str, attrs: dict, index: PageIndex,
                  parent: "SnapshotReader | None" = None):
@@ -97,6 +101,7 @@ class SnapshotWriter:
         self.files: dict[str, tuple[np.ndarray, int]] = {}
         self.new_pages = 0
         self.new_bytes = 0  # compressed bytes of committed packs
+        self._sealing = None  # future of the thread sealing the packs during commit()
 
     # -- pages --
     def _pack(self) -> PackWriter:
@@ -225,7 +230,8 @@ class SnapshotWriter:
 
     def _write_tables(self) -> tuple[int, dict, dict]:
         """The page tables and file references, into the snapshot file;
-        returns (pages, {pid: (addrs, index-wide refs)}, slot map)."""
+        returns (pages, {pid: (addrs, index-wide refs)}, slot map).  Stops
+        as soon as the packs' thread fails (its error is the one raised)."""
         h5 = self.h5
         slot_map: dict[int, int] = {}
         total = 0
@@ -240,6 +246,8 @@ class SnapshotWriter:
             last = np.append(addrs[1:] != addrs[:-1], True) if len(addrs) else np.empty(0, bool)
             addrs, glob = addrs[last], glob[last]
             refs = self._localize(glob, slot_map)
+            if self._sealing is not None and self._sealing.done() and self._sealing.exception() is not None:
+                raise _Stopped()
             g = h5.create_group(f"pages/{pid}")
             for name, col in zip(("run_addr", "run_len", "run_ref"), to_runs(addrs, refs)):
                 g.create_dataset(name, data=col, **_TABLE_OPTS)
@@ -254,24 +262,35 @@ class SnapshotWriter:
     def commit(self, image: dict, before_publish=None) -> str:
         """Commit packs, then the snapshot file; returns its path.  The
         page tables are written into the (still invisible) snapshot file
-        while a thread drains and commits the packs.  before_publish() is
-        called once the packs are committed, before anything refers to
-        them: it may raise to stop the commit (the caller then aborts)."""
-        packs_done = None
+        while a thread drains and seals the packs.  before_publish() is
+        called once they are sealed, before any is linked: it may raise to
+        stop the commit (abort() then removes everything)."""
+        stop = threading.Event()
+
+        def seal_all():
+            for p in self.packs:
+                if stop.is_set():
+                    raise _Stopped()
+                p.seal()
         if self.packs:
-            ex = ThreadPoolExecutor(1, thread_name_prefix="pack-commit")
-            packs_done = ex.submit(lambda: [p.commit() for p in self.packs])
+            ex = ThreadPoolExecutor(1, thread_name_prefix="pack-seal")
+            self._sealing = ex.submit(seal_all)
             ex.shutdown(wait=False)
         try:
             total, tables, slot_map = self._write_tables()
-        finally:
-            if packs_done is not None:
-                packs_done.exception()  # waits; its error is raised below
-        if packs_done is not None:
-            packs_done.result()  # pages are durable before anything refers to them
+        except BaseException as e:
+            stop.set()  # HDF5 after a failed write: touch as little as possible
+            err = self._wait_sealed()
+            if err is not None and not isinstance(err, _Stopped):
+                raise err from e  # the first failure (round.py looks for HDF5 write errors)
+            raise
+        err = self._wait_sealed()
+        if err is not None:
+            raise err
         if before_publish is not None:
-            before_publish()  # before the index learns of this writer's pages
-        self.index.merge(self.own)
+            before_publish()
+        for p in self.packs:
+            p.publish()  # pages are durable before anything refers to them
         self.new_bytes = self.stored_bytes
         h5 = self.h5
         names = [self.index.slots[s] for s, _ in sorted(slot_map.items(), key=lambda kv: kv[1])]
@@ -297,10 +316,19 @@ class SnapshotWriter:
         a["packs_sha256"] = _names_digest(names)
         h5.close()
         commit_file(self.tmp_path, self.final_path, "snapshot")
+        self.index.merge(self.own)  # only pages of a published snapshot
         self.index.remember_tables(self.sid, tables)
         return self.final_path
 
+    def _wait_sealed(self) -> BaseException | None:
+        """Wait for the thread sealing the packs; its exception, if any."""
+        f, self._sealing = self._sealing, None
+        return f.exception() if f is not None else None
+
     def abort(self) -> None:
+        if self._sealing is not None:  # commit() interrupted while packs were sealed
+            self._sealing.exception()
+            self._sealing = None
         for p in self.packs:
             p.abort()
         try:
