@@ -213,7 +213,7 @@ def test_new_mapping_flags_are_verified(tmp_path, store):
     """A mapping born next to a tracked one, with flags of its own
     (MADV_DONTFORK): while frozen its flags are taken from that neighbour
     (reading smaps then costs ~12 ms per GiB), and the check after the
-    release catches the difference: that dump fails, none is visible, the
+    release catches the difference: that dump fails and leaves no file, the
     next one knows the flags, and the restored program finds its data and
     the flag."""
     prog = start("incr_new_vma_flags", tmp_path)
@@ -222,9 +222,12 @@ def test_new_mapping_flags_are_verified(tmp_path, store):
         s0 = dumpmod.dump(prog.pid, st, tracker=t)[0]
         s1 = dumpmod.dump(prog.pid, st, parent=s0, tracker=t)[0]  # the hint now comes from the tracker
         step(prog, 1)
+        files = sorted(os.listdir(st.packdir)) + sorted(os.listdir(st.snapdir))
         with pytest.raises(dumpmod.DumpError, match="guessed wrong"):
             dumpmod.dump(prog.pid, st, parent=s1, tracker=t)
         assert st.ids() == sorted([s0, s1]), st.ids()
+        # nothing of the failed dump is left: no pack, no temporary file
+        assert sorted(os.listdir(st.packdir)) + sorted(os.listdir(st.snapdir)) == files
         s2 = dumpmod.dump(prog.pid, st, parent=s1, tracker=t)[0]
     prog.kill()
     check_restored(prog, store, s2)
