@@ -36,6 +36,7 @@ ffibuilder.cdef(
     int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
     long snp_mem_read(int pid, uint64_t addr, void *buf, uint64_t len);
     long snp_mem_write(int pid, uint64_t addr, const void *buf, uint64_t len);
+    int snp_start_writeback(int fd);
     long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
                            uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
                            uint8_t *hashes, long max_pages, uint64_t *next);
@@ -80,7 +81,7 @@ ffibuilder.cdef(
     int snp_grab_fd(int pid, int fd);
     """
 )
-SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "blake3_pages.c", "hashtab.c", "spawn.c", "pipes.c", "track.c"]
+SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "blake3_pages.c", "hashtab.c", "spawn.c", "pipes.c", "track.c", "writeback.c"]
 ffibuilder.set_source(
     "snapshotd._engine",
     '#include "engine.h"',

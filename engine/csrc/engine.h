@@ -36,6 +36,9 @@ int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
 /* The same, with the code written at the thread's rip and put back after. */
 int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
 
+/* ---- writeback.c: start writeback of a file's dirty pages (no wait) ---- */
+int snp_start_writeback(int fd);
+
 /* ---- memory.c: read and write another process's memory ---- */
 long snp_mem_read(int pid, uint64_t addr, void *buf, uint64_t len);
 long snp_mem_write(int pid, uint64_t addr, const void *buf, uint64_t len);

@@ -25,6 +25,7 @@ import numpy as np
 import zstandard
 
 from ..pagehash import HASH_NAME, HASH_SIZE, PAGE, hash_pages
+from .._engine import lib
 from ..faults import crashpoint
 from .fsutil import h5py, publish_file, seal_file, temp_name
 
@@ -34,7 +35,6 @@ _HASH_OF_VERSION = {1: "sha256", 2: "blake3"}
 PAGES_PER_BLOCK = 256  # 1 MiB of pages per zstd frame: large enough to compress well
 ZSTD_LEVEL = 1
 WRITE_PIECE = 16 << 20  # HDF5 appends in pieces of this size: far fewer calls
-SYNC_EVERY = 64 << 20  # start writeback early so that the final fsync is short
 BUFFERS = 24  # 1 MiB block buffers per pack writer
 CHUNK = 128 << 10  # HDF5 chunk of the blocks dataset (a small pack wastes at most this)
 
@@ -202,7 +202,6 @@ class PackWriter:
 
     def _write_loop(self) -> None:
         out = bytearray()
-        unsynced = 0
         syncfd = os.open(self.tmp_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             while True:
@@ -215,13 +214,9 @@ class PackWriter:
                     off = self.blocks.shape[0]
                     self.blocks.resize((off + len(out),))
                     self.blocks[off:] = np.frombuffer(out, dtype=np.uint8)
-                    unsynced += len(out)
                     out = bytearray()
                     crashpoint("pack-write")
-                    if unsynced >= SYNC_EVERY:
-                        self.h5.flush()
-                        os.fdatasync(syncfd)
-                        unsynced = 0
+                    lib.snp_start_writeback(syncfd)  # the fsync at commit then finds little left
                 if item is None:
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the caller at commit
