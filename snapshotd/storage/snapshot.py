@@ -102,6 +102,7 @@ class SnapshotWriter:
         self.new_pages = 0
         self.new_bytes = 0  # compressed bytes of committed packs
         self._sealing = None  # future of the thread sealing the packs during commit()
+        self.final_attrs: dict | None = None
 
     # -- pages --
     def _pack(self) -> PackWriter:
@@ -314,6 +315,8 @@ class SnapshotWriter:
         # strings have no HDF5 checksum: their SHA-256 lives beside them
         a["image_sha256"] = hashlib.sha256(image_json.encode()).hexdigest()
         a["packs_sha256"] = _names_digest(names)
+        # for the catalog, as read_attrs would give them (without opening the file again)
+        self.final_attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()}
         h5.close()
         commit_file(self.tmp_path, self.final_path, "snapshot")
         self.index.merge(self.own)  # only pages of a published snapshot

@@ -258,9 +258,11 @@ class Store:
         except OSError:
             pass  # only a cache
 
-    def note_committed(self, path: str) -> None:
+    def note_committed(self, path: str, attrs: dict | None = None) -> None:
+        """Add a committed snapshot to the catalog (attrs: its attributes,
+        if the caller has them; else they are read from the file)."""
         try:
-            a = read_attrs(path)
+            a = dict(attrs) if attrs is not None else read_attrs(path)
             a["file_bytes"] = os.path.getsize(path)
         except (FormatError, OSError):
             return
@@ -339,7 +341,7 @@ class LockedWriter:
             self._close_parent()
             self.lock.release()
         self.store._index_packs.update(p.pack_id for p in self.w.packs)
-        self.store.note_committed(path)
+        self.store.note_committed(path, self.w.final_attrs)
         return path
 
     def abort(self) -> None:
