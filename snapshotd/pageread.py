@@ -59,20 +59,27 @@ _lent_pool: list = []
 LENT_POOL_MAX = 4
 
 
-_lent_high = [2 * PAGES_PER_READ]  # the most pages one dump lent (a guess before any)
+_lent_high = [0]  # the most pages one dump of this process lent
 # (the pool is shared by all dumps of the process: sized for the largest)
 
 
-def prewarm_lent_buffers(n: int = PAGES_PER_READ) -> None:
-    """Before a freeze: enough faulted-in buffers in the pool for as many
-    pages as a dump of this process ever lent (at most LENT_POOL_MAX)."""
-    want = min(LENT_POOL_MAX, -(-_lent_high[0] // n))
+def prewarm_lent_buffers(expect: int = 0, n: int = PAGES_PER_READ) -> None:
+    """Before a freeze: faulted-in room in the pool for as many pages as
+    a dump of this process ever lent, or `expect` (a guess: the first
+    tracked dump of a process), at most LENT_POOL_MAX buffers of n pages."""
+    want = min(max(_lent_high[0], expect), LENT_POOL_MAX * n)
+    if not want:
+        return
     with _pool_lock:
-        have = sum(1 for b in _lent_pool if len(b) == n * engine.PAGE)
-    for _ in range(want - have):
-        b = np.empty(n * engine.PAGE, dtype=np.uint8)
-        b[:: engine.PAGE] = 0  # fault every page in now, not while frozen
-        give_back_when_done([], [b])
+        mine = [b for b in _lent_pool if len(b) == n * engine.PAGE]
+        while len(mine) * n < want:
+            mine.append(np.empty(n * engine.PAGE, dtype=np.uint8))
+            _lent_pool.append(mine[-1])
+        for i, b in enumerate(mine):  # fault the pages in now, not while frozen
+            k = min(n, want - i * n)
+            if k <= 0:
+                break
+            b[: k * engine.PAGE : engine.PAGE] = 0
 
 
 def note_lent(pages: int) -> None:

@@ -151,8 +151,8 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
     staged = []  # (member, sid, writer, capture, stats)
     captures: list = []
     committed: list[str] = []
-    if any(m.tracker is not None for m in members):
-        prewarm_lent_buffers()  # tracked incrementals copy written pages while frozen
+    # tracked incrementals copy their written pages while frozen
+    prewarm_lent_buffers(max([dumpmod.expected_written(m.pid) for m in members if m.tracker is not None], default=0))
     try:
         with contextlib.ExitStack() as frozen:
             fzs = []
