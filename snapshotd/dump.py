@@ -32,7 +32,7 @@ from . import syscalls as sc
 from ._engine import lib
 from .capture import fork_held_child, needs_frozen_read, release_child
 from .incremental import TreeTracker, ranges_and, ranges_minus
-from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, expand, hole_regions, scan_regions
+from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, hole_regions, scan_regions
 from .pagehash import hash_pages, nonzero_mask
 from .pageread import (PAGES_PER_READ, PageReader, give_back_when_done, note_lent, prewarm_lent_buffers,
                        take_lent_buffer)
@@ -142,7 +142,8 @@ class ProcessDumper:
                  incremental: bool = False):
         self.pid = pid
         self.incremental = incremental  # the writer has a parent snapshot of this process
-        self.deferred: list = []  # pages read while frozen, stored after the process runs again
+        self.deferred: list = []  # pages read while frozen (copies), stored after the process runs again
+        self.deferred_lent: list = []  # (addrs, data in a lent buffer, anon): written pages read while frozen
         self.vmflags_hint: dict | None = None  # VmFlags by VMA, read just before the freeze
         self.flags_used: dict = {}
         self.lent: list = []  # buffers lent to the writer for pages copied while frozen
@@ -439,18 +440,18 @@ class ProcessDumper:
         return n
 
     def flush_deferred(self) -> None:
-        """Store the pages copied while frozen (hashed only now)."""
+        """Store the pages copied while frozen (those in lent buffers are
+        hashed only now: zero pages of anonymous memory are dropped then)."""
         for args, kw in self.deferred:
-            if kw.pop("hash_here", False):  # pages read frozen into a lent buffer
-                addrs, data, anon = args
-                hashes = hash_pages(data)
-                rows = np.flatnonzero(hashes.view(np.uint64).any(axis=1)) if anon else None
-                self.stats.pages += len(addrs) if rows is None else len(rows)
-                args, kw = (addrs, data, hashes), {"rows": rows}
-            self.writer.add_pages(self.pid, *args, **{**kw, "borrow": True})
+            self.writer.add_pages(self.pid, *args, **kw, borrow=True)
+        for addrs, data, anon in self.deferred_lent:
+            hashes = hash_pages(data)
+            rows = np.flatnonzero(hashes.view(np.uint64).any(axis=1)) if anon else None
+            self.stats.pages += len(addrs) if rows is None else len(rows)
+            self.writer.add_pages(self.pid, addrs, data, hashes, rows=rows, borrow=True)
         give_back_when_done(self.writer.take_borrowed(), self.lent)
         note_lent(self.lent_pages)
-        self.deferred, self.lent, self.lent_pages = [], [], 0
+        self.deferred, self.deferred_lent, self.lent, self.lent_pages = [], [], [], 0
 
     def capture_pages(self, plans: list[PagePlan], source: int, frozen: bool, defer: bool = False) -> None:
         """Read the pages of the plans whose `frozen` flag matches, from
@@ -520,7 +521,7 @@ class ProcessDumper:
             reader.read_list(buf.c[0], dst, k, flags)
             self.stats.dirty_pages += k
             if defer:
-                self.deferred.append(((w.copy(), dst[: k * engine.PAGE], mp.pages == "anon"), {"hash_here": True}))
+                self.deferred_lent.append((w.copy(), dst[: k * engine.PAGE], mp.pages == "anon"))
                 continue
             data = buf.data[: k * engine.PAGE]
             rows = None  # "cow": absent would mean "as in the file", so zero pages are kept
@@ -873,7 +874,7 @@ class TreeCapture:
             try:
                 self._store_pages()
             except BaseException:
-                self.check.exception()  # the page error is the one to report
+                self.drop_check()  # the page error is the one to report
                 raise
         else:
             self._store_pages()

@@ -95,16 +95,11 @@ def take_lent_buffer(n: int) -> np.ndarray:
 
 
 def give_back_when_done(futures: list, bufs: list) -> None:
-    """Return buffers from take_lent_buffer (or views of them) to the pool
-    once the futures reading them are done."""
+    """Return buffers from take_lent_buffer to the pool (as many as it
+    keeps) once the futures reading them are done."""
     def back():
         with _pool_lock:
-            seen = {id(b) for b in _lent_pool}
-            for b in bufs:
-                base = b.base if isinstance(b.base, np.ndarray) else b
-                if id(base) not in seen and len(_lent_pool) < LENT_POOL_MAX:
-                    _lent_pool.append(base)
-                    seen.add(id(base))
+            _lent_pool.extend(bufs[: max(0, LENT_POOL_MAX - len(_lent_pool))])
     if not bufs:
         return
     if futures:

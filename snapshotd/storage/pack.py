@@ -95,7 +95,7 @@ def read_pack_hashes(path: str) -> tuple[float, np.ndarray]:
 
 
 class PackWriter:
-    """Append unique pages; commit() makes the pack visible.  Not thread-safe:
+    """Append unique pages; seal() and publish() commit the pack.  Not thread-safe:
     one caller adds pages, internal threads compress and write."""
 
     def __init__(self, final_path: str, pack_id: str):
@@ -194,7 +194,7 @@ class PackWriter:
 
     def _compress_and_free(self, buf: np.ndarray, n: int) -> bytes:
         """Compress a block; its buffer is free again at once (the writer
-        thread may be busy in fdatasync: it must not hold the buffers)."""
+        thread may be blocked in a write: it must not hold the buffers)."""
         try:
             return _compress(memoryview(buf[:n]).cast("B"))
         finally:
@@ -233,12 +233,8 @@ class PackWriter:
         return self.block_offsets[-1]
 
     # -- commit --
-    def commit(self) -> str:
-        self.seal()
-        return self.publish()
-
     def seal(self) -> None:
-        """Everything of commit but making the pack visible: blocks
+        """The first half of a commit (publish() is the second): blocks
         written, index datasets added, file closed and fsynced under its
         temporary name (abort() still removes it)."""
         if self.nbuf:

@@ -186,9 +186,7 @@ class SnapshotWriter:
         if self.parent is None:
             raise ValueError("add_unchanged_runs needs a parent snapshot")
         paddrs, prefs = self.parent.global_page_table(pid, self.index)
-        order = np.argsort(runs[:, 0], kind="stable")
-        runs = runs[order]
-        # parent entries inside some run: +1 at each run's first entry, -1 past its last
+        # parent entries inside some run (in any order): +1 at each run's first entry, -1 past its last
         edge = np.zeros(len(paddrs) + 1, dtype=np.int64)
         np.add.at(edge, np.searchsorted(paddrs, runs[:, 0]), 1)
         np.add.at(edge, np.searchsorted(paddrs, runs[:, 1]), -1)
