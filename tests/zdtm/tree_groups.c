@@ -19,25 +19,6 @@
 static volatile sig_atomic_t got_usr1;
 static void on_usr1(int s) { got_usr1 = 1; }
 
-/* Wait for go, check ids, wait for got_usr1 (if asked), reap kids. */
-static int check_self(pid_t pgid, pid_t sid, int want_usr1, pid_t *kids, int nkids)
-{
-	int bad = 0;
-	zdtm_wait_go();
-	if (getpgrp() != pgid || getsid(0) != sid)
-		bad |= 1;
-	for (int i = 0; i < 400 && want_usr1 && !got_usr1; i++)
-		zdtm_sleep_ms(5);
-	if (want_usr1 && !got_usr1)
-		bad |= 2;
-	for (int i = 0; i < nkids; i++) {
-		int st = 0;
-		if (waitpid(kids[i], &st, 0) != kids[i] || !WIFEXITED(st) || WEXITSTATUS(st))
-			bad |= 4;
-	}
-	return bad;
-}
-
 static int sync_pipe[2], bpipe[2];
 
 static void signal_ready(void) { (void)!write(sync_pipe[1], "r", 1); }
@@ -60,19 +41,19 @@ int main(int argc, char **argv)
 		if (b == 0) {
 			setpgid(0, 0);
 			signal_ready();
-			_exit(check_self(getpid(), me, 1, NULL, 0));
+			_exit(zdtm_check_member(getpid(), me, &got_usr1, NULL, 0));
 		}
 		setpgid(b, b); /* both sides, as shells do */
 		c = fork();
 		if (c == 0) {
 			setpgid(0, b);
 			signal_ready();
-			_exit(check_self(b, me, 1, NULL, 0));
+			_exit(zdtm_check_member(b, me, &got_usr1, NULL, 0));
 		}
 		pid_t k[2] = {b, c};
 		(void)!write(bpipe[1], &b, sizeof(b));
 		signal_ready();
-		_exit(check_self(me, me, 0, k, 2));
+		_exit(zdtm_check_member(me, me, NULL, k, 2));
 	}
 	kids[n++] = a;
 
@@ -83,10 +64,10 @@ int main(int argc, char **argv)
 		if (e == 0) {
 			setpgid(0, me);
 			signal_ready();
-			_exit(check_self(me, top, 1, NULL, 0));
+			_exit(zdtm_check_member(me, top, &got_usr1, NULL, 0));
 		}
 		signal_ready();
-		_exit(check_self(me, top, 1, &e, 1));
+		_exit(zdtm_check_member(me, top, &got_usr1, &e, 1));
 	}
 	kids[n++] = d;
 
@@ -102,7 +83,7 @@ int main(int argc, char **argv)
 	if (h == 0) {
 		setpgid(0, l);
 		signal_ready();
-		_exit(check_self(l, top, 1, NULL, 0));
+		_exit(zdtm_check_member(l, top, &got_usr1, NULL, 0));
 	}
 	setpgid(h, l);
 	kids[n++] = h;

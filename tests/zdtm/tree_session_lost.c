@@ -21,23 +21,6 @@ static int sync_pipe[2];
 
 static void signal_ready(void) { (void)!write(sync_pipe[1], "r", 1); }
 
-/* wait for go, check ids (and SIGUSR1 if asked), reap kid */
-static int check_self(pid_t pgid, pid_t sid, int want_usr1, pid_t kid)
-{
-	int bad = 0, st = 0;
-
-	zdtm_wait_go();
-	if (getpgrp() != pgid || getsid(0) != sid)
-		bad |= 1;
-	for (int i = 0; i < 400 && want_usr1 && !got_usr1; i++)
-		zdtm_sleep_ms(5);
-	if (want_usr1 && !got_usr1)
-		bad |= 2;
-	if (kid && (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st)))
-		bad |= 4;
-	return bad;
-}
-
 int main(int argc, char **argv)
 {
 	pid_t l, ids[3], c, d, g;
@@ -57,17 +40,17 @@ int main(int argc, char **argv)
 			if (g == 0) {
 				setpgid(0, 0);
 				signal_ready();
-				_exit(check_self(getpid(), me, 0, 0));
+				_exit(zdtm_check_member(getpid(), me, NULL, NULL, 0));
 			}
 			setpgid(g, g);
 			(void)!write(gpipe[1], &g, sizeof(g));
 			signal_ready();
-			_exit(check_self(me, me, 1, g));
+			_exit(zdtm_check_member(me, me, &got_usr1, &g, 1));
 		}
 		d = fork();
 		if (d == 0) {
 			signal_ready();
-			_exit(check_self(me, me, 1, 0));
+			_exit(zdtm_check_member(me, me, &got_usr1, NULL, 0));
 		}
 		ids[0] = c;
 		ids[1] = d;

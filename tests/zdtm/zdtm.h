@@ -31,10 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 static char zdtm_dir[PATH_MAX];
 static int zdtm_dirfd = -1;
@@ -136,6 +138,32 @@ static inline void zdtm_wait_go(void)
 {
 	while (!zdtm_go())
 		zdtm_sleep_ms(2);
+}
+
+/* In a member of a process tree (tree_*.c): wait for go, then check that
+ * this process is in process group pgid and session sid, that SIGUSR1 came
+ * if usr1 is not NULL (the flag its handler sets; waited for up to 2 s), and
+ * reap the nkids kids, each of which must exit with 0.  Returns what is
+ * wrong, as a bitmask (the member's exit status): 1 the ids, 2 no SIGUSR1,
+ * 4 a kid. */
+static inline int zdtm_check_member(pid_t pgid, pid_t sid, const volatile sig_atomic_t *usr1,
+				    const pid_t *kids, int nkids)
+{
+	int bad = 0;
+
+	zdtm_wait_go();
+	if (getpgrp() != pgid || getsid(0) != sid)
+		bad |= 1;
+	for (int i = 0; i < 400 && usr1 && !*usr1; i++)
+		zdtm_sleep_ms(5);
+	if (usr1 && !*usr1)
+		bad |= 2;
+	for (int i = 0; i < nkids; i++) {
+		int st = 0;
+		if (waitpid(kids[i], &st, 0) != kids[i] || !WIFEXITED(st) || WEXITSTATUS(st))
+			bad |= 4;
+	}
+	return bad;
 }
 
 /* Record a failure.  Thread-safe, but do not call it from signal handlers. */
