@@ -2,8 +2,9 @@
  * process_vm_readv/writev and clone3 of other processes.
  *
  * Conventions: every function returns >= 0 on success and -errno on failure.
- * Nothing here allocates memory that the caller must free, nothing calls back
- * into Python.  The Python side (snapshotd/engine.py) orchestrates.
+ * Nothing here allocates memory that the caller must free (but the digest
+ * table of snp_ht_new, freed by snp_ht_free), nothing calls back into Python.
+ * build_engine.py hands this header to cffi: keep #defines plain integers.  The Python side (snapshotd/engine.py) orchestrates.
  */
 #ifndef SNAPSHOTD_ENGINE_H
 #define SNAPSHOTD_ENGINE_H
@@ -53,8 +54,8 @@ int snp_write_pages_from(int pid, int memfd, const uint64_t *addrs,
                          const uint64_t *srcs, long n);
 long snp_read_page_list(int pid, int memfd, const uint64_t *addrs, uint8_t *data,
                         long n, int use_memfile);
-#define SNP_HASH_SHA256 0 /* packs of format 1 and 2 */
-#define SNP_HASH_BLAKE3 1 /* format 3 */
+#define SNP_HASH_SHA256 0 /* packs of format 1 */
+#define SNP_HASH_BLAKE3 1 /* packs of format 2 */
 void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo);
 
 /* ---- hashtab.c: page digest -> page reference ---- */
