@@ -318,3 +318,50 @@ def test_dumps_after_compaction_use_the_compacted_packs(store, chain3):
     # back to an earlier state)
     assert np.isin(slots, old).sum() <= 8, (names, np.unique(slots, return_counts=True))
     restore_and_check(store, after, g, want)
+
+
+def test_unchanged_runs_give_the_table_a_page_by_page_merge_gives(tmp_path):
+    """An incremental writer keeps its parent's entries as runs (cut to the
+    tracker's unchanged ranges and around the written pages); read back, the
+    table must be exactly what the page-by-page rule gives: the parent's
+    entries inside the ranges, minus the written addresses, plus the new
+    pages.  Parents come from a real store, in memory (just committed) and
+    read back from disk (a fresh Store)."""
+    from snapshotd.storage.store import Store
+    PAGE = 4096
+    rng = np.random.default_rng(5)
+    for trial in range(6):
+        root = tmp_path / f"s{trial}"
+        st = Store(str(root))
+        # parent: 3000 addresses over 4000 pages, a third zero pages, runs of equal content
+        paddr = np.sort(rng.choice(4000, 3000, replace=False)).astype(np.uint64) * PAGE + 0x10000000
+        seeds = rng.integers(1, 40, len(paddr))
+        seeds[rng.random(len(paddr)) < 0.3] = 0
+        data = np.repeat(seeds.astype(np.uint8), PAGE).reshape(-1, PAGE)
+        sid, w = st.writer(100)
+        w.add_pages(100, paddr, data)
+        w.commit({"trial": trial})
+        parent_addrs, parent_refs = st.open(sid).page_table(100)
+        if trial % 2:
+            st = Store(str(root))  # the next writer reads the parent back from disk
+        ranges = np.sort(rng.integers(0, 4100, (5, 2)), axis=1).astype(np.uint64) * PAGE + 0x10000000
+        written = np.unique(rng.choice(paddr, 200))
+        sid2, w = st.writer(100, parent=sid)
+        new = written[::2]
+        w.add_pages(100, new, np.full((len(new), PAGE), 77, np.uint8))
+        w.add_unchanged_runs(100, ranges, written)
+        w.commit({"trial": trial})
+        addrs, refs = st.open(sid2).page_table(100)
+        inside = np.zeros(len(paddr), bool)
+        for lo, hi in ranges:
+            inside |= (paddr >= lo) & (paddr < hi)
+        inside &= ~np.isin(paddr, written)
+        want = np.unique(np.concatenate([paddr[inside], new]))
+        assert (addrs == want).all(), trial
+        r = st.open(sid2)
+        got = r.gather(refs)
+        exp = {int(a): int(s) for a, s in zip(paddr, seeds)}
+        exp.update({int(a): 77 for a in new})
+        assert (got[:, 0] == np.array([exp[int(a)] for a in addrs], np.uint8)).all(), trial
+        assert (got == got[:, :1]).all()
+        r.close()

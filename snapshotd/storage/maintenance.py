@@ -221,7 +221,7 @@ def compact(store: Store, ref: str, progress=None) -> dict:
     store.forget_index()
     store.note_committed(store.snapshot_path(sid))
     return {"id": sid, "source": ref if ref == src.id else src.id, "stored_bytes": int(w.new_bytes),
-            "pages": int(sum(len(a) for parts in w.page_tables.values() for a, _ in parts)), "wall_s": round(time.monotonic() - t0, 3)}
+            "pages": int(w.final_attrs["pages"]), "wall_s": round(time.monotonic() - t0, 3)}
 
 
 def verify(store: Store, refs: list[str] | None = None, progress_factory=None) -> list[dict]:

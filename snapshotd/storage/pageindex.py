@@ -129,19 +129,19 @@ class PageIndex:
         with self.lock:
             return self.where.get(hashes)
 
-    TABLE_BUDGET = 4 << 20  # page-table rows kept in memory (64 MiB), newest snapshots first
+    TABLE_BUDGET = 4 << 20  # page-table runs kept in memory (96 MiB at most), newest snapshots first
 
     def remember_tables(self, sid: str, tables: dict) -> None:
-        """The page tables (addrs, references in this index's slots) of a
+        """The page tables (runs: addrs, lengths, references in this index's slots) of a
         snapshot just committed through this index: the next incremental of
         the same tree starts from them instead of reading them back."""
         with self.lock:
             self._tables.pop(sid, None)
             self._tables[sid] = tables
-            rows = sum(len(a) for t in self._tables.values() for a, _ in t.values())
+            rows = sum(len(r[0]) for t in self._tables.values() for r in t.values())
             while len(self._tables) > 1 and rows > self.TABLE_BUDGET:
                 old = next(iter(self._tables))
-                rows -= sum(len(a) for a, _ in self._tables.pop(old).values())
+                rows -= sum(len(r[0]) for r in self._tables.pop(old).values())
 
     def tables_of(self, sid: str) -> dict | None:
         with self.lock:

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..pagehash import PAGE, hash_pages
+from .._engine import ffi, lib
 from .fsutil import commit_file, fsync_dir, h5py, temp_name
 from .pack import DamagedError, FormatError, PackReader, PackWriter, check_format
 from .pageindex import MISSING, SLOT_SHIFT, ZERO_REF, DigestTable, PageIndex
@@ -47,20 +48,20 @@ def _names_digest(names: list[str]) -> str:
 
 
 def to_runs(addrs: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A sorted page table as runs (docs/FORMAT.md §5.1): maximal stretches
-    of consecutive pages whose references are consecutive pages of one pack,
-    or all ZERO_REF.  A full dump stores pages in address order and an
-    incremental one references most pages of its parent unchanged, so a
-    table of a million pages is typically a few thousand runs."""
+    """A page table (addresses strictly increasing) as runs (docs/FORMAT.md
+    §5.1): maximal stretches of consecutive pages whose references are
+    consecutive pages of one pack, or all ZERO_REF.  A full dump stores
+    pages in address order and an incremental one references most pages of
+    its parent unchanged, so a table of a million pages is typically a few
+    thousand runs.  Runs never cross from one pack slot into the next, so
+    the references may be index-wide and localized per run afterwards."""
+    addrs = np.ascontiguousarray(addrs, dtype=np.uint64)
+    refs = np.ascontiguousarray(refs, dtype=np.uint64)
     n = len(addrs)
-    if not n:
-        return np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint64)
-    zero = refs == _ZERO
-    joins = (addrs[1:] == addrs[:-1] + np.uint64(PAGE)) & (
-        (zero[1:] & zero[:-1]) | (~zero[1:] & ~zero[:-1] & (refs[1:] == refs[:-1] + np.uint64(1))))
-    starts = np.flatnonzero(np.concatenate(([True], ~joins)))
-    lens = np.diff(np.append(starts, n)).astype(np.uint64)
-    return addrs[starts], lens, refs[starts]
+    out = [np.empty(n, np.uint64) for _ in range(3)]
+    k = lib.snp_page_runs(*(ffi.from_buffer("uint64_t[]", x) for x in (addrs, refs)), n, ZERO_REF,
+                          *(ffi.from_buffer("uint64_t[]", x) for x in out))
+    return tuple(x[:k].copy() for x in out)
 
 
 def from_runs(run_addr: np.ndarray, run_len: np.ndarray, run_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +78,63 @@ def from_runs(run_addr: np.ndarray, run_len: np.ndarray, run_ref: np.ndarray) ->
     base = np.repeat(run_ref, lens)
     refs = np.where(base == _ZERO, _ZERO, base + step)
     return addrs, refs
+
+
+def _u64(a: np.ndarray):
+    """A uint64_t[] view of a contiguous uint64 array (keep the array alive)."""
+    return ffi.from_buffer("uint64_t[]", a)
+
+
+class _Runs(tuple):
+    """A part of a page table given as runs (run_addr, run_len, run_ref),
+    index-wide references: the pages an incremental keeps from its parent."""
+
+
+def _merge_intervals(iv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) rows in any order -> sorted, disjoint (starts, ends)."""
+    if not len(iv):
+        return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    iv = iv[np.argsort(iv[:, 0], kind="stable")]
+    s, e = iv[:, 0], np.maximum.accumulate(iv[:, 1])
+    new = np.concatenate(([True], s[1:] > e[:-1]))  # touching intervals merge too
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(s)) - 1
+    return np.ascontiguousarray(s[first]), np.ascontiguousarray(e[last])
+
+
+def _sorted_pages(parts: list) -> tuple[np.ndarray, np.ndarray]:
+    """Page parts (addrs, refs), in the order added, as one table sorted by
+    address; an address given twice keeps the last entry."""
+    if not parts:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    addrs = np.concatenate([a for a, _ in parts])
+    refs = np.concatenate([r for _, r in parts])
+    if len(addrs) > 1 and not (addrs[1:] > addrs[:-1]).all():
+        order = np.argsort(addrs, kind="stable")
+        addrs, refs = addrs[order], refs[order]
+        last = np.append(addrs[1:] != addrs[:-1], True)
+        addrs, refs = addrs[last], refs[last]
+    return addrs, refs
+
+
+def table_runs(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One process's page table, as runs, from the parts a writer was given
+    (pages, or _Runs kept from the parent).  When no two parts cover one
+    address (the normal case) the kept runs are merged as runs: an
+    incremental of a large process never expands its parent's million
+    pages.  Otherwise every part is expanded and the last one given wins."""
+    pages = [p for p in parts if not isinstance(p, _Runs)]
+    kept = [p for p in parts if isinstance(p, _Runs)]
+    runs = to_runs(*_sorted_pages(pages))
+    if not kept:
+        return runs
+    ra, rl, rr = (np.concatenate(c) for c in zip(runs, *kept))
+    order = np.argsort(ra, kind="stable")
+    ra, rl, rr = ra[order], rl[order], rr[order]
+    if len(ra) > 1 and (ra[1:] < ra[:-1] + rl[:-1] * np.uint64(PAGE)).any():
+        return to_runs(*_sorted_pages([from_runs(*p) if isinstance(p, _Runs) else p for p in parts]))
+    n = lib.snp_runs_coalesce(_u64(ra), _u64(rl), _u64(rr), len(ra), ZERO_REF)
+    return ra[:n], rl[:n], rr[:n]
 
 
 class _Stopped(Exception):
@@ -181,20 +239,18 @@ class SnapshotWriter:
         sorted addresses `written`.  The parent's entries there are kept as
         they are; an address the parent did not have was absent then and is
         now (zero for anonymous memory, the file's page for a file mapping).
-        Linear in the parent's table, never per page of the runs.  Returns
+        Computed on the parent's runs, never per page.  Returns
         how many pages the runs declare unchanged."""
         if self.parent is None:
             raise ValueError("add_unchanged_runs needs a parent snapshot")
-        paddrs, prefs = self.parent.global_page_table(pid, self.index)
-        # parent entries inside some run (in any order): +1 at each run's first entry, -1 past its last
-        edge = np.zeros(len(paddrs) + 1, dtype=np.int64)
-        np.add.at(edge, np.searchsorted(paddrs, runs[:, 0]), 1)
-        np.add.at(edge, np.searchsorted(paddrs, runs[:, 1]), -1)
-        inside = np.cumsum(edge[:-1]) > 0
-        if len(written) and len(paddrs):
-            pos = np.minimum(np.searchsorted(paddrs, written), len(paddrs) - 1)
-            inside[pos[paddrs[pos] == written]] = False
-        self.page_tables.setdefault(pid, []).append((paddrs[inside], prefs[inside]))
+        ra, rl, rr = self.parent.global_page_runs(pid, self.index)
+        ks, ke = _merge_intervals(np.asarray(runs, dtype=np.uint64).reshape(-1, 2))
+        w = np.ascontiguousarray(written, dtype=np.uint64)
+        cap = len(ra) + len(ks) + len(w)
+        out = [np.empty(cap, np.uint64) for _ in range(3)]
+        n = lib.snp_runs_keep(_u64(ra), _u64(rl), _u64(rr), len(ra), _u64(ks), _u64(ke), len(ks),
+                              _u64(w), len(w), ZERO_REF, *(_u64(x) for x in out))
+        self.page_tables.setdefault(pid, []).append(_Runs(x[:n].copy() for x in out))
         pages = int(((runs[:, 1] - runs[:, 0]) // PAGE).sum())
         lo = np.searchsorted(written, runs[:, 0])
         hi = np.searchsorted(written, runs[:, 1])
@@ -229,29 +285,22 @@ class SnapshotWriter:
 
     def _write_tables(self) -> tuple[int, dict, dict]:
         """The page tables and file references, into the snapshot file;
-        returns (pages, {pid: (addrs, index-wide refs)}, slot map).  Stops
+        returns (pages, {pid: runs with index-wide refs}, slot map).  Stops
         as soon as the packs' thread fails (its error is the one raised)."""
         h5 = self.h5
         slot_map: dict[int, int] = {}
         total = 0
         tables = {}
         for pid, parts in self.page_tables.items():
-            addrs = np.concatenate([a for a, _ in parts])
-            glob = np.concatenate([r for _, r in parts])
-            # sorted by address; an address given twice keeps the last entry
-            if len(addrs) > 1 and not (addrs[1:] >= addrs[:-1]).all():
-                order = np.argsort(addrs, kind="stable")
-                addrs, glob = addrs[order], glob[order]
-            last = np.append(addrs[1:] != addrs[:-1], True) if len(addrs) else np.empty(0, bool)
-            addrs, glob = addrs[last], glob[last]
-            refs = self._localize(glob, slot_map)
+            run_addr, run_len, run_ref = table_runs(parts)
             if self._sealing is not None and self._sealing.done() and self._sealing.exception() is not None:
                 raise _Stopped()
             g = h5.create_group(f"pages/{pid}")
-            for name, col in zip(("run_addr", "run_len", "run_ref"), to_runs(addrs, refs)):
+            for name, col in (("run_addr", run_addr), ("run_len", run_len),
+                              ("run_ref", self._localize(run_ref, slot_map))):
                 g.create_dataset(name, data=col, **_TABLE_OPTS)
-            total += len(addrs)
-            tables[pid] = (addrs, glob)
+            total += int(run_len.sum())
+            tables[pid] = (run_addr, run_len, run_ref)
         for key, (refs, size) in self.files.items():
             refs = self._localize(refs, slot_map)
             ds = h5.create_dataset(f"files/{key}/ref", data=refs, **_opts(len(refs)))
@@ -406,32 +455,39 @@ class SnapshotReader:
         g = self.h5.get("pages")
         return sorted(int(k) for k in g.keys()) if g is not None else []
 
-    def page_table(self, pid: int) -> tuple[np.ndarray, np.ndarray]:
-        """(addrs, refs) sorted by address; refs index this file's pack list."""
+    def page_runs(self, pid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(run_addr, run_len, run_ref) of pid's page table, checked: sorted,
+        disjoint, page-aligned runs; refs index this file's pack list."""
         g = self.h5.get(f"pages/{pid}")
         if g is None:
-            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+            return np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint64)
         try:
             if "run_addr" in g:  # format 3
-                addrs, refs = from_runs(g["run_addr"][:], g["run_len"][:], g["run_ref"][:])
+                ra, rl, rr = (g[k][:].astype(np.uint64) for k in ("run_addr", "run_len", "run_ref"))
             else:  # format 2
-                addrs, refs = g["addr"][:], g["ref"][:]
+                ra, rl, rr = to_runs(g["addr"][:], g["ref"][:])
         except (OSError, KeyError, ValueError) as e:
             raise DamagedError(f"{self.id}: page table of PID {pid} unreadable ({e})") from None
-        if len(addrs) != len(refs) or (len(addrs) > 1 and not (addrs[1:] > addrs[:-1]).all()) \
-                or (addrs % PAGE).any():
+        nz = rr != _ZERO  # a run stays within its pack slot (FORMAT.md §5.1)
+        if not (len(ra) == len(rl) == len(rr)) or (rl == 0).any() or (rl > (1 << 35)).any() or (ra % PAGE).any() \
+                or ((rr[nz] & np.uint64(0xFFFFFFFF)) + rl[nz] - np.uint64(1) > np.uint64(0xFFFFFFFF)).any() \
+                or (len(ra) > 1 and (ra[1:] < ra[:-1] + rl[:-1] * np.uint64(PAGE)).any()):
             raise DamagedError(f"{self.id}: page table of PID {pid} is malformed")
-        return addrs, refs
+        return ra, rl, rr
 
-    def global_page_table(self, pid: int, index: PageIndex) -> tuple[np.ndarray, np.ndarray]:
-        """The page table with references translated to index's slots (kept
-        in memory by the index since this snapshot's commit, if it was
-        written through the same index: the next incremental needs it)."""
+    def page_table(self, pid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(addrs, refs) sorted by address; refs index this file's pack list."""
+        return from_runs(*self.page_runs(pid))
+
+    def global_page_runs(self, pid: int, index: PageIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The page table as runs, references translated to index's slots
+        (kept in memory by the index since this snapshot's commit, if it
+        was written through the same index: the next incremental needs it)."""
         known = index.tables_of(self.id)
         if known is not None and pid in known:
             return known[pid]
-        addrs, refs = self.page_table(pid)
-        return addrs, self.globalize(refs, index)
+        ra, rl, rr = self.page_runs(pid)
+        return ra, rl, self.globalize(rr, index)
 
     def globalize(self, refs: np.ndarray, index: PageIndex) -> np.ndarray:
         out = refs.copy()

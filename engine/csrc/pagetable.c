@@ -1,0 +1,94 @@
+/* Page tables as runs (docs/FORMAT.md §5.1), in one pass: an incremental
+ * snapshot of 4 GiB has a million pages in its table, and encoding them
+ * with numpy took a dozen whole-table temporaries (each one fresh memory,
+ * slow to fault in on a VM). */
+#include "engine.h"
+
+#define PAGE_SIZE 4096ULL
+#define SLOT_LOW 0xFFFFFFFFULL /* a reference is (pack slot << 32) | page */
+
+/* addrs sorted, strictly increasing; refs[i] the reference of addrs[i].
+ * A run: consecutive pages whose references are all zero_ref, or
+ * consecutive pages of one pack (so a run never crosses into the next
+ * slot, even where the two references are consecutive integers).
+ * Writes each run's first address, length and first reference; returns
+ * the number of runs (at most n). */
+long snp_page_runs(const uint64_t *addrs, const uint64_t *refs, long n, uint64_t zero_ref,
+                   uint64_t *run_addr, uint64_t *run_len, uint64_t *run_ref)
+{
+    long k = -1;
+    for (long i = 0; i < n; i++) {
+        uint64_t a = addrs[i], r = refs[i];
+        if (k >= 0 && a == addrs[i - 1] + PAGE_SIZE) {
+            uint64_t p = refs[i - 1];
+            int zero = r == zero_ref, pzero = p == zero_ref;
+            if ((zero && pzero) || (!zero && !pzero && r == p + 1 && (r & SLOT_LOW) != 0)) {
+                run_len[k]++;
+                continue;
+            }
+        }
+        k++;
+        run_addr[k] = a;
+        run_len[k] = 1;
+        run_ref[k] = r;
+    }
+    return k + 1;
+}
+
+/* The runs of a parent's table (ra, rl, rr: sorted, disjoint) that lie
+ * inside the keep intervals [ks, ke) (sorted, disjoint), minus the pages
+ * at the sorted addresses w: what an incremental snapshot takes unchanged
+ * from its parent, computed per run instead of per page.  Writes at most
+ * np + nk + nw runs; returns how many. */
+long snp_runs_keep(const uint64_t *ra, const uint64_t *rl, const uint64_t *rr, long np,
+                   const uint64_t *ks, const uint64_t *ke, long nk,
+                   const uint64_t *w, long nw, uint64_t zero_ref,
+                   uint64_t *oa, uint64_t *ol, uint64_t *orf)
+{
+    long i = 0, j = 0, x = 0, k = 0;
+    while (i < np && j < nk) {
+        uint64_t a0 = ra[i], a1 = ra[i] + rl[i] * PAGE_SIZE;
+        uint64_t lo = a0 > ks[j] ? a0 : ks[j], hi = a1 < ke[j] ? a1 : ke[j];
+        uint64_t cur = lo;
+        while (cur < hi) {
+            while (x < nw && w[x] < cur)
+                x++;
+            uint64_t stop = x < nw && w[x] < hi ? w[x] : hi;
+            if (stop > cur) {
+                oa[k] = cur;
+                ol[k] = (stop - cur) / PAGE_SIZE;
+                orf[k] = rr[i] == zero_ref ? zero_ref : rr[i] + (cur - a0) / PAGE_SIZE;
+                k++;
+            }
+            cur = stop < hi ? stop + PAGE_SIZE : hi;
+        }
+        if (a1 <= ke[j])
+            i++;
+        else
+            j++;
+    }
+    return k;
+}
+
+/* Join neighbouring runs (sorted, disjoint) where the second continues the
+ * first: next page, and next reference of the same pack slot (or both
+ * zero).  In place; returns the new count. */
+long snp_runs_coalesce(uint64_t *ra, uint64_t *rl, uint64_t *rr, long n, uint64_t zero_ref)
+{
+    long k = -1;
+    for (long i = 0; i < n; i++) {
+        if (k >= 0 && ra[k] + rl[k] * PAGE_SIZE == ra[i]) {
+            int zero = rr[i] == zero_ref, pzero = rr[k] == zero_ref;
+            if ((zero && pzero) ||
+                (!zero && !pzero && rr[i] == rr[k] + rl[k] && (rr[i] >> 32) == (rr[k] >> 32))) {
+                rl[k] += rl[i];
+                continue;
+            }
+        }
+        k++;
+        ra[k] = ra[i];
+        rl[k] = rl[i];
+        rr[k] = rr[i];
+    }
+    return k + 1;
+}
