@@ -201,20 +201,35 @@ class PackWriter:
             self.free.put(buf)
 
     def _write_loop(self) -> None:
-        out = bytearray()
+        """Compressed blocks, in order, into one reused buffer (a fresh
+        buffer per piece is fresh memory: slow to fault in on VMs), written
+        a piece at a time as whole HDF5 chunks straight from it
+        (H5Dwrite_chunk: no chunk cache, no copy, no fill); the part of the
+        last chunk past the data is zeros, outside the dataset's extent."""
+        piece = np.empty(WRITE_PIECE + 2 * PAGES_PER_BLOCK * PAGE + CHUNK, dtype=np.uint8)
+        n = 0  # bytes in piece, from file offset `base` (a chunk boundary)
+        base = 0
         syncfd = os.open(self.tmp_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             while True:
                 item = self.todo.get()
                 if item is not None:
                     blob = item.result()
-                    out += blob
+                    if n + len(blob) > len(piece):  # only a block zstd grew far past its input
+                        piece = np.concatenate((piece[:n], np.empty(len(blob) + CHUNK, np.uint8)))
+                    piece[n:n + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+                    n += len(blob)
                     self.block_offsets.append(self.block_offsets[-1] + len(blob))
-                if out and (len(out) >= WRITE_PIECE or item is None):
-                    off = self.blocks.shape[0]
-                    self.blocks.resize((off + len(out),))
-                    self.blocks[off:] = np.frombuffer(out, dtype=np.uint8)
-                    out = bytearray()
+                if n and (n >= WRITE_PIECE or item is None):
+                    whole = n - n % CHUNK if item is not None else -(-n // CHUNK) * CHUNK
+                    piece[n:whole] = 0
+                    self.blocks.resize((self.block_offsets[-1],))
+                    for c in range(0, whole, CHUNK):
+                        self.blocks.id.write_direct_chunk((base + c,), piece[c:c + CHUNK])
+                    base += whole
+                    rest = max(0, n - whole)
+                    piece[:rest] = piece[whole:whole + rest]
+                    n = rest
                     crashpoint("pack-write")
                     lib.snp_start_writeback(syncfd)  # the fsync at commit then finds little left
                 if item is None:
