@@ -365,3 +365,30 @@ def test_unchanged_runs_give_the_table_a_page_by_page_merge_gives(tmp_path):
         assert (got[:, 0] == np.array([exp[int(a)] for a in addrs], np.uint8)).all(), trial
         assert (got == got[:, :1]).all()
         r.close()
+
+
+@pytest.mark.parametrize("cols", [
+    {"run_addr": [2**64 - 4096], "run_len": [2], "run_ref": [2**64 - 1]},  # end wraps past 2^64
+    {"run_addr": [2**64 - 4096, 2**47], "run_len": [2**35, 1], "run_ref": [2**64 - 1] * 2},  # wraps, then goes down
+    {"run_addr": [0x10000], "run_len": [2**39], "run_ref": [2**64 - 1]},  # 2^39 zero pages: refused, not expanded
+    {"run_addr": [-4096.0], "run_len": [1], "run_ref": [1]},  # not integers
+    {"addr": [0x10000, 0x11000], "ref": [2**64 - 1]},  # format 2, fewer refs than addresses
+])
+def test_damaged_page_table_is_refused_in_one_line(tmp_path, store, cols):
+    """A page table whose runs wrap, overlap, claim absurd lengths or are of
+    the wrong type is reported damaged by verify and restore, never expanded
+    or misread."""
+    g = Gen(tmp_path / "g", npages=64)
+    snap = dump(store, g.pid)["id"]
+    g.kill()
+    path = store / "snapshots" / f"{snap}.h5"
+    with h5py.File(path, "r+") as f:
+        pid = next(iter(f["pages"]))
+        del f[f"pages/{pid}"]
+        grp = f.create_group(f"pages/{pid}")
+        for k, v in cols.items():
+            grp.create_dataset(k, data=np.array(v, dtype=np.float64 if isinstance(v[0], float) else np.uint64))
+    res = subprocess.run(cli_command(store, "verify", snap), capture_output=True, text=True)
+    assert res.returncode == 1 and f"page table of PID {pid}" in res.stdout, res.stdout + res.stderr
+    err = assert_cli_fails(store, "restore", snap)
+    assert "page table" in err and "Traceback" not in err

@@ -19,7 +19,7 @@ long snp_page_runs(const uint64_t *addrs, const uint64_t *refs, long n, uint64_t
     long k = -1;
     for (long i = 0; i < n; i++) {
         uint64_t a = addrs[i], r = refs[i];
-        if (k >= 0 && a == addrs[i - 1] + PAGE_SIZE) {
+        if (k >= 0 && a > addrs[i - 1] && a - addrs[i - 1] == PAGE_SIZE) { /* no wrap at 2^64 */
             uint64_t p = refs[i - 1];
             int zero = r == zero_ref, pzero = p == zero_ref;
             if ((zero && pzero) || (!zero && !pzero && r == p + 1 && (r & SLOT_LOW) != 0)) {
@@ -36,8 +36,8 @@ long snp_page_runs(const uint64_t *addrs, const uint64_t *refs, long n, uint64_t
 }
 
 /* The runs of a parent's table (ra, rl, rr: sorted, disjoint) that lie
- * inside the keep intervals [ks, ke) (sorted, disjoint), minus the pages
- * at the sorted addresses w: what an incremental snapshot takes unchanged
+ * inside the keep intervals [ks, ke) (sorted, disjoint, page-aligned), minus the pages
+ * at the sorted addresses w (the walk only moves forward): what an incremental snapshot takes unchanged
  * from its parent, computed per run instead of per page.  Writes at most
  * np + nk + nw runs; returns how many. */
 long snp_runs_keep(const uint64_t *ra, const uint64_t *rl, const uint64_t *rr, long np,
@@ -70,14 +70,14 @@ long snp_runs_keep(const uint64_t *ra, const uint64_t *rl, const uint64_t *rr, l
     return k;
 }
 
-/* Join neighbouring runs (sorted, disjoint) where the second continues the
+/* Join neighbouring runs (sorted, disjoint, lengths < 2^40) where the second continues the
  * first: next page, and next reference of the same pack slot (or both
  * zero).  In place; returns the new count. */
 long snp_runs_coalesce(uint64_t *ra, uint64_t *rl, uint64_t *rr, long n, uint64_t zero_ref)
 {
     long k = -1;
     for (long i = 0; i < n; i++) {
-        if (k >= 0 && ra[k] + rl[k] * PAGE_SIZE == ra[i]) {
+        if (k >= 0 && ra[i] > ra[k] && ra[i] - ra[k] == rl[k] * PAGE_SIZE) {
             int zero = rr[i] == zero_ref, pzero = rr[k] == zero_ref;
             if ((zero && pzero) ||
                 (!zero && !pzero && rr[i] == rr[k] + rl[k] && (rr[i] >> 32) == (rr[k] >> 32))) {

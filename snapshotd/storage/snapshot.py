@@ -34,6 +34,10 @@ FORMAT_NAME = "snapshotd-snapshot"
 FORMAT_VERSION = 3  # 3: page tables as runs (2: one row per page, still read)
 PACK_MAX_PAGES = 1 << 18  # start a new pack after 1 GiB of unique pages
 _ZERO = np.uint64(ZERO_REF)
+# bounds a page table never exceeds (a damaged one is refused, not expanded):
+_ADDR_LIMIT = 1 << 57  # user addresses, even with 5-level page tables
+_MAX_RUN = 1 << 40  # pages in one run
+_MAX_TABLE = 1 << 32  # pages in one process's table (16 TiB)
 _ZERO_PAGE = np.zeros(PAGE, dtype=np.uint8)  # the source of ZERO_REF pages on restore
 # readable by stock h5dump; fletcher32 makes damaged metadata an error, not a misread
 _TABLE_OPTS = dict(compression="gzip", compression_opts=1, shuffle=True, fletcher32=True)
@@ -58,6 +62,8 @@ def to_runs(addrs: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray
     addrs = np.ascontiguousarray(addrs, dtype=np.uint64)
     refs = np.ascontiguousarray(refs, dtype=np.uint64)
     n = len(addrs)
+    if len(refs) != n:
+        raise ValueError(f"{n} addresses but {len(refs)} references")
     out = [np.empty(n, np.uint64) for _ in range(3)]
     k = lib.snp_page_runs(*(ffi.from_buffer("uint64_t[]", x) for x in (addrs, refs)), n, ZERO_REF,
                           *(ffi.from_buffer("uint64_t[]", x) for x in out))
@@ -94,6 +100,8 @@ def _merge_intervals(iv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(start, end) rows in any order -> sorted, disjoint (starts, ends)."""
     if not len(iv):
         return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    # whole pages: a page p lies in [s, e) exactly when it lies in [s, e) rounded up to pages
+    iv = (iv + np.uint64(PAGE - 1)) & ~np.uint64(PAGE - 1)
     iv = iv[np.argsort(iv[:, 0], kind="stable")]
     s, e = iv[:, 0], np.maximum.accumulate(iv[:, 1])
     new = np.concatenate(([True], s[1:] > e[:-1]))  # touching intervals merge too
@@ -245,7 +253,7 @@ class SnapshotWriter:
             raise ValueError("add_unchanged_runs needs a parent snapshot")
         ra, rl, rr = self.parent.global_page_runs(pid, self.index)
         ks, ke = _merge_intervals(np.asarray(runs, dtype=np.uint64).reshape(-1, 2))
-        w = np.ascontiguousarray(written, dtype=np.uint64)
+        w = np.unique(np.asarray(written, dtype=np.uint64))  # sorted: the C walk only moves forward
         cap = len(ra) + len(ks) + len(w)
         out = [np.empty(cap, np.uint64) for _ in range(3)]
         n = lib.snp_runs_keep(_u64(ra), _u64(rl), _u64(rr), len(ra), _u64(ks), _u64(ke), len(ks),
@@ -462,22 +470,29 @@ class SnapshotReader:
         if g is None:
             return np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.uint64)
         try:
-            if "run_addr" in g:  # format 3
-                ra, rl, rr = (g[k][:].astype(np.uint64) for k in ("run_addr", "run_len", "run_ref"))
-            else:  # format 2
-                ra, rl, rr = to_runs(g["addr"][:], g["ref"][:])
+            names = ("run_addr", "run_len", "run_ref") if "run_addr" in g else ("addr", "ref")  # format 3 / 2
+            cols = [g[k][:] for k in names]
+            if any(c.ndim != 1 or c.dtype.kind not in "ui" for c in cols):
+                raise ValueError("not 1-dimensional integer datasets")
+            cols = [c.astype(np.uint64) for c in cols]
+            ra, rl, rr = cols if len(cols) == 3 else to_runs(*cols)
         except (OSError, KeyError, ValueError) as e:
             raise DamagedError(f"{self.id}: page table of PID {pid} unreadable ({e})") from None
         nz = rr != _ZERO  # a run stays within its pack slot (FORMAT.md §5.1)
-        if not (len(ra) == len(rl) == len(rr)) or (rl == 0).any() or (rl > (1 << 35)).any() or (ra % PAGE).any() \
+        end = ra + rl * np.uint64(PAGE) if len(rl) == len(ra) else None
+        if end is None or len(rr) != len(ra) or (rl == 0).any() or (rl > _MAX_RUN).any() or (ra % PAGE).any() \
+                or (end <= ra).any() or (end > np.uint64(_ADDR_LIMIT)).any() \
                 or ((rr[nz] & np.uint64(0xFFFFFFFF)) + rl[nz] - np.uint64(1) > np.uint64(0xFFFFFFFF)).any() \
-                or (len(ra) > 1 and (ra[1:] < ra[:-1] + rl[:-1] * np.uint64(PAGE)).any()):
+                or (len(ra) > 1 and (ra[1:] < end[:-1]).any()):
             raise DamagedError(f"{self.id}: page table of PID {pid} is malformed")
         return ra, rl, rr
 
     def page_table(self, pid: int) -> tuple[np.ndarray, np.ndarray]:
         """(addrs, refs) sorted by address; refs index this file's pack list."""
-        return from_runs(*self.page_runs(pid))
+        runs = self.page_runs(pid)
+        if int(runs[1].sum()) > _MAX_TABLE:
+            raise DamagedError(f"{self.id}: page table of PID {pid} claims {int(runs[1].sum())} pages")
+        return from_runs(*runs)
 
     def global_page_runs(self, pid: int, index: PageIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The page table as runs, references translated to index's slots
