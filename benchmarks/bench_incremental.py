@@ -16,7 +16,7 @@ a 16-page pattern), then, each in its own fresh store:
                            off (no tracker, no snapshots) vs on (uffd-wp tracker, an
                            incremental snapshot every INTERVAL s, default capture), with the
                            updates hitting a hot set of 1% of the pages (like the 1%
-                           rewrite above; one process, off and on windows alternating three
+                           rewrite above; one process, off and on windows alternating four
                            times, tracking started with a full snapshot before each on
                            window) and, as a worst case, all pages (one pair)
 Targets: incremental wall <= 5% of full, frozen <= 100 ms, stored <= 1.2x zstd of dirty
@@ -132,9 +132,9 @@ def main():
         p.kill()
         p.wait()
         # throughput: one process per hot set, its counting windows alternating off and on
-        # (three pairs for the 1 % hot set); one process, so every window runs on the same
+        # (four pairs for the 1 % hot set); one process, so every window runs on the same
         # pages: new processes differed by up to 10 % with nothing tracked (page placement)
-        for hot, pairs in ((1, 3), (100, 1)):
+        for hot, pairs in ((1, 4), (100, 1)):
             p, d, base = start(hot)
             for w, label in enumerate(("off", "on") * pairs, 1):
                 tr = None
