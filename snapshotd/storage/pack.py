@@ -207,9 +207,10 @@ class PackWriter:
         (H5Dwrite_chunk: no chunk cache, no copy, no fill); the part of the
         last chunk past the data is zeros, outside the dataset's extent."""
         piece = np.empty(WRITE_PIECE + 2 * PAGES_PER_BLOCK * PAGE + CHUNK, dtype=np.uint8)
-        n = 0  # bytes in piece, from file offset `base` (a chunk boundary)
+        n = 0  # bytes in piece, from offset `base` of /blocks (a chunk boundary)
         base = 0
         syncfd = os.open(self.tmp_path, os.O_RDONLY | os.O_CLOEXEC)
+        item = ()
         try:
             while True:
                 item = self.todo.get()
@@ -236,10 +237,8 @@ class PackWriter:
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the caller at commit
             self.error = e
-            while True:  # keep draining so the producer never blocks
-                item = self.todo.get()
-                if item is None:
-                    return
+            while item is not None:  # keep draining so the producer never blocks (unless
+                item = self.todo.get()  # it was writing the last piece: nothing follows)
         finally:
             os.close(syncfd)
 
