@@ -33,7 +33,7 @@ from ._engine import lib
 from .capture import fork_held_child, needs_frozen_read, release_child
 from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, hole_regions, scan_regions
-from .pagehash import hash_pages, nonzero_mask
+from .pagehash import hash_pages, nonzero_mask, nonzero_rows
 from .pageread import (PAGES_PER_READ, PageReader, give_back_when_done, note_lent, prewarm_lent_buffers,
                        take_lent_buffer)
 from .fscreds import file_id
@@ -446,7 +446,7 @@ class ProcessDumper:
             self.writer.add_pages(self.pid, *args, **kw, borrow=True)
         for addrs, data, anon in self.deferred_lent:
             hashes = hash_pages(data)
-            rows = np.flatnonzero(hashes.view(np.uint64).any(axis=1)) if anon else None
+            rows = nonzero_rows(hashes) if anon else None
             self.stats.pages += len(addrs) if rows is None else len(rows)
             self.writer.add_pages(self.pid, addrs, data, hashes, rows=rows, borrow=True)
         give_back_when_done(self.writer.take_borrowed(), self.lent)
@@ -491,7 +491,7 @@ class ProcessDumper:
         their references, or None when deferred).  Zero pages come back
         with an all-zero hash and are dropped, except in file-backed private
         mappings ("cow"), where a missing page would read back from the file."""
-        rows = np.flatnonzero(bt.hashes.view(np.uint64).any(axis=1)) if mp.pages == "anon" else None
+        rows = nonzero_rows(bt.hashes) if mp.pages == "anon" else None
         self.stats.pages += bt.got if rows is None else len(rows)
         if defer:
             self._add_pages((bt.addrs, bt.data, bt.hashes), {"rows": rows}, True)
@@ -556,7 +556,7 @@ class ProcessDumper:
         written = [p.written for p in plans if len(p.written)]
         written = np.concatenate(written) if written else np.empty(0, np.uint64)
         self.stats.unchanged_pages += self.writer.add_unchanged_runs(
-            self.pid, np.asarray(kept, dtype=np.uint64).reshape(-1, 2), np.sort(written))
+            self.pid, np.asarray(kept, dtype=np.uint64).reshape(-1, 2), written)
 
     def dump_pages(self, mappings: list[Mapping]) -> None:
         """Stream the pages to keep into the writer (the tree path: pages

@@ -45,6 +45,12 @@ def blake3_page_list(data, force_scalar: bool = False) -> np.ndarray:
     return out
 
 
+def nonzero_rows(hashes: np.ndarray) -> np.ndarray:
+    """Indices of the pages that are not all zero, from their hashes (n, 32):
+    the engine gives a zero page an all-zero hash instead of hashing it."""
+    return np.flatnonzero(np.ascontiguousarray(hashes).view(np.uint64).any(axis=1))
+
+
 def nonzero_mask(data) -> np.ndarray:
     """Boolean array: which 4 KiB pages of data hold a non-zero byte."""
     mv = memoryview(data).cast("B")

@@ -38,8 +38,6 @@ int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
 int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
 
 /* ---- pagetable.c: a sorted page table as runs (FORMAT.md §5.1) ---- */
-long snp_page_runs(const uint64_t *addrs, const uint64_t *refs, long n, uint64_t zero_ref,
-                   uint64_t *run_addr, uint64_t *run_len, uint64_t *run_ref);
 long snp_runs_keep(const uint64_t *ra, const uint64_t *rl, const uint64_t *rr, long np,
                    const uint64_t *ks, const uint64_t *ke, long nk,
                    const uint64_t *w, long nw, uint64_t zero_ref,

@@ -1,39 +1,11 @@
 /* Page tables as runs (docs/FORMAT.md §5.1), in one pass: an incremental
  * snapshot of 4 GiB has a million pages in its table, and encoding them
  * with numpy took a dozen whole-table temporaries (each one fresh memory,
- * slow to fault in on a VM). */
+ * slow to fault in on a VM).  A table of pages is encoded by joining runs
+ * of one page each (snp_runs_coalesce). */
 #include "engine.h"
 
 #define PAGE_SIZE 4096ULL
-#define SLOT_LOW 0xFFFFFFFFULL /* a reference is (pack slot << 32) | page */
-
-/* addrs sorted, strictly increasing; refs[i] the reference of addrs[i].
- * A run: consecutive pages whose references are all zero_ref, or
- * consecutive pages of one pack (so a run never crosses into the next
- * slot, even where the two references are consecutive integers).
- * Writes each run's first address, length and first reference; returns
- * the number of runs (at most n). */
-long snp_page_runs(const uint64_t *addrs, const uint64_t *refs, long n, uint64_t zero_ref,
-                   uint64_t *run_addr, uint64_t *run_len, uint64_t *run_ref)
-{
-    long k = -1;
-    for (long i = 0; i < n; i++) {
-        uint64_t a = addrs[i], r = refs[i];
-        if (k >= 0 && a > addrs[i - 1] && a - addrs[i - 1] == PAGE_SIZE) { /* no wrap at 2^64 */
-            uint64_t p = refs[i - 1];
-            int zero = r == zero_ref, pzero = p == zero_ref;
-            if ((zero && pzero) || (!zero && !pzero && r == p + 1 && (r & SLOT_LOW) != 0)) {
-                run_len[k]++;
-                continue;
-            }
-        }
-        k++;
-        run_addr[k] = a;
-        run_len[k] = 1;
-        run_ref[k] = r;
-    }
-    return k + 1;
-}
 
 /* The runs of a parent's table (ra, rl, rr: sorted, disjoint) that lie
  * inside the keep intervals [ks, ke) (sorted, disjoint, page-aligned), minus the pages
@@ -70,9 +42,11 @@ long snp_runs_keep(const uint64_t *ra, const uint64_t *rl, const uint64_t *rr, l
     return k;
 }
 
-/* Join neighbouring runs (sorted, disjoint, lengths < 2^40) where the second continues the
- * first: next page, and next reference of the same pack slot (or both
- * zero).  In place; returns the new count. */
+/* Join neighbouring runs (sorted, disjoint, lengths < 2^40) where the
+ * second continues the first: next page, and next reference of the same
+ * pack slot (a reference is (slot << 32) | page), or both zero_ref; so a
+ * run never crosses into the next slot even where the two references are
+ * consecutive integers.  In place; returns the new count. */
 long snp_runs_coalesce(uint64_t *ra, uint64_t *rl, uint64_t *rr, long n, uint64_t zero_ref)
 {
     long k = -1;

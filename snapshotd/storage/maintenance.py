@@ -219,7 +219,7 @@ def compact(store: Store, ref: str, progress=None) -> dict:
     finally:
         src.close()
     store.forget_index()
-    store.note_committed(store.snapshot_path(sid))
+    store.note_committed(store.snapshot_path(sid), w.final_attrs)
     return {"id": sid, "source": ref if ref == src.id else src.id, "stored_bytes": int(w.new_bytes),
             "pages": int(w.final_attrs["pages"]), "wall_s": round(time.monotonic() - t0, 3)}
 

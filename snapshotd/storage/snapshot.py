@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..pagehash import PAGE, hash_pages
+from ..pagehash import PAGE, hash_pages, nonzero_rows
 from .._engine import ffi, lib
 from .fsutil import commit_file, fsync_dir, h5py, temp_name
 from .pack import DamagedError, FormatError, PackReader, PackWriter, check_format
@@ -51,6 +51,11 @@ def _names_digest(names: list[str]) -> str:
     return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
+def _u64(a: np.ndarray):
+    """A uint64_t[] view of a contiguous uint64 array (keep the array alive)."""
+    return ffi.from_buffer("uint64_t[]", a)
+
+
 def to_runs(addrs: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A page table (addresses strictly increasing) as runs (docs/FORMAT.md
     §5.1): maximal stretches of consecutive pages whose references are
@@ -59,15 +64,14 @@ def to_runs(addrs: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray
     its parent unchanged, so a table of a million pages is typically a few
     thousand runs.  Runs never cross from one pack slot into the next, so
     the references may be index-wide and localized per run afterwards."""
-    addrs = np.ascontiguousarray(addrs, dtype=np.uint64)
-    refs = np.ascontiguousarray(refs, dtype=np.uint64)
     n = len(addrs)
     if len(refs) != n:
         raise ValueError(f"{n} addresses but {len(refs)} references")
-    out = [np.empty(n, np.uint64) for _ in range(3)]
-    k = lib.snp_page_runs(*(ffi.from_buffer("uint64_t[]", x) for x in (addrs, refs)), n, ZERO_REF,
-                          *(ffi.from_buffer("uint64_t[]", x) for x in out))
-    return tuple(x[:k].copy() for x in out)
+    # every page a run of its own, joined in one C pass
+    ra, rr = (np.array(x, dtype=np.uint64) for x in (addrs, refs))
+    rl = np.ones(n, np.uint64)
+    k = lib.snp_runs_coalesce(_u64(ra), _u64(rl), _u64(rr), n, ZERO_REF)
+    return ra[:k].copy(), rl[:k].copy(), rr[:k].copy()
 
 
 def from_runs(run_addr: np.ndarray, run_len: np.ndarray, run_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,11 +88,6 @@ def from_runs(run_addr: np.ndarray, run_len: np.ndarray, run_ref: np.ndarray) ->
     base = np.repeat(run_ref, lens)
     refs = np.where(base == _ZERO, _ZERO, base + step)
     return addrs, refs
-
-
-def _u64(a: np.ndarray):
-    """A uint64_t[] view of a contiguous uint64 array (keep the array alive)."""
-    return ffi.from_buffer("uint64_t[]", a)
 
 
 class _Runs(tuple):
@@ -185,7 +184,7 @@ class SnapshotWriter:
         if rows is not None:
             hashes = hashes[rows]
         # zero pages get ZERO_REF without a trip through the dictionary
-        nz = np.flatnonzero(np.ascontiguousarray(hashes).view(np.uint64).any(axis=1))
+        nz = nonzero_rows(hashes)
         if len(nz) == len(hashes):
             return self._refs_for_nonzero(data, hashes, rows, borrow)
         out = np.full(len(hashes), _ZERO, dtype=np.uint64)
@@ -244,7 +243,7 @@ class SnapshotWriter:
     def add_unchanged_runs(self, pid: int, runs: np.ndarray, written: np.ndarray) -> int:
         """Pages of pid known (by a dirty-page tracker) to hold what they held
         in the parent snapshot: those of the (start, end) runs, except the
-        sorted addresses `written`.  The parent's entries there are kept as
+        addresses `written` (in any order).  The parent's entries there are kept as
         they are; an address the parent did not have was absent then and is
         now (zero for anonymous memory, the file's page for a file mapping).
         Computed on the parent's runs, never per page.  Returns
@@ -260,8 +259,8 @@ class SnapshotWriter:
                               _u64(w), len(w), ZERO_REF, *(_u64(x) for x in out))
         self.page_tables.setdefault(pid, []).append(_Runs(x[:n].copy() for x in out))
         pages = int(((runs[:, 1] - runs[:, 0]) // PAGE).sum())
-        lo = np.searchsorted(written, runs[:, 0])
-        hi = np.searchsorted(written, runs[:, 1])
+        lo = np.searchsorted(w, runs[:, 0])
+        hi = np.searchsorted(w, runs[:, 1])
         return pages - int((hi - lo).sum())
 
     def add_file(self, key: str, content: bytes) -> None:
