@@ -40,12 +40,39 @@ CHUNK = 128 << 10  # HDF5 chunk of the blocks dataset (a small pack wastes at mo
 
 _tls = threading.local()
 
+try:  # python-zstandard's cffi binding, in its wheels: compresses into our buffers
+    from zstandard import _cffi as _zc
+except ImportError:  # pragma: no cover - a build without it: compress() and a copy
+    _zc = None
+# room for any compressed block (ZSTD_compressBound: n + n/256 for 1 MiB)
+OUT_SIZE = PAGES_PER_BLOCK * PAGE * 257 // 256 + PAGE
 
-def _compress(buf) -> bytes:
-    c = getattr(_tls, "cctx", None)
-    if c is None:
-        c = _tls.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return c.compress(buf)
+
+def _compress_into(src, out: np.ndarray) -> int:
+    """zstd-compress src (a bytes-like block) into out; returns the size.
+    A fresh bytes object per block, as compress() returns, is fresh memory
+    for every 1 MiB block, and faulting it in cost more CPU than the
+    compression itself (the writer holds up to a few dozen blocks)."""
+    if _zc is None:
+        c = getattr(_tls, "cctx", None)
+        if c is None:
+            c = _tls.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        blob = c.compress(src)
+        out[:len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+        return len(blob)
+    lib_, ffi = _zc.lib, _zc.ffi
+    cctx = getattr(_tls, "zcctx", None)
+    if cctx is None:
+        cctx = ffi.gc(lib_.ZSTD_createCCtx(), lib_.ZSTD_freeCCtx)
+        if cctx == ffi.NULL or lib_.ZSTD_isError(lib_.ZSTD_CCtx_setParameter(cctx, lib_.ZSTD_c_compressionLevel,
+                                                                          ZSTD_LEVEL)):
+            raise MemoryError("zstd: cannot create a compression context")
+        _tls.zcctx = cctx
+    src = ffi.from_buffer(src)
+    r = lib_.ZSTD_compress2(cctx, ffi.from_buffer(out), len(out), src, len(src))
+    if lib_.ZSTD_isError(r):
+        raise RuntimeError("zstd: " + ffi.string(lib_.ZSTD_getErrorName(r)).decode())
+    return r
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -118,6 +145,12 @@ class PackWriter:
             self.free.put(b)
         self.buf = self.arena[0]
         self.nbuf = 0
+        # compressed blocks, until the writer thread has copied them; as many
+        # as the input buffers (compressions wait for one if the writer lags)
+        self.outs = np.empty((BUFFERS, OUT_SIZE), dtype=np.uint8)
+        self.free_out: queue.SimpleQueue = queue.SimpleQueue()
+        for o in self.outs:
+            self.free_out.put(o)
         self.compressors = ThreadPoolExecutor(max_workers=2, thread_name_prefix="zstd")
         self.todo: queue.Queue = queue.Queue(maxsize=64)  # compressed-block futures, in block order
         self.error: BaseException | None = None
@@ -151,13 +184,15 @@ class PackWriter:
                 # (those of this call after the ones already in self.buf)
                 sel = rows[i:i + PAGES_PER_BLOCK - self.nbuf]
                 r0 = int(sel[0])
+                out = self._take_out()
                 if self.nbuf == 0 and sel[-1] - r0 == PAGES_PER_BLOCK - 1:  # compressed where it lies
-                    fut = self.compressors.submit(_compress, memoryview(data[r0:r0 + PAGES_PER_BLOCK]).cast("B"))
+                    fut = self.compressors.submit(_compress_into, memoryview(data[r0:r0 + PAGES_PER_BLOCK]).cast("B"),
+                                                  out)
                 else:
-                    fut = self.compressors.submit(self._gather_compress_free, data, sel, self.buf, self.nbuf)
+                    fut = self.compressors.submit(self._gather_compress_free, data, sel, self.buf, out, self.nbuf)
                     self.buf, self.nbuf = self.free.get(), 0
                 self.borrowed.append(fut)
-                self.todo.put(fut)
+                self.todo.put((fut, out))
                 i += len(sel)
                 continue
             take = min(PAGES_PER_BLOCK - self.nbuf, n - i)
@@ -177,26 +212,36 @@ class PackWriter:
         if self.error:
             raise self.error
         buf, n = self.buf, self.nbuf
-        fut = self.compressors.submit(self._compress_and_free, buf, n)
-        self.todo.put(fut)  # blocks only when the writer thread is far behind
+        out = self._take_out()
+        fut = self.compressors.submit(self._compress_and_free, buf, n, out)
+        self.todo.put((fut, out))  # blocks only when the writer thread is far behind
         self.buf = self.free.get()  # waits while every buffer is being compressed
         self.nbuf = 0
 
-    def _gather_compress_free(self, data: np.ndarray, rows: np.ndarray, buf: np.ndarray, start: int = 0) -> bytes:
+    def _take_out(self) -> np.ndarray:
+        """A buffer for the next block's compressed bytes, taken in block
+        order (so a wait here is only for earlier blocks, which the writer
+        thread copies out in that order); it gives it back."""
+        if self.error:
+            raise self.error
+        return self.free_out.get()
+
+    def _gather_compress_free(self, data: np.ndarray, rows: np.ndarray, buf: np.ndarray, out: np.ndarray,
+                              start: int = 0) -> int:
         """A block: buf[:start] already filled, then borrowed pages
         data[rows], copied and compressed in a compressing thread (numpy's
         take releases the GIL)."""
         try:
             np.take(data, rows, axis=0, out=buf[start:], mode="clip")
-            return _compress(memoryview(buf).cast("B"))
+            return _compress_into(memoryview(buf).cast("B"), out)
         finally:
             self.free.put(buf)
 
-    def _compress_and_free(self, buf: np.ndarray, n: int) -> bytes:
+    def _compress_and_free(self, buf: np.ndarray, n: int, out: np.ndarray) -> int:
         """Compress a block; its buffer is free again at once (the writer
         thread may be blocked in a write: it must not hold the buffers)."""
         try:
-            return _compress(memoryview(buf[:n]).cast("B"))
+            return _compress_into(memoryview(buf[:n]).cast("B"), out)
         finally:
             self.free.put(buf)
 
@@ -215,12 +260,14 @@ class PackWriter:
             while True:
                 item = self.todo.get()
                 if item is not None:
-                    blob = item.result()
-                    if n + len(blob) > len(piece):  # only a block zstd grew far past its input
-                        piece = np.concatenate((piece[:n], np.empty(len(blob) + CHUNK, np.uint8)))
-                    piece[n:n + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
-                    n += len(blob)
-                    self.block_offsets.append(self.block_offsets[-1] + len(blob))
+                    fut, out = item
+                    try:
+                        size = fut.result()  # <= OUT_SIZE: piece has room (n < WRITE_PIECE here)
+                        piece[n:n + size] = out[:size]
+                    finally:
+                        self.free_out.put(out)
+                    n += size
+                    self.block_offsets.append(self.block_offsets[-1] + size)
                 if n and (n >= WRITE_PIECE or item is None):
                     whole = n - n % CHUNK if item is not None else -(-n // CHUNK) * CHUNK
                     piece[n:whole] = 0
@@ -239,6 +286,9 @@ class PackWriter:
             self.error = e
             while item is not None:  # keep draining so the producer never blocks (unless
                 item = self.todo.get()  # it was writing the last piece: nothing follows)
+                if item is not None:
+                    item[0].exception()
+                    self.free_out.put(item[1])
         finally:
             os.close(syncfd)
 
