@@ -31,7 +31,7 @@ ffibuilder = FFI()
 with open(os.path.join(CSRC, "engine.h")) as f:
     ffibuilder.cdef(cdef_of(f.read()))
 
-SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "blake3_pages.c", "hashtab.c", "spawn.c", "pipes.c", "track.c", "writeback.c", "pagetable.c"]
+SOURCES = ["ptrace_ctl.c", "inject.c", "memory.c", "blake3_pages.c", "hashtab.c", "spawn.c", "pipes.c", "track.c", "writeback.c", "pagetable.c", "childcopy.c"]
 ffibuilder.set_source(
     "snapshotd._engine",
     '#include "engine.h"',

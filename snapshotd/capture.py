@@ -8,8 +8,10 @@ when the process closes its end) and exit signal 0 (no SIGCHLD; waitpid(-1)
 in the process does not see it).  The thread that clones is ptrace-seized with
 PTRACE_O_TRACECLONE, so C is attached to us and starts stopped: it never runs
 a single instruction.  PTRACE_O_EXITKILL (inherited by C) kills C if
-snapshotd dies.  The process resumes at once; we read C with
-process_vm_readv; then SIGKILL C, and reap it by injecting
+snapshotd dies.  The process resumes at once; C copies its pages for us
+(childcopy.py), or we read them through /proc/C/mem (process_vm_readv
+would unshare every page C shares with the process); then SIGKILL C (in a
+thread, while the snapshot is committed), and reap it by injecting
 wait4(C, NULL, __WALL|WNOHANG) into the process (its parent).
 
 Not copied by fork, so read while frozen instead: MAP_SHARED mappings (C sees

@@ -30,7 +30,9 @@ from . import engine, fdkinds, netns, procfs
 from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import lib
+from . import childcopy
 from .capture import fork_held_child, needs_frozen_read, release_child
+from .childcopy import ChildCopier
 from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, hole_regions, scan_regions
 from .pagehash import hash_pages, nonzero_mask, nonzero_rows
@@ -460,18 +462,36 @@ class ProcessDumper:
         to fault in on this kind of VM).  Full ranges are found with
         /proc/PID/pagemap; the engine hashes while reading, zero pages come
         back with an all-zero hash and are dropped (except in file-backed
-        private mappings, where a missing page would read back from the file)."""
+        private mappings, where a missing page would read back from the file).
+        The copy-on-write child copies its readable pages itself (childcopy.py)
+        unless it refuses."""
         plans = [p for p in plans if p.frozen == frozen]
         if not plans:
             return
         # progress by address range scanned (sparse areas pass quickly)
         bar = Progress(f"dump {self.pid}", sum(b - a for p in plans for a, b in p.full))
+        copier = self._child_copier(source) if source != self.pid and any(p.full for p in plans) else None
         try:
             with PageReader(source, self.pid) as reader:
                 for pl in plans:
-                    self._capture_plan(pl, reader, source, bar, defer)
+                    self._capture_plan(pl, reader, source, bar, defer, copier)
         finally:
             bar.close()
+            if copier is not None:
+                copier.close()
+                if copier.broken:
+                    self.stats.notes.append(f"PID {self.pid}: {copier.broken}; read through /proc/{source}/mem")
+
+    def _child_copier(self, child: int) -> ChildCopier | None:
+        if not childcopy.enabled():
+            return None
+        code = self.scratch_range[0]
+        try:
+            return ChildCopier(child, self.pid, code, self.t.scratch, self.t.scratch_size)
+        except (engine.EngineError, OSError) as e:
+            self.stats.notes.append(f"the copy-on-write child of PID {self.pid} could not copy its pages itself "
+                                    f"({e}): read through /proc/{child}/mem")
+            return None
 
     def _read_flags(self, mp: Mapping, source: int) -> int:
         """snp_collect_pages flags for mapping mp read from process source."""
@@ -502,10 +522,17 @@ class ProcessDumper:
         bt.hold(self.writer.take_borrowed())
         return rows, refs
 
-    def _capture_plan(self, pl: "PagePlan", reader: PageReader, source: int, bar: Progress, defer: bool) -> None:
+    def _capture_plan(self, pl: "PagePlan", reader: PageReader, source: int, bar: Progress, defer: bool,
+                      copier: ChildCopier | None = None) -> None:
         mp = pl.mp
         flags = self._read_flags(mp, source)
-        for bt in reader.batches(pl.full, flags):
+        # not through the child: what it cannot read (PROT_NONE), and device
+        # memory (VM_IO/VM_PFNMAP), where a load is not a plain read
+        if copier is not None and mp.prot & sc.PROT_READ and not {"io", "pf"} & set(mp.vmflags):
+            batches = copier.batches(reader, pl.full, flags)
+        else:
+            batches = reader.batches(pl.full, flags)
+        for bt in batches:
             if bt.got:
                 self._add_batch(bt, mp, defer)
             bar.add(bt.next - bt.start)

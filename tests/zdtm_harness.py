@@ -271,6 +271,7 @@ class Program:
         self.proc: subprocess.Popen | None = None
         self.pid = 0
         self.restored = False
+        self.launcher: list[str] = []  # runs the program (execs it, keeping its PID)
 
     def log(self) -> str:
         return _tail(_read(self.statedir / "out.log"))
@@ -280,7 +281,7 @@ class Program:
                 f"--- {self.statedir}/out.log ---\n{self.log()}")
 
     def start(self) -> None:
-        argv = program_command(self.name) + [str(self.statedir)]
+        argv = self.launcher + program_command(self.name) + [str(self.statedir)]
         with open(self.statedir / "out.log", "ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log,

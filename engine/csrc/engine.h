@@ -37,6 +37,11 @@ int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
 /* The same, with the code written at the thread's rip and put back after. */
 int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
 
+/* ---- childcopy.c: a copy loop run inside a held copy-on-write child ---- */
+int snp_copy_loop_code(uint8_t *out, int max);  /* the loop's bytes; returns their size */
+int snp_copy_loop_start(int tid, uint64_t code_addr, uint64_t table, long count);
+int snp_copy_loop_wait(int tid);
+
 /* ---- pagetable.c: a sorted page table as runs (FORMAT.md §5.1) ---- */
 long snp_runs_keep(const uint64_t *ra, const uint64_t *rl, const uint64_t *rr, long np,
                    const uint64_t *ks, const uint64_t *ke, long nk,
@@ -52,6 +57,7 @@ long snp_mem_read(int pid, uint64_t addr, void *buf, uint64_t len);
 long snp_mem_write(int pid, uint64_t addr, const void *buf, uint64_t len);
 #define SNP_PAGES_ANON_ONLY 1   /* skip pages still backed by the file */
 #define SNP_PAGES_USE_MEMFILE 4 /* read with /proc/PID/mem (PROT_NONE areas) */
+#define SNP_PAGES_ADDRS_ONLY 8  /* only find the present pages: no read, no hash */
 long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
                        uint64_t end, int flags, uint64_t *addrs, uint8_t *data,
                        uint8_t *hashes, long max_pages, uint64_t *next);

@@ -288,8 +288,8 @@ long snp_collect_pages(int pid, int memfd, int pagemap_fd, uint64_t start,
         a += got * PAGE;
     }
     *next = a;
-    if (n == 0)
-        return 0;
+    if (n == 0 || (flags & SNP_PAGES_ADDRS_ONLY))
+        return n;
     int use_memfile = (flags & SNP_PAGES_USE_MEMFILE) != 0;
     struct collect_job j1 = {pid, memfd, use_memfile, addrs, data, hashes, n, 0};
     pthread_t th;
