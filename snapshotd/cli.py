@@ -521,5 +521,19 @@ def main(argv=None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `snapshotd` command: main(), then exit at once.  By then every
+    file is committed and closed and every thread has finished; tearing the
+    interpreter down (freeing each object, joining idle pool threads, closing
+    HDF5) only added ~30 ms to each command."""
+    rc = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: the output did not arrive
+        rc = rc or 1
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
