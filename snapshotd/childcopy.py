@@ -37,7 +37,7 @@ from . import engine
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .fdkinds._sys import pidfd_getfd
-from .pageread import PAGES_PER_READ, Batch, _release_when_done
+from .pageread import PAGES_PER_READ, Batch, recycle
 
 SLOTS = 4  # one being copied, one hashed, one stored, one still being compressed
 LOOP_OFFSET = 8  # the loop's place in the code page, after "syscall; int3"
@@ -278,12 +278,7 @@ class ChildCopier:
                 fut.result()
                 batch = Batch(_Slot(sh.addrs[k], sh.data[k], sh.hashes[k], nexts[k]), got, start)
                 yield batch
-                pending = [f for f in batch.held if not f.done()]
-                if pending:
-                    outstanding.extend(pending)
-                    _release_when_done(pending, lambda k=k: free.put(k))
-                else:
-                    free.put(k)
+                recycle(batch, k, free, outstanding)
         finally:
             if copying[0]:  # never hand the memory file back while the child writes to it
                 lib.snp_copy_loop_wait(self.child)

@@ -124,6 +124,18 @@ def _release_when_done(futures: list, release) -> None:
         f.add_done_callback(one_done)
 
 
+def recycle(batch: "Batch", k: int, free, outstanding: list) -> None:
+    """The caller is done with batch (buffer k): k goes back on the free
+    queue once the futures the batch holds are done (kept in outstanding,
+    to be waited for at the end)."""
+    pending = [f for f in batch.held if not f.done()]
+    if pending:
+        outstanding.extend(pending)
+        _release_when_done(pending, lambda: free.put(k))
+    else:
+        free.put(k)
+
+
 class Batch:
     """Pages [start, next) of one call: got present pages."""
     __slots__ = ("addrs", "data", "hashes", "got", "start", "next", "held")
@@ -213,12 +225,7 @@ class PageReader:
                     raise item
                 k, batch = item
                 yield batch
-                pending = [f for f in batch.held if not f.done()]
-                if pending:
-                    outstanding.extend(pending)
-                    _release_when_done(pending, lambda k=k: free.put(k))
-                else:
-                    free.put(k)
+                recycle(batch, k, free, outstanding)
         finally:
             for f in outstanding:
                 f.exception()  # waits; errors reach the writer's caller at commit
