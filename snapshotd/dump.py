@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import engine, fdkinds, netns, procfs
+from .procfs import vma_key, vmflags_by_vma
 from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import lib
@@ -320,14 +321,14 @@ class ProcessDumper:
         for i, m in enumerate(maps):
             if (m.start, m.end) == self.scratch_range:
                 continue  # ours, cut out by dump_mappings
-            f = self.vmflags_hint.get(_vma_key(m))
+            f = self.vmflags_hint.get(vma_key(m))
             if f is None:
                 f = self._guess_vmflags(maps, i)
                 if f is None:
                     return procfs.maps(self.pid)
-                self.flags_guessed.add(_vma_key(m))
+                self.flags_guessed.add(vma_key(m))
             m.vmflags = f
-        self.flags_used = {_vma_key(m): m.vmflags for m in maps if (m.start, m.end) != self.scratch_range}
+        self.flags_used = {vma_key(m): m.vmflags for m in maps if (m.start, m.end) != self.scratch_range}
         return maps
 
     def _guess_vmflags(self, maps: list, i: int):
@@ -344,7 +345,7 @@ class ProcessDumper:
                 continue
             n = maps[j]
             if (n.end == m.start or m.end == n.start) and (n.perms, n.inode, n.path) == (m.perms, m.inode, m.path):
-                f = self.vmflags_hint.get(_vma_key(n))
+                f = self.vmflags_hint.get(vma_key(n))
                 if f is not None and UFFD_VMFLAGS & set(f):
                     return tuple(x for x in f if x not in UFFD_VMFLAGS)
         return None
@@ -670,17 +671,6 @@ class PagePlan:
 UFFD_VMFLAGS = {"uw", "um", "ui"}  # userfaultfd registration (a tracker's, set during the dump)
 
 
-def _vma_key(m: procfs.MapLine) -> tuple:
-    return (m.start, m.end, m.perms, m.offset, m.inode)
-
-
-def vmflags_by_vma(pid: int) -> dict:
-    try:
-        return {_vma_key(m): m.vmflags for m in procfs.maps(pid)}
-    except procfs.ProcGone:
-        return {}
-
-
 def check_vmflags_unchanged(pid: int, used: dict, guessed: set = frozenset()) -> tuple[dict, str | None]:
     """After resume: every mapping whose VmFlags were taken from before the
     freeze (or guessed) must show the same flags now (if it still exists
@@ -968,7 +958,8 @@ class TreeCapture:
 
 
 def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,
-         attrs: dict | None = None, tracker=None, capture: str = DEFAULT_CAPTURE) -> tuple[str, DumpStats]:
+         attrs: dict | None = None, tracker=None, capture: str = DEFAULT_CAPTURE,
+         vmflags: dict | None = None) -> tuple[str, DumpStats]:
     """Snapshot the process tree rooted at pid into store (every descendant,
     zombies included); returns (snapshot id, stats).
 
@@ -980,6 +971,8 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     `parent`, else asked what was written (pages it vouches for are declared
     unchanged without being read).  Without one, pages are read and compared
     by content hash through the store's index.
+    vmflags: procfs.vmflags_by_vma(pid), read shortly before (else it is
+    read now: it walks every page table); checked again after the release.
     capture: "cow" (the freeze lasts a fork; pages are read from a held
     copy-on-write child while the process runs), "frozen" (read while
     frozen), or "auto" (the default: frozen when few pages must be read, i.e.
@@ -1000,7 +993,7 @@ def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str 
     sid, writer = store.writer(pid, parent=parent_sid, **(attrs or {}))
     stats = DumpStats(tracker="hash" if parent_sid else "none", capture="frozen")
     # smaps is slow for big processes: read it before freezing
-    tc = TreeCapture(pid, writer, stats, tracker, parent_sid, capture)
+    tc = TreeCapture(pid, writer, stats, tracker, parent_sid, capture, hint=vmflags or None)
     if tracker is not None:  # a tracked incremental copies its written pages while frozen
         prewarm_lent_buffers(expected_written(pid))
     lock = None

@@ -91,6 +91,19 @@ def maps(pid: int, with_flags: bool = True) -> list[MapLine]:
     return out
 
 
+def vma_key(m: MapLine) -> tuple:
+    return (m.start, m.end, m.perms, m.offset, m.inode)
+
+
+def vmflags_by_vma(pid: int) -> dict:
+    """{vma_key: VmFlags} of PID's mappings ({} if it is gone).  smaps walks
+    every page table: ~15 ms per GiB of memory."""
+    try:
+        return {vma_key(m): m.vmflags for m in maps(pid)}
+    except ProcGone:
+        return {}
+
+
 def fdinfo(pid: int, fd: int) -> dict[str, str]:
     out = {}
     for line in _read(f"/proc/{pid}/fdinfo/{fd}").splitlines():
