@@ -10,16 +10,22 @@ the other CPU while we hash and store the previous batch.
 
 Setting the child up, by syscalls injected into it (it never runs the
 program's code; its fd table is the process's, through CLONE_FILES):
-  unshare(CLONE_FILES), close_range(0, ~0)  a private, empty fd table (the
-                                            copies of the process's files
-                                            live for microseconds);
+  prctl(PR_SET_DUMPABLE, 0)   the program's user cannot reach the child;
+  close_range(0, ~0, CLOSE_RANGE_UNSHARE)   a private, empty fd table,
+                              made without touching the process's files;
   socketpair; we take one end (pidfd_getfd) and send our memory file over
   it (SCM_RIGHTS: it works whatever the process's user, who may not open
   our /proc/self/fd); recvmsg; mmap MAP_SHARED; close_range again.
-The memory file is ours (its pages are charged to snapshotd, not to the
-job's cgroup) and is kept for the next dump.  Any refusal (a seccomp
-filter, an fd limit) makes the caller read through /proc/PID/mem instead;
-SNAPSHOTD_COPY_LOOP=0 always does."""
+A seccomp filter the child inherited is suspended for it
+(PTRACE_O_SUSPEND_SECCOMP).  The memory file is ours (its pages are
+charged to snapshotd, not to the job's cgroup) and is kept for the next
+dump.  Any refusal (an fd limit, no CAP_SYS_ADMIN for the filter) makes the
+caller read through /proc/PID/mem instead; SNAPSHOTD_COPY_LOOP=0 always does.
+
+The child stays in the job's cgroups, as CRIU's parasite does: its copying
+(~0.15 CPU-s per GiB) is the job's CPU time, and if the job is frozen
+(cgroup freezer, e.g. a Slurm suspend) in the middle of a dump, the dump
+waits until it is thawed."""
 from __future__ import annotations
 
 import errno
@@ -33,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import engine
+from . import engine, procfs
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .fdkinds._sys import pidfd_getfd
@@ -42,9 +48,12 @@ from .pageread import Batch, recycle
 SLOTS = 4  # one being copied, one hashed, one stored, one still being compressed
 SLOT_PAGES = 2048  # 8 MiB: 16 were no faster, and the file stays in memory between dumps
 LOOP_OFFSET = 8  # the loop's place in the code page, after "syscall; int3"
-SOCKETPAIR, RECVMSG, UNSHARE = 53, 47, 272
+SOCKETPAIR, RECVMSG = 53, 47
 AF_UNIX, SOCK_DGRAM, SOCK_CLOEXEC = 1, 2, 0o2000000
 ALL_FDS = 0xFFFFFFFF
+CLOSE_RANGE_UNSHARE = 2
+MFD_NOEXEC_SEAL = 8
+PTRACE_O_EXITKILL, PTRACE_O_SUSPEND_SECCOMP = 0x100000, 0x200000
 
 
 def enabled() -> bool:
@@ -58,7 +67,10 @@ class _Shared:
         self.n = n
         self.table_bytes = n * 24  # at most one (source, destination, length) per page
         self.size = SLOTS * (n * engine.PAGE + self.table_bytes)
-        self.fd = os.memfd_create("snapshotd-copy", os.MFD_CLOEXEC)
+        try:  # never executable (required where vm.memfd_noexec is 2; Linux >= 6.3)
+            self.fd = os.memfd_create("snapshotd-copy", os.MFD_CLOEXEC | MFD_NOEXEC_SEAL)
+        except OSError:
+            self.fd = os.memfd_create("snapshotd-copy", os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, self.size)
             self.mm = mmap.mmap(self.fd, self.size)
@@ -76,14 +88,19 @@ class _Shared:
         # first ones are used: so charged to snapshotd's cgroup, not to the
         # job's (the child only maps pages that exist).
         self.warm = [threading.Event() for _ in range(SLOTS)]
+        self.failed: OSError | None = None  # the allocation's error: never copied into then
         threading.Thread(target=self._allocate, name="copy-file", daemon=True).start()
 
     def _allocate(self) -> None:
-        for k in range(SLOTS):
-            try:
+        try:
+            for k in range(SLOTS):
                 os.posix_fallocate(self.fd, self.data_offset(k), self.n * engine.PAGE)
-            finally:
                 self.warm[k].set()
+        except OSError as e:
+            self.failed = e
+        finally:
+            for w in self.warm:
+                w.set()
 
     def data_offset(self, k: int) -> int:
         return k * self.n * engine.PAGE
@@ -107,7 +124,7 @@ def _take_shared(n: int) -> _Shared:
 
 def _give_shared(s: _Shared) -> None:
     with _pool_lock:
-        if not _pool:
+        if not _pool and s.failed is None:
             _pool.append(s)
 
 
@@ -123,9 +140,18 @@ def _setup_child(child: int, code: int, scratch: int, scratch_size: int, shared:
     """Give the child a private fd table and our memory file, mapped, and
     write the copy loop into its code page; returns where the file is
     mapped in the child.  Raises EngineError/OSError if it is refused."""
+    if procfs.status(child).get("Seccomp", "0") != "0":
+        # the process's filter, inherited, could refuse (or kill the child for)
+        # the calls below: suspended for the child alone (needs CAP_SYS_ADMIN)
+        engine.check(lib.snp_set_ptrace_options(child, PTRACE_O_EXITKILL | PTRACE_O_SUSPEND_SECCOMP),
+                     "suspend the seccomp filter of the copy-on-write child")
     t = engine.Tracee(child, code=code, scratch=scratch, scratch_size=scratch_size)
-    t.call("unshare(CLONE_FILES)", UNSHARE, sc.CLONE_FILES)
-    t.call("close_range", sc.CLOSE_RANGE, 0, ALL_FDS, 0)
+    # not dumpable: the program's user may no longer open /proc/CHILD/mem
+    # (and write into our memory file through it)
+    t.call("prctl(PR_SET_DUMPABLE)", sc.PRCTL, sc.PR_SET_DUMPABLE, 0)
+    # a new, empty fd table, in one call: no file of the process gains a
+    # reference or is flushed by a close (CLOSE_RANGE_UNSHARE over every fd)
+    t.call("close_range(CLOSE_RANGE_UNSHARE)", sc.CLOSE_RANGE, 0, ALL_FDS, CLOSE_RANGE_UNSHARE)
     t.call("socketpair", SOCKETPAIR, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, scratch)
     theirs, other = struct.unpack("<ii", t.get(0, 8))
     pidfd = os.pidfd_open(child)
@@ -144,7 +170,7 @@ def _setup_child(child: int, code: int, scratch: int, scratch_size: int, shared:
     t.call("recvmsg", RECVMSG, theirs, scratch, 0)
     clen, level, ctype, fd = struct.unpack("<QiiI", t.get(128, 20))
     if (level, ctype) != (socket.SOL_SOCKET, socket.SCM_RIGHTS) or clen < 20:
-        raise OSError(0, "the memory file did not arrive")
+        raise OSError("the memory file did not arrive")
     base = t.call("mmap", sc.MMAP, 0, shared.size, sc.PROT_READ | sc.PROT_WRITE, sc.MAP_SHARED, fd, 0)
     t.call("close_range", sc.CLOSE_RANGE, 0, ALL_FDS, 0)
     buf = ffi.new("uint8_t[]", 64)
@@ -176,12 +202,21 @@ class ChildCopier:
         self.c_hashes = [ffi.from_buffer("uint8_t[]", h) for h in self.shared.hashes]
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="page-hash")
         self.inject_fault = os.environ.get("SNAPSHOTD_COPY_LOOP") == "fault"  # tests only
+        self.copying = False  # the child is running the loop
 
     def close(self) -> None:
         if self.shared is not None:
+            self._copied()  # never hand the memory file back while the child writes to it
             self.hasher.shutdown(wait=True)
             _give_shared(self.shared)
             self.shared = None
+
+    def _copied(self) -> int:
+        """Wait for the copy in flight, if any: 0, or the loop's error."""
+        if not self.copying:
+            return 0
+        self.copying = False
+        return lib.snp_copy_loop_wait(self.child)
 
     def __enter__(self):
         return self
@@ -224,7 +259,6 @@ class ChildCopier:
         spans = iter(ranges)
         where = [None, 0]  # current range's end, next address in it
         outstanding: list = []
-        copying = [False]
 
         def launch():
             """Find the next batch's pages and start copying them:
@@ -242,18 +276,20 @@ class ChildCopier:
                 free.put(k)
             engine.check(got, f"read the page map of PID {self.who} at {start:#x}")
             where[1] = int(nexts[k][0])
-            if got and self.broken:
-                self._read_memfile(reader.memfd, k, got)
-            elif got:
+            if got:
                 sh.warm[k].wait()
-                self._start(k, got)
-                copying[0] = True
+                if sh.failed is not None and not self.broken:
+                    self.broken = f"no memory for the copy loop's file ({sh.failed.strerror})"
+                if self.broken:
+                    self._read_memfile(reader.memfd, k, got)
+                else:
+                    self._start(k, got)
+                    self.copying = True
             return k, got, start
 
         def copied(k: int, got: int, start: int) -> None:
             """Wait for the child's copy into slot k."""
-            copying[0] = False
-            r = lib.snp_copy_loop_wait(self.child)
+            r = self._copied()
             if r == -errno.EFAULT:  # stopped on a fault (or a stop signal): read this batch ourselves
                 self.broken = f"the copy loop in its copy-on-write child stopped at a fault in {start:#x}-{int(nexts[k][0]):#x}"
                 self._read_memfile(reader.memfd, k, got)
@@ -269,7 +305,7 @@ class ChildCopier:
                 ready, hashing = hashing, None
                 if item is not None:
                     k, got, start = item
-                    if copying[0]:
+                    if self.copying:
                         copied(k, got, start)
                     hashing = (item, self.hasher.submit(self._hash, k, got))
                     item = launch()  # the child copies the next batch meanwhile
@@ -281,8 +317,7 @@ class ChildCopier:
                 yield batch
                 recycle(batch, k, free, outstanding)
         finally:
-            if copying[0]:  # never hand the memory file back while the child writes to it
-                lib.snp_copy_loop_wait(self.child)
+            self._copied()  # the slots are reused by the next call
             if hashing is not None:
                 hashing[1].exception()
             for f in outstanding:

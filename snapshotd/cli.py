@@ -52,7 +52,13 @@ def cmd_dump(args):
     from . import procfs
 
     early: dict = {}
-    reader = threading.Thread(target=lambda: early.update(procfs.vmflags_by_vma(args.pid)), daemon=True)
+
+    def read_early():
+        try:
+            early.update(procfs.vmflags_by_vma(args.pid))
+        except OSError:  # the dump says what is wrong
+            pass
+    reader = threading.Thread(target=read_early, daemon=True)
     reader.start()
     from .dump import dump
 

@@ -533,10 +533,11 @@ class ProcessDumper:
             batches = copier.batches(reader, pl.full, flags)
         else:
             batches = reader.batches(pl.full, flags)
-        for bt in batches:
-            if bt.got:
-                self._add_batch(bt, mp, defer)
-            bar.add(bt.next - bt.start)
+        with contextlib.closing(batches):  # on an error too: its buffers are idle before they are reused
+            for bt in batches:
+                if bt.got:
+                    self._add_batch(bt, mp, defer)
+                bar.add(bt.next - bt.start)
         buf = reader.bufs[0]  # free again
         n = reader.n
         for i in range(0, len(pl.written), n):
@@ -613,12 +614,14 @@ class ProcessDumper:
                         else:
                             todo = self.shared_pages.ranges(reader.pmfd, mp)
                         bar.add((whi - wlo) - sum(hi - lo for lo, hi in todo))  # skipped: captured already
-                        for bt in reader.batches(todo, flags):
-                            if bt.got:
-                                rows, refs = self._add_batch(bt, mp)
-                                if private:
-                                    self.shared_pages.remember(pfn, wlo, bt.addrs, rows, refs)
-                            bar.add(bt.next - bt.start)
+                        batches = reader.batches(todo, flags)
+                        with contextlib.closing(batches):  # idle buffers before reader.close()
+                            for bt in batches:
+                                if bt.got:
+                                    rows, refs = self._add_batch(bt, mp)
+                                    if private:
+                                        self.shared_pages.remember(pfn, wlo, bt.addrs, rows, refs)
+                                bar.add(bt.next - bt.start)
         finally:
             bar.close()
 
@@ -954,7 +957,10 @@ class TreeCapture:
         self.release_soon()
         if self.released is not None:
             done, self.released = self.released, None
-            done.result()
+            try:
+                done.result()
+            except engine.EngineError as e:  # the process exited meanwhile: the snapshot stands
+                self.stats.notes.append(f"PID {self.pid}: its copy-on-write child was killed but not reaped ({e})")
 
 
 def dump(pid: int, store: Store, kill: bool = False, progress=None, parent: str | None = None,

@@ -13,10 +13,11 @@ Order (each step depends on the ones before; see kernel-facts.md):
      anonymous memory a parent premapped before forking its children is
      kept, and only the pages that differ are written: restore_cow.py);
   5. PR_SET_MM_MAP (brk, arg/env, auxv, exe link), signal handlers, itimers,
-     cwd, umask, rlimits, then the file descriptors;
+     cwd, umask, then the file descriptors;
   6. threads: clone3(set_tid=[TID]) injected in the main thread; per thread
      set_tid_address, robust list, rseq, name, sigaltstack, pending signals;
-  7. credentials last (thread by thread: setresuid acts on one thread);
+  7. rlimits (after fds and threads, which a lowered limit would refuse),
+     credentials last (thread by thread: setresuid acts on one thread);
   8. unmap the scratch page from inside, set registers, xstate and signal masks;
   9. resume(): detach, once every process of the tree is built: the process
      runs on from where it was dumped.
@@ -484,7 +485,12 @@ class Restorer:
         t.call("close", sc.CLOSE, tfd)
         if p.personality:
             t.syscall(sc.PERSONALITY, p.personality)
-        for r, (soft, hard) in p.rlimits.items():
+
+    def set_rlimits(self) -> None:
+        """After the fds and the threads: a limit lowered below what the
+        process already holds (RLIMIT_NOFILE under its highest fd, say) is
+        legal, but would refuse the restorer's own pidfd_getfd or clone3."""
+        for r, (soft, hard) in self.p.rlimits.items():
             try:
                 resource.prlimit(self.s, int(r), (soft, hard))
             except (OSError, ValueError) as e:
@@ -591,6 +597,7 @@ class Restorer:
             self.create_threads()
             for th in self.p.threads:
                 self.thread_state(th)
+            self.set_rlimits()
             self.finish()
         finally:
             for fd in self.rfds:

@@ -1,6 +1,7 @@
 """ZDTM memory tests: each program keeps some kind of memory across C/R."""
 
 import json
+import resource
 import subprocess
 
 import pytest
@@ -35,10 +36,10 @@ def test_memory_cow(name, tmp_path, store):
     run_zdtm(name, tmp_path, store, dump_args=("--capture", "cow"))
 
 
-# A launcher that denies unshare(2) with a seccomp filter, as some container
-# runtimes do, then execs the program.
-NO_UNSHARE = r"""
-#include <errno.h>
+# A launcher that installs a seccomp filter killing the process on the calls
+# the copy loop's setup makes in the child (the program never makes them),
+# then execs the program.
+KILL_SETUP_CALLS = r"""
 #include <stddef.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -49,11 +50,12 @@ int main(int argc, char **argv)
 {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_close_range, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
     };
-    struct sock_fprog prog = {4, f};
+    struct sock_fprog prog = {5, f};
     if (argc < 2 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
         return 111;
     execv(argv[1], argv + 1);
@@ -62,38 +64,45 @@ int main(int argc, char **argv)
 """
 
 
-@pytest.mark.parametrize("how", ["copy loop", "switched off", "fault in the loop", "unshare denied"])
+@pytest.mark.parametrize("how", ["copy loop", "seccomp filter", "switched off", "fault in the loop", "fd limit 1"])
 def test_cow_child_pages_are_read_one_way_or_another(how, tmp_path, store, monkeypatch):
     """The held copy-on-write child copies its own pages into a memory file
-    of ours (childcopy.py).  Switched off (SNAPSHOTD_COPY_LOOP=0), stopped by
-    a real fault in the loop, or refused by the process's seccomp filter,
-    the pages are read through /proc/PID/mem instead, and said so; every way,
-    the restored program finds its 64 MiB intact."""
+    of ours (childcopy.py), also under a seccomp filter that would kill it
+    for the calls its setup makes (suspended for the child).  Switched off
+    (SNAPSHOTD_COPY_LOOP=0), stopped by a real fault in the loop, or refused
+    (an fd limit of 1 leaves no room for the socket pair), the pages are read
+    through /proc/PID/mem instead, and said so; every way, the restored
+    program finds its 64 MiB intact."""
     prog = Program("mem_private_anon", tmp_path / "p")
     prog.statedir.mkdir()
-    if how == "unshare denied":
-        src = tmp_path / "no_unshare.c"
-        src.write_text(NO_UNSHARE)
-        subprocess.run(["gcc", "-O1", "-o", str(tmp_path / "no_unshare"), str(src)], check=True)
-        prog.launcher = [str(tmp_path / "no_unshare")]
+    if how == "seccomp filter":
+        src = tmp_path / "kill_setup_calls.c"
+        src.write_text(KILL_SETUP_CALLS)
+        subprocess.run(["gcc", "-O1", "-o", str(tmp_path / "kill_setup_calls"), str(src)], check=True)
+        prog.launcher = [str(tmp_path / "kill_setup_calls")]
     env = {"switched off": "0", "fault in the loop": "fault"}.get(how)
     if env:
         monkeypatch.setenv("SNAPSHOTD_COPY_LOOP", env)
     prog.start()
     prog.wait_file("ready", READY_TIMEOUT)
+    if how == "fd limit 1":
+        hard = resource.prlimit(prog.pid, resource.RLIMIT_NOFILE)[1]
+        resource.prlimit(prog.pid, resource.RLIMIT_NOFILE, (1, hard))
     res = run_cli(store, "dump", str(prog.pid), "--capture", "cow", "--json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(last_line(res.stdout))["capture"] == "cow"
-    said = {"copy loop": None, "switched off": None, "fault in the loop": "stopped at a fault",
-            "unshare denied": "could not copy its pages itself"}[how]
+    assert prog.alive(), prog.report("not running after the dump")
+    out = json.loads(last_line(res.stdout))
+    assert out["capture"] == "cow"
+    said = {"fault in the loop": "stopped at a fault", "fd limit 1": "could not copy its pages itself"}.get(how)
     read_otherwise = [ln for ln in res.stderr.splitlines() if "/mem" in ln]
     if said is None:
         assert not read_otherwise, res.stderr
     else:
         assert len(read_otherwise) == 1 and said in read_otherwise[0], res.stderr
-    snap = last_line(res.stdout)
     prog.kill()
-    restore(store, json.loads(snap)["id"], prog.pid)
+    restore(store, out["id"], prog.pid)
     prog.restored = True
+    if how == "fd limit 1":  # restored with it: the program needs fds to report
+        resource.prlimit(prog.pid, resource.RLIMIT_NOFILE, (hard, hard))
     (prog.statedir / "go").write_text("go\n")
     assert (prog.wait_file("result", RESULT_TIMEOUT).read_text().strip() == "PASS"), prog.report("result")

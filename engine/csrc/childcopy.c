@@ -59,6 +59,8 @@ int snp_copy_loop_start(int tid, uint64_t code_addr, uint64_t table, long count)
     r.rbp = (uint64_t)count;
     r.orig_rax = (uint64_t)-1; /* never restart an interrupted syscall over the loop */
     r.eflags &= ~(1ULL << 10); /* DF clear: rep movsb copies forward */
+    r.cs = 0x33;               /* 64-bit user code and stack segments (a thread */
+    r.ss = 0x2b;               /* caught in 32-bit code would decode it otherwise) */
     if (ptrace(PTRACE_SETREGS, tid, 0, &r) < 0)
         return -errno;
     if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)

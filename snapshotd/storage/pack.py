@@ -287,7 +287,8 @@ class PackWriter:
             while item is not None:  # keep draining so the producer never blocks (unless
                 item = self.todo.get()  # it was writing the last piece: nothing follows)
                 if item is not None:
-                    item[0].exception()
+                    if not item[0].cancelled():  # abort() cancels what has not started
+                        item[0].exception()
                     self.free_out.put(item[1])
         finally:
             os.close(syncfd)
