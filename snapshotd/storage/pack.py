@@ -84,6 +84,27 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
+# block and output buffers of one finished pack writer, for the next one in
+# this process (the daemon writes a pack per snapshot): memory already
+# faulted in is reused instead of faulted in again (slow on VMs)
+_spare: list = []
+_spare_lock = threading.Lock()
+
+
+def _take_spare() -> tuple[np.ndarray, np.ndarray]:
+    with _spare_lock:
+        if _spare:
+            return _spare.pop()
+    return (np.empty((BUFFERS, PAGES_PER_BLOCK, PAGE), dtype=np.uint8),
+            np.empty((BUFFERS, OUT_SIZE), dtype=np.uint8))
+
+
+def _give_spare(bufs: tuple) -> None:
+    with _spare_lock:
+        if not _spare:
+            _spare.append(bufs)
+
+
 class DamagedError(Exception):
     """Stored data does not match its hash, or is missing."""
 
@@ -136,10 +157,11 @@ class PackWriter:
         self.block_offsets = [0]
         self.hashes: list[np.ndarray] = []
         self.npages = 0
-        # block buffers, allocated once in one piece (large numpy arrays get
-        # transparent huge pages: fresh small pages are slow to fault in on VMs)
-        # and recycled by the writer thread; the queue bounds blocks in flight
-        self.arena = np.empty((BUFFERS, PAGES_PER_BLOCK, PAGE), dtype=np.uint8)
+        # block buffers, allocated in one piece (large numpy arrays get
+        # transparent huge pages: fresh small pages are slow to fault in on VMs),
+        # recycled by the writer thread (the queue bounds blocks in flight) and
+        # kept for the next pack writer of this process
+        self.arena, self.outs = _take_spare()
         self.free: queue.SimpleQueue = queue.SimpleQueue()
         for b in self.arena[1:]:
             self.free.put(b)
@@ -147,7 +169,6 @@ class PackWriter:
         self.nbuf = 0
         # compressed blocks, until the writer thread has copied them; as many
         # as the input buffers (compressions wait for one if the writer lags)
-        self.outs = np.empty((BUFFERS, OUT_SIZE), dtype=np.uint8)
         self.free_out: queue.SimpleQueue = queue.SimpleQueue()
         for o in self.outs:
             self.free_out.put(o)
@@ -307,6 +328,7 @@ class PackWriter:
         self.todo.put(None)
         self.writer.join()
         self.compressors.shutdown()
+        self._spare_buffers()
         if self.error:
             raise self.error
         h5 = self.h5
@@ -330,6 +352,12 @@ class PackWriter:
         h5.close()
         seal_file(self.tmp_path)
 
+    def _spare_buffers(self) -> None:
+        """The buffers are idle (writer and compressions done): keep them."""
+        if self.arena is not None:
+            _give_spare((self.arena, self.outs))
+            self.arena = self.outs = self.buf = None
+
     def publish(self) -> str:
         """Link the sealed pack under its name, durably."""
         publish_file(self.tmp_path, self.final_path, "pack")
@@ -340,6 +368,8 @@ class PackWriter:
             self.todo.put(None)
             self.writer.join(timeout=10)
             self.compressors.shutdown(cancel_futures=True)
+            if not self.writer.is_alive():
+                self._spare_buffers()
             self.h5.close()
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
