@@ -47,7 +47,7 @@ from .pageread import Batch, recycle
 
 SLOTS = 4  # one being copied, one hashed, one stored, one still being compressed
 SLOT_PAGES = 2048  # 8 MiB: 16 were no faster, and the file stays in memory between dumps
-LOOP_OFFSET = 8  # the loop's place in the code page, after "syscall; int3"
+LOOP_OFFSET = 4096  # the loop's place in the scratch mapping (RWX; the setup uses its first page)
 SOCKETPAIR, RECVMSG = 53, 47
 AF_UNIX, SOCK_DGRAM, SOCK_CLOEXEC = 1, 2, 0o2000000
 ALL_FDS = 0xFFFFFFFF
@@ -61,11 +61,12 @@ def enabled() -> bool:
 
 
 class _Shared:
-    """Our memory file: SLOTS slots of n pages, then a triple table per slot."""
+    """Our memory file: SLOTS slots of n pages, then per slot a triple table
+    and the loop's flag byte per page."""
 
     def __init__(self, n: int):
         self.n = n
-        self.table_bytes = n * 24  # at most one (source, destination, length) per page
+        self.table_bytes = n * 24 + n  # at most one (source, destination, pages) per page; flags
         self.size = SLOTS * (n * engine.PAGE + self.table_bytes)
         try:  # never executable (required where vm.memfd_noexec is 2; Linux >= 6.3)
             self.fd = os.memfd_create("snapshotd-copy", os.MFD_CLOEXEC | MFD_NOEXEC_SEAL)
@@ -79,9 +80,9 @@ class _Shared:
             raise
         whole = np.frombuffer(self.mm, dtype=np.uint8)
         self.data = [whole[k * n * engine.PAGE:(k + 1) * n * engine.PAGE] for k in range(SLOTS)]
-        tables = SLOTS * n * engine.PAGE
-        self.tables = [whole[tables + k * self.table_bytes:tables + (k + 1) * self.table_bytes].view(np.uint64)
-                       .reshape(n, 3) for k in range(SLOTS)]
+        self.tables = [whole[self.table_offset(k):self.table_offset(k) + n * 24].view(np.uint64).reshape(n, 3)
+                       for k in range(SLOTS)]
+        self.flags = [whole[self.flags_offset(k):self.flags_offset(k) + n] for k in range(SLOTS)]
         self.addrs = [np.empty(n, dtype=np.uint64) for _ in range(SLOTS)]
         self.hashes = [np.empty((n, 32), dtype=np.uint8) for _ in range(SLOTS)]
         # Its pages are allocated here, slot after slot in a thread while the
@@ -107,6 +108,9 @@ class _Shared:
 
     def table_offset(self, k: int) -> int:
         return SLOTS * self.n * engine.PAGE + k * self.table_bytes
+
+    def flags_offset(self, k: int) -> int:
+        return self.table_offset(k) + self.n * 24
 
 
 # one kept between dumps (the daemon dumps every few minutes): memory
@@ -173,8 +177,8 @@ def _setup_child(child: int, code: int, scratch: int, scratch_size: int, shared:
         raise OSError("the memory file did not arrive")
     base = t.call("mmap", sc.MMAP, 0, shared.size, sc.PROT_READ | sc.PROT_WRITE, sc.MAP_SHARED, fd, 0)
     t.call("close_range", sc.CLOSE_RANGE, 0, ALL_FDS, 0)
-    buf = ffi.new("uint8_t[]", 64)
-    k = engine.check(lib.snp_copy_loop_code(buf, 64), "copy loop")
+    buf = ffi.new("uint8_t[]", 512)
+    k = engine.check(lib.snp_copy_loop_code(buf, 512), "copy loop")
     engine.mem_write(child, code + LOOP_OFFSET, ffi.buffer(buf, k)[:])
     engine.check(lib.snp_setsigmask(child, (1 << 64) - 1), f"block signals in {child}")
     return base
@@ -200,6 +204,8 @@ class ChildCopier:
         self.c_addrs = [ffi.from_buffer("uint64_t[]", a) for a in self.shared.addrs]
         self.c_data = [ffi.from_buffer("uint8_t[]", d) for d in self.shared.data]
         self.c_hashes = [ffi.from_buffer("uint8_t[]", h) for h in self.shared.hashes]
+        self.c_flags = [ffi.from_buffer("uint8_t[]", f) for f in self.shared.flags]
+        self.flagged = [False] * SLOTS  # the loop filled the slot: its flags say which pages are zeros
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="page-hash")
         self.inject_fault = os.environ.get("SNAPSHOTD_COPY_LOOP") == "fault"  # tests only
         self.copying = False  # the child is running the loop
@@ -234,19 +240,23 @@ class ChildCopier:
         tbl = sh.tables[k][:len(first)]
         tbl[:, 0] = a[first]
         tbl[:, 1] = self.base + sh.data_offset(k) + first.astype(np.uint64) * engine.PAGE
-        tbl[:, 2] = count.astype(np.uint64) * engine.PAGE
+        tbl[:, 2] = count
         if self.inject_fault:  # a source the child has not mapped: a real SIGSEGV in the loop
             self.inject_fault = False
             tbl[0, 0] = 0
         engine.check(lib.snp_copy_loop_start(self.child, self.code + LOOP_OFFSET, self.base + sh.table_offset(k),
-                                             len(first)), f"start the copy loop in {self.child}")
+                                             len(first), self.base + sh.flags_offset(k)),
+                     f"start the copy loop in {self.child}")
+        self.flagged[k] = True
 
     def _read_memfile(self, memfd: int, k: int, got: int) -> None:
+        self.flagged[k] = False
         engine.check(lib.snp_read_page_list(self.child, memfd, self.c_addrs[k], self.c_data[k], got,
                                             lib.SNP_PAGES_USE_MEMFILE), f"read memory of PID {self.who}")
 
     def _hash(self, k: int, got: int) -> None:
-        lib.snp_hash_pages(self.c_data[k], got, self.c_hashes[k], lib.SNP_HASH_BLAKE3)
+        lib.snp_hash_pages(self.c_data[k], got, self.c_hashes[k], lib.SNP_HASH_BLAKE3,
+                           self.c_flags[k] if self.flagged[k] else ffi.NULL)
 
     def batches(self, reader, ranges, flags: int):
         """Like PageReader.batches, for the child that `reader` reads."""

@@ -28,7 +28,7 @@ def hash_pages(data, algo: str = HASH_NAME) -> np.ndarray:
     n = len(mv) // PAGE
     out = np.empty((n, HASH_SIZE), dtype=np.uint8)
     if n:
-        lib.snp_hash_pages(ffi.from_buffer("uint8_t[]", mv), n, ffi.from_buffer("uint8_t[]", out), _ALGOS[algo])
+        lib.snp_hash_pages(ffi.from_buffer("uint8_t[]", mv), n, ffi.from_buffer("uint8_t[]", out), _ALGOS[algo], ffi.NULL)
     return out
 
 

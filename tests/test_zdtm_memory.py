@@ -19,6 +19,7 @@ MEMORY_PROGRAMS = [
     "mem_sparse",         # 1 GiB MAP_NORESERVE, 1/64 pages touched
     "mem_stack",          # deep recursion
     "mem_heap",           # malloc'd tree and list
+    "mem_zero_pages",     # zero pages among pages zero but for one byte
 ]
 
 
@@ -31,7 +32,7 @@ def test_memory(name, tmp_path, store):
 # while frozen): their pages come from the held child, data behind PROT_NONE
 # included.
 @pytest.mark.parametrize("name", ["mem_private_anon", "mem_file_private", "mem_prot_none", "mem_sparse",
-                                  "mem_stack", "mem_heap"])
+                                  "mem_stack", "mem_heap", "mem_zero_pages"])
 def test_memory_cow(name, tmp_path, store):
     run_zdtm(name, tmp_path, store, dump_args=("--capture", "cow"))
 

@@ -39,7 +39,7 @@ int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result)
 
 /* ---- childcopy.c: a copy loop run inside a held copy-on-write child ---- */
 int snp_copy_loop_code(uint8_t *out, int max);  /* the loop's bytes; returns their size */
-int snp_copy_loop_start(int tid, uint64_t code_addr, uint64_t table, long count);
+int snp_copy_loop_start(int tid, uint64_t code_addr, uint64_t table, long count, uint64_t flags);
 int snp_copy_loop_wait(int tid);
 
 /* ---- pagetable.c: a sorted page table as runs (FORMAT.md §5.1) ---- */
@@ -69,7 +69,9 @@ long snp_read_page_list(int pid, int memfd, const uint64_t *addrs, uint8_t *data
                         long n, int use_memfile);
 #define SNP_HASH_SHA256 0 /* packs of format 1 */
 #define SNP_HASH_BLAKE3 1 /* packs of format 2 */
-void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo);
+/* copied: NULL, or a flag byte per page, 0 for a page known to be all zeros
+ * (the copy loop's flags, childcopy.c): those are neither read nor hashed */
+void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo, const uint8_t *copied);
 
 /* ---- hashtab.c: page digest -> page reference ---- */
 #define SNP_HT_MISSING 0xFFFFFFFFFFFFFFFEULL

@@ -100,7 +100,7 @@ static int page_is_zero(const uint8_t *p)
 /* Hash the pages d[0..m) into h (32 bytes each): BLAKE3 (SNP_HASH_BLAKE3)
  * or SHA-256 (SNP_HASH_SHA256, packs of format 1/2); a page of zeros gets 32
  * zero bytes instead ("the zero page": never stored, so never verified). */
-static void hash_slice(const uint8_t *d, long m, uint8_t *h, int algo)
+static void hash_slice(const uint8_t *d, long m, uint8_t *h, int algo, const uint8_t *copied)
 {
     uint32_t idx[COLLECT_SLICE];
     EVP_MD_CTX *ctx = NULL;
@@ -108,7 +108,7 @@ static void hash_slice(const uint8_t *d, long m, uint8_t *h, int algo)
         long k = m - i < COLLECT_SLICE ? m - i : COLLECT_SLICE, nz = 0;
         const uint8_t *s = d + (uint64_t)i * PAGE;
         for (long j = 0; j < k; j++) {
-            if (page_is_zero(s + (uint64_t)j * PAGE))
+            if (copied ? !copied[i + j] : page_is_zero(s + (uint64_t)j * PAGE))
                 memset(h + (i + j) * 32, 0, 32);
             else
                 idx[nz++] = (uint32_t)j;
@@ -135,24 +135,26 @@ struct hash_job {
     long n;
     uint8_t *hashes;
     int algo;
+    const uint8_t *copied;
 };
 
 static void *hash_run(void *arg)
 {
     struct hash_job *j = arg;
-    hash_slice(j->data, j->n, j->hashes, j->algo);
+    hash_slice(j->data, j->n, j->hashes, j->algo, j->copied);
     return NULL;
 }
 
 /* Hash of each page (hash_slice); large batches are split over two threads
  * (the machines this runs on have few cores, and the caller waits). */
-void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo)
+void snp_hash_pages(const uint8_t *data, long n, uint8_t *hashes, int algo, const uint8_t *copied)
 {
-    struct hash_job a = {data, n, hashes, algo};
+    struct hash_job a = {data, n, hashes, algo, copied};
     pthread_t th;
     if (n >= 128 && sysconf(_SC_NPROCESSORS_ONLN) > 1) {
         long half = n / 2;
-        struct hash_job b = {data + (uint64_t)half * PAGE, n - half, hashes + half * 32, algo};
+        struct hash_job b = {data + (uint64_t)half * PAGE, n - half, hashes + half * 32, algo,
+                             copied ? copied + half : NULL};
         a.n = half;
         if (pthread_create(&th, NULL, hash_run, &b) == 0) {
             hash_run(&a);
@@ -247,7 +249,7 @@ static void *collect_run(void *arg)
             break;
         }
         if (j->hashes)
-            hash_slice(d, m, j->hashes + i * 32, SNP_HASH_BLAKE3);
+            hash_slice(d, m, j->hashes + i * 32, SNP_HASH_BLAKE3, NULL);
     }
     return NULL;
 }
