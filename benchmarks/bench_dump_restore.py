@@ -9,7 +9,8 @@ Measures, in one run:
   resident   VmRSS of memhog
   floor      process_vm_readv of all its resident pages (found with /proc/PID/pagemap,
              one iovec per run of present pages) into a pre-touched buffer, best of 3
-  dump       wall time around `snapshotd --store TMP dump PID --json`, plus its wall_s/frozen_s;
+  dump       wall time around `snapshotd --store TMP dump PID --json` (this Python's -m snapshotd, or
+             --command, e.g. the console script of a `pip install .`), plus its wall_s/frozen_s;
              REPEATS full dumps, each into a fresh store: best (as for the floor) and median
   stored     stored_bytes from that JSON and the size of the .h5 file
   restore    after kill -9 and waiting for the PID to be free: wall time around
@@ -143,8 +144,11 @@ def read_floor(pid: int, runs: list[tuple[int, int]], repeats: int = 3) -> tuple
         buf.close()
 
 
+COMMAND = [sys.executable, "-m", "snapshotd"]  # --command replaces it
+
+
 def snapshotd(store: str, *args: str, timeout: float = 600) -> tuple[float, subprocess.CompletedProcess]:
-    cmd = [sys.executable, "-m", "snapshotd", "--store", store, *args, "--json"]
+    cmd = [*COMMAND, "--store", store, *args, "--json"]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     return time.perf_counter() - t0, p
@@ -296,6 +300,7 @@ def table(res: dict) -> str:
     sec = lambda s: "-" if s is None else f"{s:.3f} s"  # noqa: E731
     g = res.get
     rows = [
+        ("command", g("command", "-")),
         ("memhog size", f"{res['size_mib']} MiB (AnonHugePages {mib(g('anon_huge_bytes'))})"),
         ("resident (VmRSS)", mib(g("resident_bytes"))),
         ("floor: process_vm_readv", f"{sec(g('floor_s'))} for {mib(g('floor_bytes'))} in {g('floor_iovecs')} "
@@ -333,8 +338,13 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--tmpdir", help="where to make the temporary directory (memhog, store); default $TMPDIR")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--command", help="the snapshotd command to time, e.g. .venv/bin/snapshotd as the README "
+                                      "installs it (default: this Python's -m snapshotd, from the checkout)")
     a = ap.parse_args()
+    if a.command:
+        COMMAND[:] = [os.path.abspath(a.command)]
     res = run(a.size_mib, a.tmpdir, a.keep, max(1, a.repeats))
+    res["command"] = " ".join(COMMAND)
     res["ratios"] = ratios(res)
     res["machine"] = f"{platform.machine()} Linux {platform.release()}, {os.cpu_count()} CPUs"
     if a.json:
