@@ -43,7 +43,8 @@ from . import engine, procfs
 from . import syscalls as sc
 from ._engine import ffi, lib
 from .fdkinds._sys import pidfd_getfd
-from .pageread import Batch, recycle
+from .pageread import Batch, page_runs, recycle
+from .spare import Spare
 
 SLOTS = 4  # one being copied, one hashed, one stored, one still being compressed
 SLOT_PAGES = 2048  # 8 MiB: 16 were no faster, and the file stays in memory between dumps
@@ -113,23 +114,16 @@ class _Shared:
         return self.table_offset(k) + self.n * 24
 
 
-# one kept between dumps (the daemon dumps every few minutes): memory
-# already faulted in is reused, as in pageread
-_pool: list = []
-_pool_lock = threading.Lock()
+_spare = Spare()  # one memory file kept between dumps
 
 
 def _take_shared(n: int) -> _Shared:
-    with _pool_lock:
-        if _pool and _pool[0].n == n:
-            return _pool.pop()
-    return _Shared(n)
+    return _spare.take(lambda: _Shared(n), lambda s: s.n == n)
 
 
 def _give_shared(s: _Shared) -> None:
-    with _pool_lock:
-        if not _pool and s.failed is None:
-            _pool.append(s)
+    if s.failed is None:
+        _spare.give(s)
 
 
 class _Slot:
@@ -224,19 +218,11 @@ class ChildCopier:
         self.copying = False
         return lib.snp_copy_loop_wait(self.child)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def _start(self, k: int, got: int) -> None:
         """Have the child copy the got pages listed in slot k."""
         sh = self.shared
         a = sh.addrs[k][:got]
-        cut = np.flatnonzero(np.diff(a) != engine.PAGE) + 1
-        first = np.concatenate(([0], cut))
-        count = np.diff(np.concatenate((first, [got])))
+        first, count = page_runs(a)
         tbl = sh.tables[k][:len(first)]
         tbl[:, 0] = a[first]
         tbl[:, 1] = self.base + sh.data_offset(k) + first.astype(np.uint64) * engine.PAGE
@@ -249,10 +235,9 @@ class ChildCopier:
                      f"start the copy loop in {self.child}")
         self.flagged[k] = True
 
-    def _read_memfile(self, memfd: int, k: int, got: int) -> None:
+    def _read_memfile(self, reader, k: int, got: int) -> None:
         self.flagged[k] = False
-        engine.check(lib.snp_read_page_list(self.child, memfd, self.c_addrs[k], self.c_data[k], got,
-                                            lib.SNP_PAGES_USE_MEMFILE), f"read memory of PID {self.who}")
+        reader.read_list(self.c_addrs[k], self.shared.data[k], got, lib.SNP_PAGES_USE_MEMFILE, "pages")
 
     def _hash(self, k: int, got: int) -> None:
         lib.snp_hash_pages(self.c_data[k], got, self.c_hashes[k], lib.SNP_HASH_BLAKE3,
@@ -291,7 +276,7 @@ class ChildCopier:
                 if sh.failed is not None and not self.broken:
                     self.broken = f"no memory for the copy loop's file ({sh.failed.strerror})"
                 if self.broken:
-                    self._read_memfile(reader.memfd, k, got)
+                    self._read_memfile(reader, k, got)
                 else:
                     self._start(k, got)
                     self.copying = True
@@ -302,7 +287,7 @@ class ChildCopier:
             r = self._copied()
             if r == -errno.EFAULT:  # stopped on a fault (or a stop signal): read this batch ourselves
                 self.broken = f"the copy loop in its copy-on-write child stopped at a fault in {start:#x}-{int(nexts[k][0]):#x}"
-                self._read_memfile(reader.memfd, k, got)
+                self._read_memfile(reader, k, got)
             else:
                 engine.check(r, f"copy loop in the copy-on-write child of PID {self.who}")
 

@@ -33,7 +33,6 @@ from . import syscalls as sc
 from ._engine import lib
 from . import childcopy
 from .capture import fork_held_child, needs_frozen_read, release_child
-from .childcopy import ChildCopier
 from .incremental import TreeTracker, ranges_and, ranges_minus
 from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, hole_regions, scan_regions
 from .pagehash import hash_pages, nonzero_mask, nonzero_rows
@@ -483,12 +482,11 @@ class ProcessDumper:
                 if copier.broken:
                     self.stats.notes.append(f"PID {self.pid}: {copier.broken}; read through /proc/{source}/mem")
 
-    def _child_copier(self, child: int) -> ChildCopier | None:
+    def _child_copier(self, child: int) -> childcopy.ChildCopier | None:
         if not childcopy.enabled():
             return None
-        code = self.scratch_range[0]
         try:
-            return ChildCopier(child, self.pid, code, self.t.scratch, self.t.scratch_size)
+            return childcopy.ChildCopier(child, self.pid, self.t.code, self.t.scratch, self.t.scratch_size)
         except (engine.EngineError, OSError) as e:
             self.stats.notes.append(f"the copy-on-write child of PID {self.pid} could not copy its pages itself "
                                     f"({e}): read through /proc/{child}/mem")
@@ -524,7 +522,7 @@ class ProcessDumper:
         return rows, refs
 
     def _capture_plan(self, pl: "PagePlan", reader: PageReader, source: int, bar: Progress, defer: bool,
-                      copier: ChildCopier | None = None) -> None:
+                      copier: childcopy.ChildCopier | None = None) -> None:
         mp = pl.mp
         flags = self._read_flags(mp, source)
         # not through the child: what it cannot read (PROT_NONE), and device

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import engine
 from ._engine import ffi, lib
+from .spare import Spare
 
 PAGES_PER_READ = 4096  # 16 MiB a batch (the engine works through it 1 MiB at a time)
 BUFFERS = 3  # one being read into, one being stored, one still being compressed
@@ -31,24 +32,9 @@ class _Buffers:
         self.next = ffi.new("uint64_t *")
 
 
-# One set of buffers kept between readers (a dump reads through several;
-# the daemon dumps every few seconds): memory already faulted in is reused
-# instead of faulted in again, which is slow and varies on VMs.
-_pool: list = []
-_pool_lock = threading.Lock()
-
-
-def _take_buffers(n: int) -> list:
-    with _pool_lock:
-        if _pool and _pool[0][0].addrs.shape[0] == n:
-            return _pool.pop()
-    return [_Buffers(n) for _ in range(BUFFERS)]
-
-
-def _give_buffers(bufs: list) -> None:
-    with _pool_lock:
-        if bufs and not _pool:
-            _pool.append(bufs)
+# One set of buffers kept between readers (a dump reads through several)
+_spare = Spare()
+_pool_lock = threading.Lock()  # _lent_pool's
 
 
 # Buffers of pages read while frozen and stored after the release (lent to
@@ -124,6 +110,15 @@ def _release_when_done(futures: list, release) -> None:
         f.add_done_callback(one_done)
 
 
+def page_runs(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of consecutive pages in sorted page addresses: (index of each
+    run's first page, pages in it)."""
+    if not len(addrs):
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    first = np.concatenate(([0], np.flatnonzero(np.diff(addrs) != engine.PAGE) + 1))
+    return first, np.diff(np.append(first, len(addrs)))
+
+
 def recycle(batch: "Batch", k: int, free, outstanding: list) -> None:
     """The caller is done with batch (buffer k): k goes back on the free
     queue once the futures the batch holds are done (kept in outstanding,
@@ -158,7 +153,8 @@ class PageReader:
 
     def __init__(self, source: int, who: int, n: int = PAGES_PER_READ):
         self.source, self.who, self.n = source, who, n
-        self.bufs = _take_buffers(n)
+        self.bufs = _spare.take(lambda: [_Buffers(n) for _ in range(BUFFERS)],
+                                lambda bufs: bufs[0].addrs.shape[0] == n)
         self.memfd = os.open(f"/proc/{source}/mem", os.O_RDONLY | os.O_CLOEXEC)
         try:
             self.pmfd = os.open(f"/proc/{source}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
@@ -166,16 +162,17 @@ class PageReader:
             os.close(self.memfd)
             raise
 
-    def read_list(self, addrs, dst: np.ndarray, k: int, flags: int) -> None:
+    def read_list(self, addrs, dst: np.ndarray, k: int, flags: int, what: str = "written pages") -> None:
         """Read the k pages at addrs (a uint64_t[] cdata) into dst."""
         engine.check(lib.snp_read_page_list(self.source, self.memfd, addrs, ffi.from_buffer("uint8_t[]", dst), k,
                                             flags & lib.SNP_PAGES_USE_MEMFILE),
-                     f"read written pages of PID {self.who}")
+                     f"read {what} of PID {self.who}")
 
     def close(self) -> None:
         os.close(self.memfd)
         os.close(self.pmfd)
-        _give_buffers(self.bufs)
+        if self.bufs:
+            _spare.give(self.bufs)
         self.bufs = []
 
     def __enter__(self):

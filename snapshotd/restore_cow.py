@@ -28,6 +28,7 @@ import numpy as np
 from . import engine
 from . import syscalls as sc
 from ._engine import ffi, lib
+from .pageread import page_runs
 from .storage.snapshot import ZERO_REF
 
 PAGE = 4096
@@ -42,12 +43,8 @@ def eligible(m) -> bool:
 
 def _runs(addrs: np.ndarray):
     """(start, length) of runs of consecutive pages in sorted addrs."""
-    if not len(addrs):
-        return []
-    breaks = np.flatnonzero(np.diff(addrs) != PAGE) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [len(addrs)]))
-    return [(int(addrs[s]), int(e - s) * PAGE) for s, e in zip(starts, ends)]
+    first, count = page_runs(addrs)
+    return [(int(addrs[f]), int(c) * PAGE) for f, c in zip(first, count)]
 
 
 def _covered(lo: int, hi: int, regions) -> bool:

@@ -27,6 +27,7 @@ import zstandard
 from ..pagehash import HASH_NAME, HASH_SIZE, PAGE, hash_pages
 from .._engine import lib
 from ..faults import crashpoint
+from ..spare import Spare
 from .fsutil import h5py, publish_file, seal_file, temp_name
 
 PACK_FORMAT = "snapshotd-pack"
@@ -84,25 +85,14 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-# block and output buffers of one finished pack writer, for the next one in
-# this process (the daemon writes a pack per snapshot): memory already
-# faulted in is reused instead of faulted in again (slow on VMs)
-_spare: list = []
-_spare_lock = threading.Lock()
+# block and output buffers of one finished pack writer, for the next one
+# in this process (the daemon writes a pack per snapshot)
+_spare = Spare()
 
 
-def _take_spare() -> tuple[np.ndarray, np.ndarray]:
-    with _spare_lock:
-        if _spare:
-            return _spare.pop()
+def _new_buffers() -> tuple[np.ndarray, np.ndarray]:
     return (np.empty((BUFFERS, PAGES_PER_BLOCK, PAGE), dtype=np.uint8),
             np.empty((BUFFERS, OUT_SIZE), dtype=np.uint8))
-
-
-def _give_spare(bufs: tuple) -> None:
-    with _spare_lock:
-        if not _spare:
-            _spare.append(bufs)
 
 
 class DamagedError(Exception):
@@ -161,7 +151,7 @@ class PackWriter:
         # transparent huge pages: fresh small pages are slow to fault in on VMs),
         # recycled by the writer thread (the queue bounds blocks in flight) and
         # kept for the next pack writer of this process
-        self.arena, self.outs = _take_spare()
+        self.arena, self.outs = _spare.take(_new_buffers)
         self.free: queue.SimpleQueue = queue.SimpleQueue()
         for b in self.arena[1:]:
             self.free.put(b)
@@ -355,7 +345,7 @@ class PackWriter:
     def _spare_buffers(self) -> None:
         """The buffers are idle (writer and compressions done): keep them."""
         if self.arena is not None:
-            _give_spare((self.arena, self.outs))
+            _spare.give((self.arena, self.outs))
             self.arena = self.outs = self.buf = None
 
     def publish(self) -> str:
