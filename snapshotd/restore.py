@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine, fdkinds, netns, procfs
+from . import engine, fdkinds, netns, privilege, procfs
 from .fdkinds import sysvshm
 from . import syscalls as sc
 from ._engine import ffi, lib
@@ -104,6 +104,12 @@ def _find_hole(busy: list[tuple[int, int]], size: int) -> int:
     if cand + size > 0x7FFFFFFFF000:
         raise RestoreError("no free address range for the restorer's scratch page")
     return cand
+
+
+def _cap_last_cap() -> int:
+    """The highest capability number this kernel knows (capabilities(7))."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
 
 
 def _fixup_restart(regs: engine.Regs) -> engine.Regs:
@@ -549,14 +555,36 @@ class Restorer:
             t.call("rt_tgsigqueueinfo", sc.RT_TGSIGQUEUEINFO, self.p.pid, th.tid, sig, t.put(0, info), tid=tid)
 
     def set_creds(self, tid: int):
+        """Credentials of one thread (each is per thread): the bounding set
+        first (dropping needs CAP_SETPCAP, which a non-root uid loses), then
+        groups, gids, uids (leaving uid 0 clears the capabilities,
+        capabilities(7)), then the capability sets a uid-0 thread keeps, the
+        ambient set, and no-new-privs, as dumped."""
         c, t = self.p.creds, self.t
         uid, gid = c["uid"], c["gid"]
-        if uid[:3] == [0, 0, 0] and gid[:3] == [0, 0, 0] and not c["groups"]:
-            return
-        groups = c["groups"]
-        t.call("setgroups", sc.SETGROUPS, len(groups), t.put(0, struct.pack(f"<{len(groups)}I", *groups)), tid=tid)
-        t.call("setresgid", sc.SETRESGID, *gid[:3], tid=tid)
-        t.call("setresuid", sc.SETRESUID, *uid[:3], tid=tid)
+        caps = {k: int(str(v), 16) for k, v in (c.get("caps") or {}).items()}
+        if "CapBnd" in caps:
+            for cap in range(_cap_last_cap() + 1):
+                if not caps["CapBnd"] >> cap & 1:
+                    t.call("PR_CAPBSET_DROP", sc.PRCTL, sc.PR_CAPBSET_DROP, cap, tid=tid)
+        if not (uid[:3] == [0, 0, 0] and gid[:3] == [0, 0, 0] and not c["groups"]):
+            groups = c["groups"]
+            t.call("setgroups", sc.SETGROUPS, len(groups), t.put(0, struct.pack(f"<{len(groups)}I", *groups)),
+                   tid=tid)
+            t.call("setresgid", sc.SETRESGID, *gid[:3], tid=tid)
+            t.call("setresuid", sc.SETRESUID, *uid[:3], tid=tid)
+        if 0 in uid[:3] and {"CapEff", "CapPrm", "CapInh"} <= caps.keys():
+            data = struct.pack("<6I", *(x for k in (0, 32) for x in (caps["CapEff"] >> k & 0xFFFFFFFF,
+                                                                     caps["CapPrm"] >> k & 0xFFFFFFFF,
+                                                                     caps["CapInh"] >> k & 0xFFFFFFFF)))
+            hdr = t.put(0, struct.pack("<Ii", sc.LINUX_CAPABILITY_VERSION_3, 0))
+            t.call("capset", sc.CAPSET, hdr, t.put(64, data), tid=tid)
+            for cap in range(64):
+                if caps.get("CapAmb", 0) >> cap & 1:
+                    t.call("PR_CAP_AMBIENT_RAISE", sc.PRCTL, sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, cap, 0, 0,
+                           tid=tid)
+        if c.get("no_new_privs"):
+            t.call("PR_SET_NO_NEW_PRIVS", sc.PRCTL, sc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, tid=tid)
 
     def finish(self):
         p, t = self.p, self.t
@@ -610,16 +638,24 @@ class Restorer:
             engine.detach(self.outer[th.tid], 0)
 
 
-def restore(reader: SnapshotReader, pidns: bool | None = None) -> tuple[int, RestoreStats, list[str]]:
+def restore(reader: SnapshotReader, pidns: bool | None = None,
+            owner_uid: int = 0) -> tuple[int, RestoreStats, list[str]]:
     """Recreate the whole tree of the snapshot; returns (root PID, stats,
     notes).  stats.pids lists every restored PID, root first.  pidns: True
     forces a new PID namespace, False fails when a PID is taken, None uses
     one only when a PID is taken (stats.outside_pids: the PIDs seen from
-    outside it)."""
+    outside it).  owner_uid: restoring for that (non-root) user: an image
+    that would give any process more than the user has is refused
+    (privilege.py), whatever the image says."""
     from .tree_restore import TreeRestorer
 
     t0 = time.monotonic()
     img: Image = from_dict(reader.image())
+    if owner_uid:
+        why = privilege.image_excess(img.processes, owner_uid)
+        if why:
+            raise RestoreError(f"refused: restoring {reader.id} would give uid {owner_uid} privileges it does not "
+                               f"have ({why})")
     stats = RestoreStats()
     tr = TreeRestorer(img, reader, stats, pidns=pidns)
     try:

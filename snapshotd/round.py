@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import dump as dumpmod
-from . import procfs
+from . import privilege, procfs
 from .image import to_dict
 from .pageread import prewarm_lent_buffers
 from .storage import rounds as roundstore
@@ -53,7 +53,12 @@ class StrangerError(dumpmod.DumpError):
 
 
 class PrivilegedError(dumpmod.DumpError):
-    """The process gained privileges its owner does not have (set-id exec)."""
+    """A process of the tree holds privileges its owner does not have (a
+    set-id exec, a set-uid child, capabilities): privilege.py."""
+
+    def __init__(self, msg: str, pid: int = 0):
+        super().__init__(msg)
+        self.pid = pid  # the member (tree root) whose tree it is
 
 
 class GoneError(dumpmod.DumpError):
@@ -72,34 +77,12 @@ def start_time(pid: int) -> int | None:
     return int(st[21])
 
 
-def unprivileged_as(pid: int, uid: int) -> str:
-    """"" if pid runs purely as uid (real, effective, saved and fs uids all
-    uid, one gid throughout, no capabilities), else why not. A user may have
-    only such processes snapshotted and restored: a set-id program or one with
-    capabilities would come back from a rollback with privileges the user
-    could then steer."""
-    try:
-        st = procfs.status(pid)
-    except procfs.ProcGone:
-        return "it has exited"
-    uids = {int(x) for x in st.get("Uid", "").split()}
-    gids = {int(x) for x in st.get("Gid", "").split()}
-    if uids != {uid}:
-        return f"it runs with uids {st.get('Uid')}"
-    if len(gids) != 1:
-        return f"it runs with gids {st.get('Gid')} (set-group-id)"
-    if int(st.get("CapPrm", "0"), 16) or int(st.get("CapAmb", "0"), 16):
-        return "it holds capabilities"
-    return ""
-
-
-
 @dataclass
 class Member:
     pid: int
     start_time: int | None = None  # expected; None: do not check
     name: str = ""
-    owner_uid: int = 0  # non-zero: the process must still run purely as this uid
+    owner_uid: int = 0  # non-zero: every thread of the tree must hold no more than this uid has
     parent: str = ""  # previous snapshot of this tree (for incremental dumps, issue 4)
     tracker: object = None  # dirty-page tracker held between snapshots (issue 4)
     estimate: int = 0  # bytes its last snapshot stored (for the free-space check)
@@ -113,16 +96,20 @@ class MemberResult:
     stats: dumpmod.DumpStats = field(default_factory=dumpmod.DumpStats)
 
 
-def check_identity(m: Member) -> None:
+def check_identity(m: Member, frozen=None) -> None:
+    """m.pid is still the registered process; with frozen (its FrozenTree),
+    no thread of the tree holds more than m.owner_uid has (a stopped thread
+    cannot change its credentials: this holds until the release)."""
     st = start_time(m.pid)
     if st is None:
         raise GoneError(f"PID {m.pid} has exited")
     if m.start_time is not None and st != m.start_time:
         raise StrangerError(f"PID {m.pid} is now another process (start time {st}, registered {m.start_time})")
-    if m.owner_uid:
-        why = unprivileged_as(m.pid, m.owner_uid)
-        if why:  # e.g. it exec'd a set-uid program: same PID and start time
-            raise PrivilegedError(f"PID {m.pid} is no longer an unprivileged process of uid {m.owner_uid}: {why}")
+    if m.owner_uid and frozen is not None:
+        why = privilege.frozen_excess(frozen.members, m.owner_uid)
+        if why:  # e.g. it exec'd a set-uid program, or a child did
+            raise PrivilegedError(f"the tree of PID {m.pid} holds privileges uid {m.owner_uid} does not have: {why}",
+                                  pid=m.pid)
 
 
 def check_free_space(store, members: list["Member"]) -> None:
@@ -161,7 +148,7 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
                 frozen.callback(fzs[-1].release)
             t_frozen = time.monotonic()
             for m, fz in zip(members, fzs):
-                check_identity(m)  # a stopped process keeps its PID: this check holds until release
+                check_identity(m, fz)  # a stopped process keeps its PID: this check holds until release
             for m, fz in zip(members, fzs):
                 stats = dumpmod.DumpStats()
                 # the previous snapshot of this tree, if retention kept it, is the parent: the

@@ -5,6 +5,7 @@ Options:
             without dump/kill/restore (checks the test programs themselves).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -49,3 +50,29 @@ def store(tmp_path):
 @pytest.fixture
 def no_cr(request):
     return request.config.getoption("--no-cr")
+
+
+@pytest.fixture
+def other_user():
+    """A real unix user for the duration of one test (useradd); its processes
+    are killed (by PID) and the user removed afterwards."""
+    import secrets
+    import subprocess
+    import time
+
+    from daemon_harness import kill_pid
+
+    name = f"snptest{secrets.token_hex(3)}"
+    res = subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], capture_output=True, text=True)
+    if res.returncode:
+        pytest.skip(f"useradd failed: {res.stderr.strip()}")
+    yield name
+    uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout or -1)
+    for d in os.listdir("/proc"):  # userdel refuses while the user has processes: kill them (by PID)
+        try:
+            if d.isdigit() and os.stat(f"/proc/{d}").st_uid == uid:
+                kill_pid(int(d))
+        except OSError:
+            pass
+    time.sleep(0.2)
+    subprocess.run(["userdel", name], capture_output=True)

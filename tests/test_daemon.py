@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -200,24 +199,6 @@ def test_exited_tree_is_retired_and_a_reused_pid_is_never_snapshotted(daemon, ro
     assert any(r["pid"] == other for r in daemon.snapshots())
 
 
-@pytest.fixture
-def other_user():
-    name = f"snptest{secrets.token_hex(3)}"
-    res = subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], capture_output=True, text=True)
-    if res.returncode:
-        pytest.skip(f"useradd failed: {res.stderr.strip()}")
-    yield name
-    uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout or -1)
-    for d in os.listdir("/proc"):  # userdel refuses while the user has processes: kill them (by PID)
-        try:
-            if d.isdigit() and os.stat(f"/proc/{d}").st_uid == uid:
-                kill_pid(int(d))
-        except OSError:
-            pass
-    time.sleep(0.2)
-    subprocess.run(["userdel", name], capture_output=True)
-
-
 def test_a_user_may_touch_only_their_own_processes_and_jobs(daemon, root, other_user):
     mine = start_counter(os.path.join(root, "root"))
     theirs = start_counter(os.path.join(root, "user"), user=other_user)
@@ -229,12 +210,20 @@ def test_a_user_may_touch_only_their_own_processes_and_jobs(daemon, root, other_
         return err
 
     assert str(mine) in refused("register", pid=mine, every="3s")
-    refused("register", pid=theirs, every="3s", job="ROOTJOB")  # not into another user's job either
-    refused("rollback", job="ROOTJOB")
-    refused("unregister", job="ROOTJOB")
-    refused("unregister", pid=mine)
-    refused("snapshot-now", job="ROOTJOB")
-    refused("snapshots", job="ROOTJOB")
+    ok, err = daemon.as_user(other_user, "unregister", pid=mine)  # another's registration is not even seen
+    assert not ok and "not registered" in err, err
+    uid = int(subprocess.run(["id", "-u", other_user], capture_output=True, text=True).stdout)
+    for op in ("rollback", "unregister", "snapshot-now", "snapshots"):  # another uid's job, qualified
+        refused(op, job=f"{uid + 1}:ROOTJOB")
+    # job names are scoped by owner: the user's "ROOTJOB" is their own job, never root's
+    ok, reg = daemon.as_user(other_user, "register", pid=theirs, every="3s", job="ROOTJOB")
+    assert ok and reg["owner_uid"] == uid, reg
+    assert {(t["job"], t["owner_uid"], t["pid"]) for t in daemon.ok("status")["trees"]} == \
+        {("ROOTJOB", 0, mine), ("ROOTJOB", uid, theirs)}
+    ok, rows = daemon.as_user(other_user, "snapshots", job="ROOTJOB")
+    assert ok and rows == []
+    ok, _ = daemon.as_user(other_user, "unregister", job="ROOTJOB")
+    assert ok and {t["pid"] for t in daemon.ok("status")["trees"]} == {mine}
 
     ok, reg = daemon.as_user(other_user, "register", pid=theirs, every="3s", job="USERJOB")
     assert ok, reg
@@ -249,7 +238,6 @@ def test_a_user_may_touch_only_their_own_processes_and_jobs(daemon, root, other_
     for p in glob.glob(os.path.join(daemon.store, "snapshots", "*.h5")):
         assert os.stat(p).st_mode & 0o077 == 0
     # the user rolls back their own job; the restored program runs as them, not as the daemon
-    uid = int(subprocess.run(["id", "-u", other_user], capture_output=True, text=True).stdout)
     ok, rb = daemon.as_user(other_user, "rollback", job="USERJOB")
     assert ok and [x["pid"] for x in rb["restored"]] == [theirs], rb
     with open(f"/proc/{theirs}/status") as f:

@@ -9,12 +9,13 @@ import signal
 import stat as statmod
 import time
 
-from .. import procfs, progress
+from .. import privilege, procfs, progress
 from ..fscreds import file_id
 from ..pagehash import PAGE
 from ..image import from_dict
 from ..restore import restore
 from ..round import start_time
+from . import auth
 
 O_ACCMODE = 0o3
 
@@ -49,30 +50,54 @@ def _gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
 
-def kill_old(members: list[dict], own: dict[int, set[int]], timeout: float = 5.0) -> list[int]:
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def kill_old(members: list[dict], own: dict[int, set[int]], owner_uid: int = 0, timeout: float = 5.0) -> list[int]:
     """SIGKILL every live process tree of the job at the round's PIDs (and
     their descendants) and wait until their PIDs are free. own: PID -> start
     times the job's trees had; a process at a member PID with another start
-    time belongs to someone else: refuse rather than kill a stranger."""
-    roots = []
-    for m in members:
-        pid = int(m["root_pid"])
-        st = start_time(pid)
-        if st is None:
-            continue  # gone (or a zombie: waited for below)
-        if st not in own.get(pid, set()):
-            raise RollbackError(f"PID {pid} is in use by another process (not one of this job's); "
-                                "cannot restore the job there")
-        roots.append(pid)
-    killed: list[int] = []
-    kids = _children_map() if roots else {}
-    for r in roots:
-        for p in _tree(r, kids):
-            try:
-                os.kill(p, signal.SIGKILL)
-                killed.append(p)
-            except ProcessLookupError:
-                pass
+    time belongs to someone else: refuse rather than kill a stranger.
+    Each process is pinned by a pidfd before it is looked at and signalled
+    through it, so a PID reused meanwhile is never hit; for a non-root
+    owner, only processes that owner could kill itself are killed."""
+    roots = []  # (pid, pidfd)
+    try:
+        for m in members:
+            pid = int(m["root_pid"])
+            fd = _pidfd(pid)
+            st = start_time(pid) if fd is not None else None
+            if st is None:
+                if fd is not None:
+                    os.close(fd)
+                continue  # gone (or a zombie: waited for below)
+            roots.append((pid, fd))
+            if st not in own.get(pid, set()) or not auth.may_signal(owner_uid, pid):
+                raise RollbackError(f"PID {pid} is in use by another process (not one of this job's); "
+                                    "cannot restore the job there")
+        killed: list[int] = []
+        kids = _children_map() if roots else {}
+        for r, rfd in roots:
+            for p in _tree(r, kids):
+                fd = rfd if p == r else _pidfd(p)
+                if fd is None:
+                    continue
+                try:
+                    if p == r or auth.may_signal(owner_uid, p):
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                        killed.append(p)
+                except ProcessLookupError:
+                    pass
+                finally:
+                    if fd != rfd:
+                        os.close(fd)
+    finally:
+        for _r, fd in roots:
+            os.close(fd)
     deadline = time.monotonic() + timeout
     waiting = [int(m["root_pid"]) for m in members]
     while True:
@@ -210,8 +235,23 @@ def restore_bytes(store, members: list[dict]) -> int:
     return n * PAGE
 
 
-def restore_members(store, members: list[dict]) -> tuple[list[dict], list[str]]:
-    """Restore every member; if one fails, kill those already restored."""
+def check_images(store, members: list[dict], owner_uid: int) -> None:
+    """Refuse a round of a non-root owner whose image would give a process
+    more than that owner has (privilege.py), whatever made it so: restore
+    checks again, this refuses before the job is killed."""
+    if owner_uid == 0:
+        return
+    for m in members:
+        with store.open(m["snapshot"]) as r:
+            why = privilege.image_excess(from_dict(r.image()).processes, owner_uid)
+        if why:
+            raise RollbackError(f"not restored: snapshot {m['snapshot']} would give uid {owner_uid} "
+                                f"privileges it does not have ({why})")
+
+
+def restore_members(store, members: list[dict], owner_uid: int = 0) -> tuple[list[dict], list[str]]:
+    """Restore every member (as no more than owner_uid has); if one fails,
+    kill those already restored."""
     done, notes = [], []
     progress.expect(restore_bytes(store, members))  # one bar for the job (a client that asked for it)
     try:
@@ -219,7 +259,7 @@ def restore_members(store, members: list[dict]) -> tuple[list[dict], list[str]]:
             with store.open(m["snapshot"]) as r:
                 # same PIDs or nothing: the job's PIDs were freed above, and its
                 # registrations name them (no PID namespace fallback)
-                pid, st, n = restore(r, pidns=False)
+                pid, st, n = restore(r, pidns=False, owner_uid=owner_uid)
             done.append({"pid": pid, "snapshot": m["snapshot"], "name": m.get("name", ""),
                          "wall_s": round(st.wall_s, 6)})
             notes += n

@@ -123,8 +123,8 @@ class Tree:
 
 @dataclass
 class Job:
-    name: str
-    uid: int
+    key: str  # the store's key: NAME for root's jobs, UID:NAME for another owner's (storage/rounds.py)
+    uid: int  # the owner: the uid of its processes
     trees: dict = field(default_factory=dict)  # pid -> Tree
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -133,6 +133,11 @@ class Job:
         live = [t.every for t in self.trees.values() if t.state == "active"] or \
                [t.every for t in self.trees.values()] or [3600]
         return min(live)
+
+    @property
+    def name(self) -> str:
+        """The job's name as its owner gives it."""
+        return roundstore.split_key(self.key)[1]
 
     @property
     def active(self) -> list:
@@ -167,6 +172,7 @@ class Daemon:
         self._gc_pending = False
         self.restart_needed = ""  # why the daemon must re-exec itself (see _round)
         self.on_restart = lambda: None  # set by the server: stop, then re-exec
+        auth.check_store_private(store.path)
         statedir = os.path.join(store.path, "daemon")
         os.makedirs(statedir, mode=0o700, exist_ok=True)
         self.sched = BackgroundScheduler(
@@ -187,13 +193,18 @@ class Daemon:
             kw = aj.kwargs
             if not aj.id.startswith("job:") or "trees" not in kw:
                 continue
-            job = Job(kw["job"], int(kw["uid"]))
+            uid = int(kw["uid"])
+            key = kw["job"] if ":" in kw["job"] else roundstore.job_key(uid, kw["job"])
+            job = Job(key, uid)
             for td in kw["trees"]:
                 t = Tree(**td)
-                t.last_snapshot = self._last_snapshot(job.name, t.pid)
+                t.last_snapshot = self._last_snapshot(job.key, t.pid)
                 job.trees[t.pid] = t
-            self.jobs[job.name] = job
-            log.info("job %s: %d tree(s) registered (%s), next run %s", job.name, len(job.trees),
+            self.jobs[job.key] = job
+            if aj.id != "job:" + key:  # saved before job names were scoped by owner
+                self.sched.remove_job(aj.id, jobstore="default")
+                self._save(job)
+            log.info("job %s: %d tree(s) registered (%s), next run %s", job.key, len(job.trees),
                      ", ".join(str(p) for p in job.trees), aj.next_run_time)
         self.sched.add_job(scheduled_retention, IntervalTrigger(seconds=self.retention_every, timezone=timezone.utc),
                            id="retention", jobstore="memory", replace_existing=True)
@@ -219,13 +230,13 @@ class Daemon:
 
     # -- persistence (the APScheduler job is the registration) --
     def _save(self, job: Job) -> None:
-        kwargs = {"job": job.name, "uid": job.uid, "trees": [t.persisted() for t in job.trees.values()]}
-        jid = "job:" + job.name
+        kwargs = {"job": job.key, "uid": job.uid, "trees": [t.persisted() for t in job.trees.values()]}
+        jid = "job:" + job.key
         trigger = SteadyIntervalTrigger(seconds=job.every, jitter=jitter_for(job.every), timezone=timezone.utc)
         aj = self.sched.get_job(jid, jobstore="default")
         if aj is None:
             self.sched.add_job("snapshotd.daemon.service:scheduled_round", trigger, id=jid, kwargs=kwargs,
-                               jobstore="default", name=f"rounds of job {job.name}")
+                               jobstore="default", name=f"rounds of job {job.key}")
         else:
             self.sched.modify_job(jid, jobstore="default", kwargs=kwargs)
             if aj.trigger.interval.total_seconds() != job.every:
@@ -240,13 +251,13 @@ class Daemon:
         for t in job.trees.values():
             _drop_tracker(t)
         try:
-            self.sched.remove_job("job:" + job.name, jobstore="default")
+            self.sched.remove_job("job:" + job.key, jobstore="default")
         except JobLookupError:
             pass
-        self.jobs.pop(job.name, None)
+        self.jobs.pop(job.key, None)
 
     def _retire(self, job: Job, tree: Tree, reason: str) -> None:
-        log.info("job %s: tree %d retired: %s", job.name, tree.pid, reason)
+        log.info("job %s: tree %d retired: %s", job.key, tree.pid, reason)
         tree.state, tree.reason = "retired", reason
         _drop_tracker(tree)
         self._save(job)
@@ -266,18 +277,21 @@ class Daemon:
         finally:
             job.lock.release()
 
+    def _retire_gone(self, job: Job, trees: list) -> None:
+        """Retire the trees that exited or whose PID now names another
+        process (self.mutex held)."""
+        for t in trees:
+            st = roundmod.start_time(t.pid)
+            if t.state == "active" and (st is None or st != t.start_time):
+                self._retire(job, t, "exited" if st is None else "PID reused by another process")
+
     def _round(self, job: Job) -> dict | None:
-        """One round of job (job.lock held). Retires trees that exited or whose
-        PID now names another process; raises if the round failed."""
+        """One round of job (job.lock held). Retires trees that exited, whose
+        PID now names another process, or in which a process holds privileges
+        the job's owner does not have (checked frozen, by round.py); raises
+        if the round failed."""
         with self.mutex:
-            for t in job.active:
-                st = roundmod.start_time(t.pid)
-                if st is None:
-                    self._retire(job, t, "exited")
-                elif st != t.start_time:
-                    self._retire(job, t, "PID reused by another process")
-                elif t.uid != 0 and auth.unprivileged_as(t.pid, t.uid):
-                    self._retire(job, t, "it gained privileges (" + auth.unprivileged_as(t.pid, t.uid) + ")")
+            self._retire_gone(job, job.active)
             trees = job.active
         if not trees:
             return None
@@ -294,12 +308,10 @@ class Daemon:
         t0 = time.monotonic()
         try:
             with self.write_lock:
-                rec, results = roundmod.take_round(self.store, job.name, members, uid=job.uid)
+                rec, results = roundmod.take_round(self.store, job.key, members, uid=job.uid)
         except Exception as e:
-            msg = str(e) or type(e).__name__
-            if isinstance(e, OSError) and e.strerror:
-                msg = f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
-            log.warning("job %s: round failed: %s", job.name, msg)
+            msg = _msg(e)
+            log.warning("job %s: round failed: %s", job.key, msg)
             if roundmod.POISONED and not self.restart_needed:
                 # HDF5 failed mid-write (e.g. ENOSPC despite the free-space check): this
                 # process cannot safely write HDF5 files any more; start afresh
@@ -309,10 +321,10 @@ class Daemon:
                 for t in trees:
                     t.last_error, t.last_error_time = msg, time.time()
                     t.failures += 1
-                for t in trees:  # a tree that died meanwhile is retired, not failed forever
-                    st = roundmod.start_time(t.pid)
-                    if t.state == "active" and (st is None or st != t.start_time):
-                        self._retire(job, t, "exited" if st is None else "PID reused by another process")
+                self._retire_gone(job, trees)  # a tree that died meanwhile is retired, not failed forever
+                t = job.trees.get(getattr(e, "pid", 0)) if isinstance(e, roundmod.PrivilegedError) else None
+                if t is not None and t.state == "active":  # never snapshotted again
+                    self._retire(job, t, msg)
             raise
         dt = time.monotonic() - t0
         with self.mutex:
@@ -324,7 +336,7 @@ class Daemon:
                 t.last_bytes, t.last_duration, t.last_frozen = int(r.stats.stored_bytes), dt, r.stats.frozen_s
                 t.last_error = ""
                 t.snapshots += 1
-        log.info("job %s: round %s: %d tree(s), frozen %.1f ms, %.2f s", job.name, rec.id, len(results),
+        log.info("job %s: round %s: %d tree(s), frozen %.1f ms, %.2f s", job.key, rec.id, len(results),
                  results[0].stats.frozen_s * 1000, dt)
         return {"round": rec.id, "job": job.name, "duration_s": round(dt, 6),
                 "snapshots": [{"pid": r.pid, "snapshot": r.snapshot, "name": r.name,
@@ -355,8 +367,8 @@ class Daemon:
                 try:
                     deleted += self._prune(job, keep)
                 except Exception as e:
-                    log.warning("job %s: retention failed: %s", job.name, _msg(e))
-                    errors.append(f"job {job.name}: {_msg(e)}")
+                    log.warning("job %s: retention failed: %s", job.key, _msg(e))
+                    errors.append(f"job {job.key}: {_msg(e)}")
         self.upkeep["retention"]["removed_snapshots"] += len(deleted)
         if deleted or self._gc_pending:
             # free the page packs no snapshot uses any more
@@ -387,26 +399,26 @@ class Daemon:
                 break
             with job.lock:  # no round, rollback or retention of this job meanwhile
                 try:
-                    rec = roundstore.latest_complete(self.store, job.name)
+                    rec = roundstore.latest_complete(self.store, job.key)
                     why = upkeep.compaction_reason(self.store, rec, self.compact_depth, self.compact_packs) \
                         if rec else ""
                     if not why:
                         continue
                     t1 = time.monotonic()
                     with self.write_lock:  # one writer at a time (see __init__)
-                        swap = upkeep.compact_round(self.store, job.name, rec)
+                        swap = upkeep.compact_round(self.store, job.key, rec)
                     with self.mutex:
                         for t in job.trees.values():
                             if t.last_snapshot in swap:  # the next round's parent
                                 t.last_snapshot = swap[t.last_snapshot]
                     st = self.upkeep["compaction"]
                     st["compacted_rounds"] += 1
-                    st["last_compacted"], st["last_reason"] = f"{job.name}/{rec.id}", why
-                    log.info("job %s: compacted round %s (%s) in %.2f s: %s", job.name, rec.id, why,
+                    st["last_compacted"], st["last_reason"] = f"{job.key}/{rec.id}", why
+                    log.info("job %s: compacted round %s (%s) in %.2f s: %s", job.key, rec.id, why,
                              time.monotonic() - t1, ", ".join(f"{a} -> {b}" for a, b in swap.items()))
                 except Exception as e:
-                    log.warning("job %s: compaction failed: %s", job.name, _msg(e))
-                    errors.append(f"job {job.name}: {_msg(e)}")
+                    log.warning("job %s: compaction failed: %s", job.key, _msg(e))
+                    errors.append(f"job {job.key}: {_msg(e)}")
                     if roundmod.hdf5_write_failed(e) and not self.restart_needed:
                         # as in _round: this process must not write HDF5 again
                         self.restart_needed = "HDF5 failed writing a compacted snapshot"
@@ -416,9 +428,9 @@ class Daemon:
     def _prune(self, job: Job, keep: int) -> list[str]:
         """Keep the newest `keep` complete rounds, delete the others whole
         (record first, then its snapshots; storage/maintenance.py)."""
-        out = maintenance.prune(self.store, maintenance.Policy(last=keep), job=job.name, gc=False)
+        out = maintenance.prune(self.store, maintenance.Policy(last=keep), job=job.key, gc=False)
         if out["removed"]:
-            log.info("job %s: retention removed %d snapshot(s) of %d round(s)", job.name, len(out["removed"]),
+            log.info("job %s: retention removed %d snapshot(s) of %d round(s)", job.key, len(out["removed"]),
                      len(out["removed_rounds"]))
         return out["removed"]
 
@@ -429,21 +441,57 @@ class Daemon:
             raise ProtocolError(f"unknown request {op!r}")
         return fn(uid, **args)
 
-    def _job_of_pid(self, pid: int) -> tuple[Job, Tree]:
+    # -- which job a caller means (names are scoped by owner: auth.py) --
+    def _keys_named(self, name: str) -> set[str]:
+        """Keys of every job called name, registered or with rounds stored."""
         with self.mutex:
-            for job in self.jobs.values():
-                t = job.trees.get(pid)
-                if t is not None:
-                    return job, t
-        raise ServiceError(f"PID {pid} is not registered")
+            keys = set(self.jobs)
+        keys |= set(roundstore.jobs(self.store))
+        return {k for k in keys if roundstore.split_key(k)[1] == name}
 
-    def _job(self, uid: int, name: str) -> Job:
+    def _resolve(self, uid: int, ref: str) -> str:
+        """The key of the job the caller means by ref: UID:NAME names one
+        (the caller's own, or anyone's for root); a plain name is the
+        caller's own job of that name; for root, if it has none, the one
+        other owner's job of that name (ambiguous if several)."""
+        roundstore.check_job(ref)
+        if ":" in ref:
+            auth.require_key(uid, ref)
+            return ref
+        if uid != 0:
+            return roundstore.job_key(uid, ref)
+        keys = self._keys_named(ref)
+        if ref in keys or not keys:
+            return ref
+        if len(keys) > 1:
+            raise ServiceError(f"job name {ref!r} is used by several users: say which, as UID:NAME "
+                               f"({', '.join(sorted(keys))})")
+        return keys.pop()
+
+    def _job(self, uid: int, ref: str) -> Job:
+        key = self._resolve(uid, ref)
         with self.mutex:
-            job = self.jobs.get(name)
+            job = self.jobs.get(key)
         if job is None:
-            raise ServiceError(f"no job {name!r} is registered")
-        auth.require_job(uid, name, job.uid)
+            raise ServiceError(f"no job {ref!r} is registered")
+        auth.require_key(uid, job.key)
         return job
+
+    def _job_of_pid(self, uid: int, pid: int) -> tuple[Job, Tree]:
+        """The caller's registration of pid (root: anyone's); the live one
+        first, if a stale one of another owner names the same PID."""
+        st = roundmod.start_time(pid)
+        with self.mutex:
+            hits = [(j, j.trees[pid]) for j in self.jobs.values() if pid in j.trees and auth.may_see(uid, j.uid)]
+        hits.sort(key=lambda jt: (jt[1].state != "active", jt[1].start_time != st))
+        if not hits:
+            raise ServiceError(f"PID {pid} is not registered")
+        return hits[0]
+
+    def _visible_rounds(self, uid: int, key: str) -> list:
+        """The rounds of a job the caller may see: each round belongs to the
+        uid recorded in it, whatever the job is called now."""
+        return [r for r in roundstore.rounds(self.store, key) if auth.may_see(uid, r.uid)]
 
     def op_register(self, uid: int, pid: int, every: str, job: str | None = None, keep: int | None = None,
                     name: str | None = None) -> dict:
@@ -451,36 +499,51 @@ class Daemon:
         if keep is not None and int(keep) < 1:
             raise ServiceError("--keep must be at least 1")
         pid = int(pid)
-        owner = auth.require_process(uid, pid)
+        owner, st = auth.claim_process(uid, pid)  # the job is the owner's, whoever registers it
         validate_target(pid)
-        st = roundmod.start_time(pid)
-        if st is None:
-            raise ServiceError(f"no process with PID {pid}")
-        jobname = roundstore.check_job(job or f"pid-{pid}")
+        if job is not None and ":" in job:
+            key = roundstore.check_job(job)
+            if roundstore.split_key(key)[0] != owner:
+                raise auth.Denied(f"permission denied: PID {pid} belongs to uid {owner}; its job is named "
+                                  f"{roundstore.job_key(owner, roundstore.split_key(key)[1])}")
+        else:
+            key = roundstore.job_key(owner, job or f"pid-{pid}")
         with self.mutex:
             for j in self.jobs.values():
                 t = j.trees.get(pid)
                 if t is not None and t.state == "active" and t.start_time == st:
                     raise ServiceError(f"PID {pid} is already registered (job {j.name}); unregister it first")
-            jb = self.jobs.get(jobname)
-            if jb is None:
-                jb = Job(jobname, owner)
-            elif jb.uid != owner:
-                raise auth.Denied(f"permission denied: job {jobname} belongs to uid {jb.uid}, "
-                                  f"PID {pid} to uid {owner}")
-            for j in list(self.jobs.values()):  # a stale (exited, reused) registration of this PID
-                if j is not jb and pid in j.trees:
-                    del j.trees[pid]
-                    self._save(j) if j.trees else self._drop(j)
+            jb = self.jobs.get(key)
+            new_job = jb is None
+            if new_job:
+                jb = Job(key, owner)
             tree = Tree(pid=pid, start_time=st, uid=owner, every=seconds, name=name or "",
                         keep=int(keep) if keep is not None else None)
-            tree.last_snapshot = self._last_snapshot(jobname, pid)
+            tree.last_snapshot = self._last_snapshot(key, pid)
+            old = jb.trees.get(pid)
             jb.trees[pid] = tree
-            self.jobs[jobname] = jb
-            self._save(jb)
-            nxt = self.sched.get_job("job:" + jobname, jobstore="default").next_run_time
-        log.info("registered PID %d (uid %d) in job %s every %s", pid, owner, jobname, format_duration(seconds))
-        return {"pid": pid, "job": jobname, "every": format_duration(seconds), "every_s": seconds,
+            self.jobs[key] = jb
+            try:
+                self._save(jb)
+                nxt = self.sched.get_job("job:" + key, jobstore="default").next_run_time
+            except BaseException:  # a failed request leaves nothing behind
+                if old is not None:
+                    jb.trees[pid] = old
+                else:
+                    jb.trees.pop(pid, None)
+                if new_job:
+                    self._drop(jb)
+                else:
+                    self._save(jb)
+                raise
+            # a stale (exited, reused) registration of this PID in another job of
+            # the same owner is replaced; another owner's is never touched
+            for j in list(self.jobs.values()):
+                if j is not jb and j.uid == owner and pid in j.trees and j.trees[pid].start_time != st:
+                    del j.trees[pid]
+                    self._save(j) if j.trees else self._drop(j)
+        log.info("registered PID %d (uid %d) in job %s every %s", pid, owner, key, format_duration(seconds))
+        return {"pid": pid, "job": jb.name, "owner_uid": owner, "every": format_duration(seconds), "every_s": seconds,
                 "keep": tree.keep, "name": tree.name, "next_run": nxt.timestamp() if nxt else None}
 
     def op_unregister(self, uid: int, pid: int | None = None, job: str | None = None) -> dict:
@@ -490,24 +553,25 @@ class Daemon:
                 pids = sorted(jb.trees)
                 self._drop(jb)
             else:
-                jb, t = self._job_of_pid(int(pid))
-                auth.require_job(uid, jb.name, jb.uid)
+                jb, t = self._job_of_pid(uid, int(pid))
+                auth.require_key(uid, jb.key)
                 pids = [t.pid]
                 del jb.trees[t.pid]
                 self._save(jb) if jb.trees else self._drop(jb)
-        log.info("unregistered %s from job %s", ", ".join(map(str, pids)), jb.name)
-        return {"job": jb.name, "pids": pids}
+        log.info("unregistered %s from job %s", ", ".join(map(str, pids)), jb.key)
+        return {"job": jb.name, "owner_uid": jb.uid, "pids": pids}
 
     def op_status(self, uid: int) -> dict:
         out = []
         with self.mutex:
-            for jb in sorted(self.jobs.values(), key=lambda j: j.name):
+            for jb in sorted(self.jobs.values(), key=lambda j: j.key):
                 if not auth.may_see(uid, jb.uid):
                     continue
-                aj = self.sched.get_job("job:" + jb.name, jobstore="default")
+                aj = self.sched.get_job("job:" + jb.key, jobstore="default")
                 nxt = aj.next_run_time.timestamp() if aj and aj.next_run_time else None
                 for t in sorted(jb.trees.values(), key=lambda t: t.pid):
-                    out.append({**t.status(), "job": jb.name, "next_run": nxt if t.state == "active" else None})
+                    out.append({**t.status(), "job": jb.name, "owner_uid": jb.uid,
+                                "next_run": nxt if t.state == "active" else None})
         upk = {k: dict(v) for k, v in self.upkeep.items()}
         if uid != 0:  # which jobs were compacted is not every user's business
             upk["compaction"]["last_compacted"] = upk["compaction"]["last_reason"] = ""
@@ -518,26 +582,20 @@ class Daemon:
 
     def op_snapshots(self, uid: int, job: str | None = None) -> list:
         if job is not None:
-            roundstore.check_job(job)
-            names = [job]
+            keys = [self._resolve(uid, job)]
         else:
-            names = sorted(set(roundstore.jobs(self.store)) | set(self.jobs))
+            with self.mutex:
+                keys = sorted(set(roundstore.jobs(self.store)) | set(self.jobs))
+            keys = [k for k in keys if auth.may_see(uid, roundstore.split_key(k)[0])]
         rows = []
-        for name in names:
-            recs = roundstore.rounds(self.store, name)
-            jb = self.jobs.get(name)
-            if jb is None and not recs:
-                continue
-            owner = jb.uid if jb else (recs[-1].uid if recs else 0)
-            if not auth.may_see(uid, owner):
-                if job is not None:
-                    auth.require_job(uid, name, owner)
-                continue
-            for rec in recs:
+        for key in keys:
+            owner, name = roundstore.split_key(key)
+            for rec in self._visible_rounds(uid, key):
                 for m in rec.members:
-                    rows.append({"snapshot": m["snapshot"], "id": m["snapshot"], "job": name, "round": rec.id,
-                                 "pid": m["root_pid"], "name": m.get("name", ""), "created": rec.created,
-                                 "stored_bytes": m.get("stored_bytes", 0), "complete": rec.complete})
+                    rows.append({"snapshot": m["snapshot"], "id": m["snapshot"], "job": name, "owner_uid": rec.uid,
+                                 "round": rec.id, "pid": m["root_pid"], "name": m.get("name", ""),
+                                 "created": rec.created, "stored_bytes": m.get("stored_bytes", 0),
+                                 "complete": rec.complete})
         rows.sort(key=lambda r: (r["created"], r["snapshot"]))
         return rows
 
@@ -545,61 +603,80 @@ class Daemon:
         if job is not None:
             jb = self._job(uid, job)
         else:
-            jb, _t = self._job_of_pid(int(pid))
-            auth.require_job(uid, jb.name, jb.uid)
+            jb, _t = self._job_of_pid(uid, int(pid))
+            auth.require_key(uid, jb.key)
         with jb.lock:
             res = self._round(jb)
         if res is None:
             raise ServiceError(f"job {jb.name} has no live tree to snapshot (all retired)")
         return res
 
-    def op_rollback(self, uid: int, job: str, to: str | None = None, keep_files: bool = False) -> dict:
-        roundstore.check_job(job)
+    # -- rollback, step by step (daemon/rollback.py does each) --
+    def _rollback_round(self, uid: int, key: str, name: str, to: str | None):
+        """The round to roll back to: `to`, or the newest complete one the
+        caller may see (each round is its recorded owner's)."""
+        if to:
+            rec = roundstore.find(self.store, key, to)
+            if not auth.may_see(uid, rec.uid):
+                raise ServiceError(f"job {name} has no round or snapshot {to!r}")
+            if not rec.complete:
+                raise ServiceError(f"round {rec.id} of job {name} is not complete: {'; '.join(rec.problems)}")
+            return rec
+        for rec in reversed(self._visible_rounds(uid, key)):
+            if rec.complete:
+                rec.problems = roundstore.check_members(self.store, rec, deep=True)
+                if rec.complete:
+                    return rec
+        raise ServiceError(f"job {name} has no complete round to roll back to")
+
+    def _adopt_restored(self, jb: Job, rec, restored: list[dict]) -> None:
+        """After a rollback the job's registrations name the restored
+        processes (new start times, fresh trackers); trees not in the round
+        are retired."""
         with self.mutex:
-            jb = self.jobs.get(job)
-        recs = roundstore.rounds(self.store, job)
-        if jb is None and not recs:
+            in_round = set()
+            for r in restored:
+                t = jb.trees.get(r["pid"])
+                if t is None:
+                    t = Tree(pid=r["pid"], start_time=0, uid=jb.uid, every=jb.every, name=r["name"])
+                    jb.trees[t.pid] = t
+                t.start_time = roundmod.start_time(r["pid"]) or 0
+                _drop_tracker(t)
+                t.state, t.reason = "active", ""
+                t.last_snapshot, t.last_round, t.last_error = r["snapshot"], rec.id, ""
+                in_round.add(t.pid)
+            for t in jb.trees.values():
+                if t.pid not in in_round and t.state == "active":
+                    t.state, t.reason = "retired", f"not in round {rec.id}"
+            self._save(jb)
+
+    def op_rollback(self, uid: int, job: str, to: str | None = None, keep_files: bool = False) -> dict:
+        key = self._resolve(uid, job)
+        auth.require_key(uid, key)
+        name = roundstore.split_key(key)[1]
+        with self.mutex:
+            jb = self.jobs.get(key)
+        if jb is None and not roundstore.rounds(self.store, key):
             raise ServiceError(f"no job {job!r} is registered and the store has no round of it")
-        owner = jb.uid if jb else recs[-1].uid
-        auth.require_job(uid, job, owner)
         lock = jb.lock if jb else threading.Lock()
         t0 = time.monotonic()
         with lock:
-            if to:
-                rec = roundstore.find(self.store, job, to)
-                if not rec.complete:
-                    raise ServiceError(f"round {rec.id} of job {job} is not complete: {'; '.join(rec.problems)}")
-            else:
-                rec = roundstore.latest_complete(self.store, job)
-                if rec is None:
-                    raise ServiceError(f"job {job} has no complete round to roll back to")
+            rec = self._rollback_round(uid, key, name, to)
+            owner = rec.uid  # the round's owner, forever: its processes come back as no more than that
+            # everything that can be refused is refused before anything is killed
+            rb.check_images(self.store, rec.members, owner)
+            rb.check_user_access(self.store, rec.members)
             own: dict[int, set] = {}
-            if jb:
+            if jb and jb.uid == owner:  # only this owner's registrations say which processes are the job's
                 for t in jb.trees.values():
                     own.setdefault(t.pid, set()).add(t.start_time)
-            rb.check_user_access(self.store, rec.members)
-            killed = rb.kill_old(rec.members, own)
+            killed = rb.kill_old(rec.members, own, owner)
             cut, notes = ([], []) if keep_files else rb.cut_files(self.store, rec.members, owner)
-            restored, rnotes = rb.restore_members(self.store, rec.members)
+            restored, rnotes = rb.restore_members(self.store, rec.members, owner)
             if jb:
-                with self.mutex:
-                    in_round = set()
-                    for r in restored:
-                        t = jb.trees.get(r["pid"])
-                        if t is None:
-                            t = Tree(pid=r["pid"], start_time=0, uid=owner, every=jb.every, name=r["name"])
-                            jb.trees[t.pid] = t
-                        t.start_time = roundmod.start_time(r["pid"]) or 0
-                        _drop_tracker(t)
-                        t.state, t.reason = "active", ""
-                        t.last_snapshot, t.last_round, t.last_error = r["snapshot"], rec.id, ""
-                        in_round.add(t.pid)
-                    for t in jb.trees.values():
-                        if t.pid not in in_round and t.state == "active":
-                            t.state, t.reason = "retired", f"not in round {rec.id}"
-                    self._save(jb)
+                self._adopt_restored(jb, rec, restored)
         dt = time.monotonic() - t0
-        log.info("job %s: rolled back to round %s (%d tree(s), %d file(s) cut) in %.2f s", job, rec.id,
+        log.info("job %s: rolled back to round %s (%d tree(s), %d file(s) cut) in %.2f s", key, rec.id,
                  len(restored), len(cut), dt)
-        return {"job": job, "round": rec.id, "restored": restored, "killed": killed, "cut": cut,
+        return {"job": name, "owner_uid": owner, "round": rec.id, "restored": restored, "killed": killed, "cut": cut,
                 "keep_files": bool(keep_files), "notes": notes + rnotes, "wall_s": round(dt, 6)}

@@ -24,6 +24,9 @@ from .snapshot import FormatError, read_attrs
 ROUND_FORMAT = "snapshotd-round"
 ROUND_VERSION = 1
 JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A job's key names it in the store: its name for root's jobs, "UID:NAME" for
+# another owner's, so names of different users never meet (docs/SECURITY.md).
+KEY_RE = re.compile(r"^(?:([1-9][0-9]{0,9}):)?([A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 ROUND_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9]{3}-[0-9a-f]{4}$")
 
 
@@ -50,10 +53,25 @@ class Round:
 
 
 def check_job(job: str) -> str:
-    if not JOB_RE.match(job or ""):
+    """job: a job key (a name, or UID:NAME for a job another user owns)."""
+    if not isinstance(job, str) or not KEY_RE.match(job):
         raise RoundError(f"bad job id {job!r}: use letters, digits, '.', '_' or '-' (at most 64, "
-                         "starting with a letter or digit)")
+                         "starting with a letter or digit), optionally after UID: (another user's job)")
     return job
+
+
+def job_key(uid: int, name: str) -> str:
+    """The store's key of job name owned by uid."""
+    check_job(name)
+    if ":" in name:
+        raise RoundError(f"bad job name {name!r}: a name has no ':'")
+    return name if uid == 0 else f"{uid}:{name}"
+
+
+def split_key(key: str) -> tuple[int, str]:
+    """(owner uid, name) of a job key."""
+    m = KEY_RE.match(check_job(key))
+    return int(m.group(1) or 0), m.group(2)
 
 
 def new_round_id() -> str:
@@ -127,15 +145,18 @@ def check_members(store, rec: Round, deep: bool = False) -> list[str]:
 
 def jobs(store) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(os.path.join(store.path, "rounds")) if JOB_RE.match(n))
+        return sorted(n for n in os.listdir(os.path.join(store.path, "rounds")) if KEY_RE.match(n))
     except FileNotFoundError:
         return []
 
 
 def rounds(store, job: str, deep: bool = False) -> list[Round]:
-    """Committed round records of job, oldest first, each with .problems
-    filled in (a round with a missing or damaged member is not complete)."""
+    """Committed round records of job (a key), oldest first, each with
+    .problems filled in (a round with a missing or damaged member is not
+    complete). A record whose owner is not the key's (a non-root key's
+    records are that uid's) is not the job's: it is left out."""
     d = _jobdir(store, job)
+    owner = split_key(job)[0]
     try:
         names = os.listdir(d)
     except FileNotFoundError:
@@ -145,6 +166,8 @@ def rounds(store, job: str, deep: bool = False) -> list[Round]:
         if n.startswith(".") or not n.endswith(".json") or not ROUND_RE.match(n[:-5]):
             continue
         rec = _read(os.path.join(d, n), job, n[:-5])
+        if owner and not rec.problems and rec.uid != owner:
+            continue
         if not rec.problems:
             rec.problems = check_members(store, rec, deep)
         out.append(rec)
