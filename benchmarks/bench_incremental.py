@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from snapshotd import dump as dumpmod  # noqa: E402
-from snapshotd import engine  # noqa: E402
+from snapshotd.kernel import engine  # noqa: E402
 from snapshotd.incremental import choose  # noqa: E402
 from snapshotd.storage.store import Store  # noqa: E402
 

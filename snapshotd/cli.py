@@ -49,7 +49,7 @@ def _emit(args, obj: dict, text: str) -> None:
 def cmd_dump(args):
     # The mappings' flags come from /proc/PID/smaps, which walks every page
     # table (~15 ms per GiB): read them while the dump's modules load.
-    from . import procfs
+    from .kernel import procfs
 
     early: dict = {}
 

@@ -10,7 +10,7 @@ import pytest
 
 from daemon_harness import cleanup_counter, kill_pid, start_counter, wait_gone
 from snapshotd.dump import DumpError
-from snapshotd.round import Member, take_round
+from snapshotd.daemon.round import Member, take_round
 from snapshotd.storage import rounds
 from snapshotd.storage.store import Store
 

@@ -73,9 +73,9 @@ def test_unsupported_fd_is_refused(tmp_path, store):
 
 
 def _rm_shm(shmid: int) -> None:
-    from snapshotd.fdkinds import _sys
+    from snapshotd.kernel import libc
     try:
-        _sys.shm_rmid(shmid)
+        libc.shm_rmid(shmid)
     except OSError:
         pass
 

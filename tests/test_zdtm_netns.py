@@ -97,7 +97,7 @@ def _finish(prog: Program, peer: subprocess.Popen) -> None:
 
 def _blackholes(ns: str) -> str:
     """The lock of snapshotd/netns.py in namespace ns: its rule and routes."""
-    from snapshotd.netns import LOCK_TABLE
+    from snapshotd.kernel.netns import LOCK_TABLE
     rules = [r for r in ip("-n", ns, "rule").stdout.splitlines() if str(LOCK_TABLE) in r or hex(LOCK_TABLE) in r]
     routes = ip("-n", ns, "route", "show", "table", str(LOCK_TABLE), check=False).stdout
     return "\n".join(rules) + routes

@@ -22,7 +22,7 @@ import socket
 import stat
 import struct
 
-from .. import privilege, procfs
+from ..kernel import privilege, procfs
 from ..storage import rounds as roundstore
 
 

@@ -9,12 +9,13 @@ import signal
 import stat as statmod
 import time
 
-from .. import privilege, procfs, progress
-from ..fscreds import file_id
+from ..kernel import privilege, procfs
+from .. import progress
+from ..kernel.fscreds import file_id
 from ..pagehash import PAGE
 from ..image import from_dict
 from ..restore import restore
-from ..round import start_time
+from .round import start_time
 from . import auth
 
 O_ACCMODE = 0o3

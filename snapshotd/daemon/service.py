@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .. import incremental
-from .. import round as roundmod
+from . import round as roundmod
 from ..dump import validate_target
 from ..storage import maintenance
 from ..storage import rounds as roundstore

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from ..pagehash import PAGE
-from ..round import FREE_MARGIN, NoSpaceError
+from .round import FREE_MARGIN, NoSpaceError
 from ..storage import maintenance
 from ..storage import rounds as roundstore
 

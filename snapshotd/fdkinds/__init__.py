@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import socket
 
-from .. import engine
-from . import _sys, epoll, eventfd, inotify, signalfd, tcp, timerfd, unix
+from ..kernel import engine
+from ..kernel import libc
+from . import epoll, eventfd, inotify, signalfd, tcp, timerfd, unix
 from .errors import Failed, Unsupported  # noqa: F401 - dump.py/restore.py catch them
 
 # /proc/PID/fd link -> kind module
@@ -64,7 +65,7 @@ class DumpContext:
         The caller closes it."""
         if self._pidfd < 0:
             self._pidfd = os.pidfd_open(self.pid)
-        return _sys.pidfd_getfd(self._pidfd, fd)
+        return libc.pidfd_getfd(self._pidfd, fd)
 
     def refuse(self, fd: int, what: str) -> Unsupported:
         return Unsupported(f"PID {self.pid} fd {fd}: {what}")

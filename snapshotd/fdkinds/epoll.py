@@ -12,7 +12,7 @@ import os
 import re
 import struct
 
-from . import _sys
+from ..kernel import libc
 
 KIND = "epoll"
 EPOLL_CTL_ADD = 1
@@ -40,7 +40,7 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
 
 
 def restore(rctx, f) -> int:
-    return _sys.epoll_create1(os.O_CLOEXEC)
+    return libc.epoll_create1(os.O_CLOEXEC)
 
 
 def after_fds(rctx, f, target_fd: int) -> None:

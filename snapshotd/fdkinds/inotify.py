@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from . import _sys
+from ..kernel import libc
 from .errors import Failed
 
 KIND = "inotify"
@@ -39,7 +39,7 @@ def _path_of(sdev: int, ino: int, htype: int, handle: bytes) -> str | None:
         return None
     mfd = os.open(mnt, os.O_RDONLY | os.O_CLOEXEC)  # not O_PATH: open_by_handle_at refuses it
     try:
-        fd = _sys.open_by_handle_at(mfd, htype, handle, os.O_PATH | os.O_CLOEXEC)
+        fd = libc.open_by_handle_at(mfd, htype, handle, os.O_PATH | os.O_CLOEXEC)
     except OSError:
         return None
     finally:
@@ -70,7 +70,7 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
         watches.append({"wd": int(wd, 16), "mask": int(mask, 16), "path": path})
     ours = ctx.grab(fd)
     try:
-        pending = _sys.ioctl_int(ours, FIONREAD)
+        pending = libc.ioctl_int(ours, FIONREAD)
     finally:
         os.close(ours)
     if pending:
@@ -80,12 +80,12 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
 
 
 def restore(rctx, f) -> int:
-    fd = _sys.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         for w in f.state["watches"]:
             while True:
                 try:
-                    got = _sys.inotify_add_watch(fd, w["path"], w["mask"])
+                    got = libc.inotify_add_watch(fd, w["path"], w["mask"])
                 except OSError as e:
                     raise Failed(f"inotify watch on {w['path']}: {e.strerror}") from None
                 if got == w["wd"]:
@@ -94,8 +94,8 @@ def restore(rctx, f) -> int:
                     raise Failed(f"inotify watch on {w['path']} got wd {got}, not {w['wd']}")
                 # a gap in the wd numbers: burn this one and add again; drop
                 # the IN_IGNORED event that the removal queues
-                _sys.inotify_rm_watch(fd, got)
-                n = _sys.ioctl_int(fd, FIONREAD)
+                libc.inotify_rm_watch(fd, got)
+                n = libc.ioctl_int(fd, FIONREAD)
                 if n:
                     os.read(fd, n)
         if not f.flags & os.O_NONBLOCK:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from . import _sys
+from ..kernel import libc
 from .eventfd import _field
 
 KIND = "signalfd"
@@ -19,4 +19,4 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
 
 
 def restore(rctx, f) -> int:
-    return _sys.signalfd(f.state["sigmask"], os.O_CLOEXEC | (f.flags & os.O_NONBLOCK))
+    return libc.signalfd(f.state["sigmask"], os.O_CLOEXEC | (f.flags & os.O_NONBLOCK))

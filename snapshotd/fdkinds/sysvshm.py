@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from . import _sys
+from ..kernel import libc
 from .errors import Failed, Unsupported
 
 SHMAT = 30
@@ -77,36 +77,36 @@ def _ensure(restorer, rec: dict) -> None:
             raise Failed(f"SysV shared memory id {rec['id']} is taken by another segment (key {seg['key']:#x})")
         with open("/proc/sys/kernel/shm_next_id", "w") as f:
             f.write(str(rec["id"]))
-        flags = _sys.IPC_CREAT | _sys.IPC_EXCL | rec["mode"]
+        flags = libc.IPC_CREAT | libc.IPC_EXCL | rec["mode"]
         try:
-            got = _sys.shmget(rec["key"], rec["size"], flags)
+            got = libc.shmget(rec["key"], rec["size"], flags)
         except OSError as e:
             raise Failed(f"SysV shared memory key {rec['key']:#x}: shmget: {e.strerror}") from None
         if got != rec["id"]:
-            _sys.shm_rmid(got)
+            libc.shm_rmid(got)
             raise Failed(f"SysV shared memory key {rec['key']:#x} got id {got}, not {rec['id']}")
-    addr = _sys.shmat(rec["id"], 0)
+    addr = libc.shmat(rec["id"], 0)
     try:
-        _sys.write_mem(addr, restorer.reader.file_content(rec["content"]))
+        libc.write_mem(addr, restorer.reader.file_content(rec["content"]))
     finally:
-        _sys.shmdt(addr)
+        libc.shmdt(addr)
     done.add(rec["id"])
 
 
 def attach(restorer, m) -> None:
     """Map m (a "sysv" mapping) in the target: shmat at its address."""
-    from .. import syscalls as sc
+    from ..kernel import syscalls as sc
 
     rec = m.sysv
     try:
         _ensure(restorer, rec)
     except OSError as e:
         raise Failed(f"SysV shared memory id {rec['id']}: {e.strerror}") from None
-    flags = (0 if m.prot & sc.PROT_WRITE else _sys.SHM_RDONLY) | (SHM_EXEC if m.prot & sc.PROT_EXEC else 0)
+    flags = (0 if m.prot & sc.PROT_WRITE else libc.SHM_RDONLY) | (SHM_EXEC if m.prot & sc.PROT_EXEC else 0)
     got = restorer.t.call(f"shmat({rec['id']}) at {m.start:#x}", SHMAT, rec["id"], m.start, flags)
     if got != m.start:
         raise Failed(f"SysV shared memory id {rec['id']} attached at {got:#x}, not {m.start:#x}")
     if not m.prot & sc.PROT_READ:
         restorer.t.call("mprotect", sc.MPROTECT, m.start, m.end - m.start, m.prot)
     if rec["removed"]:
-        _sys.shm_rmid(rec["id"])  # attached now: it lives until the last detach
+        libc.shm_rmid(rec["id"])  # attached now: it lives until the last detach

@@ -43,8 +43,8 @@ import os
 import socket
 import struct
 
-from .. import netns
-from . import _sys
+from ..kernel import netns
+from ..kernel import libc
 from .errors import Failed, Unsupported
 
 KIND = "tcp"
@@ -133,7 +133,7 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
     try:
         # in repair mode nothing moves on our side: the queue lengths and
         # the contents agree (the peer may still acknowledge: counted below)
-        inq = _sys.ioctl_int(s.fileno(), SIOCINQ)
+        inq = libc.ioctl_int(s.fileno(), SIOCINQ)
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
         rcv_nxt = _u32(s, TCP_QUEUE_SEQ)
         data = _peek(s, inq)
@@ -145,11 +145,11 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
         # socket lock each, so read until two agree
         for _ in range(100):
             write_seq = _u32(s, TCP_QUEUE_SEQ)
-            outq = _sys.ioctl_int(s.fileno(), SIOCOUTQ)
-            notsent = _sys.ioctl_int(s.fileno(), SIOCOUTQNSD)
+            outq = libc.ioctl_int(s.fileno(), SIOCOUTQ)
+            notsent = libc.ioctl_int(s.fileno(), SIOCOUTQNSD)
             sndq = _peek(s, outq)
             if len(sndq) == outq and _u32(s, TCP_QUEUE_SEQ) == write_seq and \
-                    _sys.ioctl_int(s.fileno(), SIOCOUTQ) == outq:
+                    libc.ioctl_int(s.fileno(), SIOCOUTQ) == outq:
                 break
         else:
             raise ctx.refuse(fd, f"{what}: its send queue kept changing while being read")

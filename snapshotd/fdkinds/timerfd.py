@@ -8,7 +8,7 @@ import os
 import re
 import time
 
-from . import _sys
+from ..kernel import libc
 from .eventfd import _field
 
 KIND = "timerfd"
@@ -35,7 +35,7 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
 
 def restore(rctx, f) -> int:
     s = f.state
-    fd = _sys.timerfd_create(s["clockid"], os.O_CLOEXEC | (f.flags & os.O_NONBLOCK))
+    fd = libc.timerfd_create(s["clockid"], os.O_CLOEXEC | (f.flags & os.O_NONBLOCK))
     try:
         value, flags = tuple(s["value"]), s["settime_flags"]
         if value == (0, 0) and tuple(s["interval"]) != (0, 0):
@@ -43,16 +43,16 @@ def restore(rctx, f) -> int:
             # re-arms it only on read (hrtimer_forward in timerfd_read), so it
             # shows no time left; run it on from one interval away
             value = tuple(s["interval"])
-            flags &= ~_sys.TFD_TIMER_ABSTIME
-        if value != (0, 0) and flags & _sys.TFD_TIMER_ABSTIME:
+            flags &= ~libc.TFD_TIMER_ABSTIME
+        if value != (0, 0) and flags & libc.TFD_TIMER_ABSTIME:
             # fdinfo gives the remaining time: turn it back into a deadline
             # (TFD_TIMER_CANCEL_ON_SET needs ABSTIME, so keep the flag)
             ns = time.clock_gettime_ns(_ALARM_BASE.get(s["clockid"], s["clockid"])) + value[0] * 10**9 + value[1]
             value = divmod(ns, 10**9)
         if value != (0, 0):
-            _sys.timerfd_settime(fd, flags, value, tuple(s["interval"]))
+            libc.timerfd_settime(fd, flags, value, tuple(s["interval"]))
         if s["ticks"]:
-            _sys.ioctl_u64(fd, _sys.TFD_IOC_SET_TICKS, s["ticks"])
+            libc.ioctl_u64(fd, libc.TFD_IOC_SET_TICKS, s["ticks"])
     except BaseException:
         os.close(fd)
         raise

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from .. import procfs
+from ..kernel import procfs
 from . import Changes, Tracker
 
 PM_SOFT_DIRTY = np.uint64(1 << 55)

@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from .. import engine, procfs
+from ..kernel import engine, procfs
 from .._engine import ffi, lib
 from . import Changes, Tracker, log
 

@@ -344,7 +344,7 @@ class PeerLock:
     def take(self) -> None:
         if not self.members:
             return
-        from .fdkinds import _sys
+        from . import libc
         root = self.members[0][0]
         table = tcp_table(root)
         pairs = {(_norm(lo), _norm(re)) for lo, re, _s, _i in table}
@@ -367,7 +367,7 @@ class PeerLock:
                         continue
                     if pidfd < 0:
                         pidfd = os.pidfd_open(pid)
-                    self.held.append(socket.socket(fileno=_sys.pidfd_getfd(pidfd, int(fd))))
+                    self.held.append(socket.socket(fileno=libc.pidfd_getfd(pidfd, int(fd))))
                     peers.add(remote[int(link[8:-1])])
             finally:
                 if pidfd >= 0:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import os
 import signal
 
-from . import engine
-from . import syscalls as sc
-from ._engine import ffi, lib
+from ..kernel import engine
+from ..kernel import syscalls as sc
+from .._engine import ffi, lib
 
 CLONE = 56
 CLONE_FS, CLONE_FILES = 0x200, 0x400

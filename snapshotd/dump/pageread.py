@@ -14,9 +14,9 @@ import threading
 
 import numpy as np
 
-from . import engine
-from ._engine import ffi, lib
-from .spare import Spare
+from ..kernel import engine
+from .._engine import ffi, lib
+from ..spare import Spare
 
 PAGES_PER_READ = 4096  # 16 MiB a batch (the engine works through it 1 MiB at a time)
 BUFFERS = 3  # one being read into, one being stored, one still being compressed

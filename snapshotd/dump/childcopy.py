@@ -39,12 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import engine, procfs
-from . import syscalls as sc
-from ._engine import ffi, lib
-from .fdkinds._sys import pidfd_getfd
+from ..kernel import engine, procfs
+from ..kernel import syscalls as sc
+from .._engine import ffi, lib
+from ..kernel.libc import pidfd_getfd
 from .pageread import Batch, page_runs, recycle
-from .spare import Spare
+from ..spare import Spare
 
 SLOTS = 4  # one being copied, one hashed, one stored, one still being compressed
 SLOT_PAGES = 2048  # 8 MiB: 16 were no faster, and the file stays in memory between dumps

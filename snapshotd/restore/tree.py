@@ -53,13 +53,14 @@ import signal
 import struct
 import time
 
-from . import engine, fdkinds, procfs
-from . import syscalls as sc
-from ._engine import ffi, lib
-from .image import Image, Process
-from .restore import Restorer, RestoreError, RestoreStats, _check_pids_free
-from .restore_cow import CowPlan
-from .restore_shared import SharedObjects
+from ..kernel import engine, procfs
+from .. import fdkinds
+from ..kernel import syscalls as sc
+from .._engine import ffi, lib
+from ..image import Image, Process
+from . import Restorer, RestoreError, RestoreStats, _check_pids_free
+from .cow import CowPlan
+from .shared import SharedObjects
 
 SIGCHLD = 17
 CLONE_PARENT = 0x8000

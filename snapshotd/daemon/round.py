@@ -17,12 +17,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from . import dump as dumpmod
-from . import privilege, procfs
-from .image import to_dict
-from .pageread import prewarm_lent_buffers
-from .storage import rounds as roundstore
-from .storage.fsutil import fsync_dir, temp_of_this_process
+from .. import dump as dumpmod
+from ..kernel import privilege, procfs
+from ..image import to_dict
+from ..dump.pageread import prewarm_lent_buffers
+from ..storage import rounds as roundstore
+from ..storage.fsutil import fsync_dir, temp_of_this_process
 
 
 # Free space a round needs beyond its estimated size (bytes). HDF5 must not

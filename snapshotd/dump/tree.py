@@ -15,9 +15,9 @@ import os
 
 import numpy as np
 
-from . import engine, procfs
-from ._engine import ffi, lib
-from .image import File, Process
+from ..kernel import engine, procfs
+from .._engine import ffi, lib
+from ..image import File, Process
 
 KCMP_FILE = 0
 PAGE = 4096

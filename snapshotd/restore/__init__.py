@@ -33,16 +33,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine, fdkinds, netns, privilege, procfs
-from .fdkinds import sysvshm
-from . import syscalls as sc
-from ._engine import ffi, lib
-from .progress import Progress
-from .fscreds import as_file_creds, creds_of
-from .image import File, Image, Process, from_dict
-from .restore_cow import keep_mask
-from .restore_shared import SharedObjects
-from .storage.snapshot import SnapshotReader
+from ..kernel import engine, netns, privilege, procfs
+from .. import fdkinds
+from ..fdkinds import sysvshm
+from ..kernel import syscalls as sc
+from .._engine import ffi, lib
+from ..progress import Progress
+from ..kernel.fscreds import as_file_creds, creds_of
+from ..image import File, Image, Process, from_dict
+from .cow import keep_mask
+from .shared import SharedObjects
+from ..storage.snapshot import SnapshotReader
 
 SCRATCH_SIZE = 1 << 20
 VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
@@ -647,7 +648,7 @@ def restore(reader: SnapshotReader, pidns: bool | None = None,
     outside it).  owner_uid: restoring for that (non-root) user: an image
     that would give any process more than the user has is refused
     (privilege.py), whatever the image says."""
-    from .tree_restore import TreeRestorer
+    from .tree import TreeRestorer
 
     t0 = time.monotonic()
     img: Image = from_dict(reader.image())

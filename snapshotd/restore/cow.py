@@ -25,11 +25,11 @@ import os
 
 import numpy as np
 
-from . import engine
-from . import syscalls as sc
-from ._engine import ffi, lib
-from .pageread import page_runs
-from .storage.snapshot import ZERO_REF
+from ..kernel import engine
+from ..kernel import syscalls as sc
+from .._engine import ffi, lib
+from ..dump.pageread import page_runs
+from ..storage.snapshot import ZERO_REF
 
 PAGE = 4096
 MADV_DONTNEED = 4
@@ -103,7 +103,7 @@ class CowPlan:
     def premap(self, t: engine.Tracee, outer: int, p) -> None:
         """Map and fill p's eligible mappings in its bare stub (t, PID
         outer as we see it), before it forks."""
-        from . import procfs
+        from ..kernel import procfs
         cur = self.content.get(p.pid, {})
         # the stub's own VMAs (code, stack): not those it inherited from our
         # premaps, which the kernel may have merged into one VMA

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from .image import File, Process
+from ..image import File, Process
 
 OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import struct
 
-from ._engine import ffi, lib
+from .._engine import ffi, lib
 
 PAGE = 4096
 REGS_SIZE = lib.SNP_REGS_SIZE

@@ -26,22 +26,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine, fdkinds, netns, procfs
-from .procfs import vma_key, vmflags_by_vma
-from .fdkinds import sysvshm
-from . import syscalls as sc
-from ._engine import lib
+from ..kernel import engine, netns, procfs
+from .. import fdkinds
+from ..kernel.procfs import vma_key, vmflags_by_vma
+from ..fdkinds import sysvshm
+from ..kernel import syscalls as sc
+from .._engine import lib
 from . import childcopy
-from .capture import fork_held_child, needs_frozen_read, release_child
-from .incremental import TreeTracker, ranges_and, ranges_minus
-from .incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, hole_regions, scan_regions
-from .pagehash import hash_pages, nonzero_mask, nonzero_rows
-from .pageread import (PAGES_PER_READ, PageReader, give_back_when_done, note_lent, prewarm_lent_buffers,
-                       take_lent_buffer)
-from .fscreds import file_id
-from .progress import Progress
-from .image import Fd, File, Image, Mapping, Process, Thread, to_dict
-from .storage.store import Store
+from .cow import fork_held_child, needs_frozen_read, release_child
+from ..incremental import TreeTracker, ranges_and, ranges_minus
+from ..incremental.uffd import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, hole_regions, scan_regions
+from ..pagehash import hash_pages, nonzero_mask, nonzero_rows
+from .pageread import PAGES_PER_READ, PageReader, give_back_when_done, note_lent, prewarm_lent_buffers, take_lent_buffer
+from ..kernel.fscreds import file_id
+from ..progress import Progress
+from ..image import Fd, File, Image, Mapping, Process, Thread, to_dict
+from ..storage.store import Store
 from .tree import FrozenTree, SharedPagesOnce, TreeError, capture_pipes, link_shared_files, zombie_record
 
 SCRATCH_SIZE = 64 * 1024
