@@ -58,7 +58,7 @@ from .. import fdkinds
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 from ..image import Image, Process
-from . import Restorer, RestoreError, RestoreStats, _check_pids_free
+from .process import Restorer, RestoreError, RestoreStats, _check_pids_free
 from .cow import CowPlan
 from .shared import SharedObjects
 
