@@ -15,15 +15,14 @@ import re
 import signal
 import struct
 
+from .kernel import syscalls as sc
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 _pysyscall = ctypes.PyDLL(None, use_errno=True).syscall  # keeps the GIL: a clone3 child returns holding it
 _pysyscall.restype = ctypes.c_long
 
-PAGE = 4096
-SYS_PROCESS_VM_READV, SYS_KCMP, SYS_USERFAULTFD, SYS_CLONE3, SYS_PIDFD_GETFD = 310, 312, 323, 435, 438
-PTRACE_GETREGSET, PTRACE_SEIZE, PTRACE_INTERRUPT, NT_X86_XSTATE = 0x4204, 0x4206, 0x4207, 0x202
 CAPS = {  # bit: (name, what is lost without it)
     21: ("CAP_SYS_ADMIN", "no PFNs in pagemap; exe link and set_tid need CAP_CHECKPOINT_RESTORE instead"),
     19: ("CAP_SYS_PTRACE", "only processes of the same user, not setuid/undumpable ones, can be dumped"),
@@ -94,16 +93,16 @@ def probe_ptrace():
     # ptrace(PTRACE_SEIZE) + PTRACE_INTERRUPT on a forked child, waitpid for the stop; while
     # stopped, PTRACE_GETREGSET(NT_X86_XSTATE) gives the xstate size (and XCR0 at byte 464).
     with _Child() as c:
-        for req, name in ((PTRACE_SEIZE, "PTRACE_SEIZE"), (PTRACE_INTERRUPT, "PTRACE_INTERRUPT")):
+        for req, name in ((sc.PTRACE_SEIZE, "PTRACE_SEIZE"), (sc.PTRACE_INTERRUPT, "PTRACE_INTERRUPT")):
             if _libc.ptrace(req, c.pid, None, None) != 0:
                 return False, _errno(name), None
-        _, st = os.waitpid(c.pid, 0x40000000)  # __WALL
+        _, st = os.waitpid(c.pid, sc.WALL)
         if not os.WIFSTOPPED(st):
             return False, f"child did not stop (status {st:#x})", None
         buf = ctypes.create_string_buffer(65536)
         iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buf), len(buf))
         xs = None
-        if _libc.ptrace(PTRACE_GETREGSET, c.pid, NT_X86_XSTATE, ctypes.addressof(iov)) == 0:
+        if _libc.ptrace(sc.PTRACE_GETREGSET, c.pid, sc.NT_X86_XSTATE, ctypes.addressof(iov)) == 0:
             xs = (iov[1], struct.unpack_from("<Q", buf, 464)[0])
         return True, f"seized and interrupted child {c.pid}", xs
 
@@ -114,7 +113,7 @@ def probe_process_vm_readv():
         out = ctypes.create_string_buffer(16)
         local = (ctypes.c_uint64 * 2)(ctypes.addressof(out), 16)
         remote = (ctypes.c_uint64 * 2)(ctypes.addressof(c.mark), 16)
-        if _sys(SYS_PROCESS_VM_READV, c.pid, local, 1, remote, 1, 0) != 16:
+        if _sys(sc.PROCESS_VM_READV, c.pid, local, 1, remote, 1, 0) != 16:
             return False, _errno("process_vm_readv")
         return out.raw == c.MARKER, "read 16 bytes from a child" if out.raw == c.MARKER else "wrong bytes read"
 
@@ -128,14 +127,14 @@ def probe_clone3_set_tid():
             continue
         tid = ctypes.c_int32(want)
         args = (ctypes.c_uint64 * 11)(0, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, ctypes.addressof(tid), 1, 0)
-        r = _sys(SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args), fn=_pysyscall)
+        r = _sys(sc.CLONE3, ctypes.byref(args), ctypes.sizeof(args), fn=_pysyscall)
         if r == 0:
             os._exit(0)
         if r > 0:
             os.waitpid(r, 0)
             return r == want, f"child created at chosen PID {want}" if r == want else f"asked {want}, got {r}"
         last = _errno(f"clone3(set_tid=[{want}])")
-        if ctypes.get_errno() != 17:  # EEXIST: raced with another fork, try another PID
+        if ctypes.get_errno() != sc.EEXIST:  # raced with another fork, try another PID
             break
     return False, last
 
@@ -144,7 +143,7 @@ def probe_pagemap():
     # read(/proc/PID/pagemap) of a child: its touched marker page must be present (bit 63).
     with _Child() as c:
         with open(f"/proc/{c.pid}/pagemap", "rb") as f:
-            f.seek(ctypes.addressof(c.mark) // PAGE * 8)
+            f.seek(ctypes.addressof(c.mark) // sc.PAGE * 8)
             (e,) = struct.unpack("<Q", f.read(8))
     if not e >> 63 & 1:
         return False, f"marker page not reported present (entry {e:#x})"
@@ -157,9 +156,10 @@ def probe_pr_set_mm_map():
     def child():
         f = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
         g = lambda n: int(f[n - 3])  # noqa: E731  (field numbers as in proc(5))
-        m = struct.pack("<11QQII", g(26), g(27), g(45), g(46), g(47), _sys(12, 0), g(28), g(48), g(49), g(50),
+        m = struct.pack("<11QQII", g(26), g(27), g(45), g(46), g(47), _sys(sc.BRK, 0), g(28), g(48), g(49), g(50),
                         g(51), 0, 0, 0xFFFFFFFF)
-        r = _libc.prctl(35, 14, ctypes.create_string_buffer(m, len(m)), ctypes.c_ulong(len(m)), ctypes.c_ulong(0))
+        r = _libc.prctl(sc.PR_SET_MM, sc.PR_SET_MM_MAP, ctypes.create_string_buffer(m, len(m)), ctypes.c_ulong(len(m)),
+                        ctypes.c_ulong(0))
         return 0 if r == 0 else min(ctypes.get_errno(), 98)
     cfg, rc = _kconfig("CHECKPOINT_RESTORE"), _in_child(child)
     if rc == 0:
@@ -171,7 +171,7 @@ def probe_kcmp():
     # kcmp(2) KCMP_FILE: a dup compares equal (0), a re-open does not.
     fd = os.open("/proc/self/stat", os.O_RDONLY)
     dup, other, me = os.dup(fd), os.open("/proc/self/stat", os.O_RDONLY), os.getpid()
-    a, b = _sys(SYS_KCMP, me, me, 0, fd, dup), _sys(SYS_KCMP, me, me, 0, fd, other)
+    a, b = _sys(sc.KCMP, me, me, sc.KCMP_FILE, fd, dup), _sys(sc.KCMP, me, me, sc.KCMP_FILE, fd, other)
     err = _errno("kcmp")
     os.close(fd), os.close(dup), os.close(other)
     return (False, err) if a < 0 or b < 0 else (a == 0 and b != 0, f"KCMP_FILE dup={a} reopen={b}")
@@ -182,7 +182,7 @@ def probe_pidfd():
     with _Child() as c:
         pfd = os.pidfd_open(c.pid)
         try:
-            fd = _sys(SYS_PIDFD_GETFD, pfd, c.r2, 0)
+            fd = _sys(sc.PIDFD_GETFD, pfd, c.r2, 0)
             if fd < 0:
                 return False, _errno("pidfd_getfd")
             os.close(fd)
@@ -193,7 +193,7 @@ def probe_pidfd():
 
 def probe_uffd_wp_async():
     # userfaultfd(2) (UFFD_USER_MODE_ONLY) + ioctl UFFDIO_API asking WP_ASYNC | WP_UNPOPULATED.
-    fd = _sys(SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK | 1)
+    fd = _sys(sc.USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK | 1)
     if fd < 0:
         return False, _errno("userfaultfd")
     try:
@@ -208,10 +208,10 @@ def probe_uffd_wp_async():
 
 def probe_pagemap_scan():
     # ioctl(/proc/self/pagemap, PAGEMAP_SCAN) over one touched page, asking PAGE_IS_PRESENT (1<<3).
-    m = mmap.mmap(-1, PAGE)
+    m = mmap.mmap(-1, sc.PAGE)
     m[0:1], a, region = b"x", _addr(m), (ctypes.c_uint64 * 3)()
     # size, flags, start, end, walk_end, vec, vec_len, max_pages, inverted, mask, anyof, return_mask
-    arg = (ctypes.c_uint64 * 12)(96, 0, a, a + PAGE, 0, ctypes.addressof(region), 1, 0, 0, 0, 1 << 3, 1 << 3)
+    arg = (ctypes.c_uint64 * 12)(96, 0, a, a + sc.PAGE, 0, ctypes.addressof(region), 1, 0, 0, 0, 1 << 3, 1 << 3)
     try:
         with open("/proc/self/pagemap", "rb") as f:
             n = _libc.ioctl(f.fileno(), ctypes.c_ulong(0xC0606610), arg)  # _IOWR('f', 16, 96)
@@ -225,13 +225,13 @@ def probe_pagemap_scan():
 def probe_soft_dirty():
     # write "4" to /proc/self/clear_refs in a child, write to a page, expect pagemap bit 55.
     def child():
-        m = mmap.mmap(-1, PAGE)
+        m = mmap.mmap(-1, sc.PAGE)
         m[0:1] = b"x"
         with open("/proc/self/clear_refs", "w") as f:
             f.write("4")  # CLEAR_REFS_SOFT_DIRTY
         m[0:1] = b"y"
         with open("/proc/self/pagemap", "rb") as f:
-            f.seek(_addr(m) // PAGE * 8)
+            f.seek(_addr(m) // sc.PAGE * 8)
             return int(struct.unpack("<Q", f.read(8))[0] >> 55 & 1 == 0)
     cfg, rc = _kconfig("MEM_SOFT_DIRTY"), _in_child(child)
     what = {0: "bit 55 set after a write", 1: "bit 55 not set after a write"}.get(rc, f"probe failed ({rc})")
@@ -240,7 +240,7 @@ def probe_soft_dirty():
 
 def probe_time_ns():
     # unshare(CLONE_NEWTIME) in a forked child.
-    rc = _in_child(lambda: 0 if _libc.unshare(0x80) == 0 else min(ctypes.get_errno(), 98))
+    rc = _in_child(lambda: 0 if _libc.unshare(sc.CLONE_NEWTIME) == 0 else min(ctypes.get_errno(), 98))
     return rc == 0, "unshare(CLONE_NEWTIME) worked" if rc == 0 else f"unshare(CLONE_NEWTIME): {os.strerror(rc)}"
 
 

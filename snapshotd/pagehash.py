@@ -1,4 +1,5 @@
-"""Hashes of 4 KiB pages, computed in C over a whole buffer.
+"""Hashes of 4 KiB pages, computed in C over a whole buffer, and helpers on
+arrays of page addresses (page_runs).
 
 Page hashes name page contents everywhere: dump computes them while reading
 memory, storage uses them to deduplicate and to verify what it reads back.
@@ -11,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._engine import ffi, lib
+from .kernel.syscalls import PAGE
 
-PAGE = 4096
 HASH_SIZE = 32
 ZERO_HASH = bytes(HASH_SIZE)
 HASH_NAME = "blake3"  # what new packs use
@@ -59,3 +60,12 @@ def nonzero_mask(data) -> np.ndarray:
     if n:
         lib.snp_count_nonzero_pages(ffi.from_buffer("uint8_t[]", mv), n, ffi.from_buffer("uint8_t[]", out))
     return out.astype(bool)
+
+
+def page_runs(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of consecutive pages in sorted page addresses: (index of each
+    run's first page, pages in it)."""
+    if not len(addrs):
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    first = np.concatenate(([0], np.flatnonzero(np.diff(addrs) != PAGE) + 1))
+    return first, np.diff(np.append(first, len(addrs)))

@@ -43,18 +43,17 @@ from ..kernel import engine, procfs
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 from ..kernel.libc import pidfd_getfd
-from .pageread import Batch, page_runs, recycle
+from .pageread import Batch, recycle
+from ..pagehash import page_runs
 from ..spare import Spare
 
 SLOTS = 4  # one being copied, one hashed, one stored, one still being compressed
 SLOT_PAGES = 2048  # 8 MiB: 16 were no faster, and the file stays in memory between dumps
 LOOP_OFFSET = 4096  # the loop's place in the scratch mapping (RWX; the setup uses its first page)
-SOCKETPAIR, RECVMSG = 53, 47
 AF_UNIX, SOCK_DGRAM, SOCK_CLOEXEC = 1, 2, 0o2000000
 ALL_FDS = 0xFFFFFFFF
 CLOSE_RANGE_UNSHARE = 2
 MFD_NOEXEC_SEAL = 8
-PTRACE_O_EXITKILL, PTRACE_O_SUSPEND_SECCOMP = 0x100000, 0x200000
 
 
 def enabled() -> bool:
@@ -141,7 +140,7 @@ def _setup_child(child: int, code: int, scratch: int, scratch_size: int, shared:
     if procfs.status(child).get("Seccomp", "0") != "0":
         # the process's filter, inherited, could refuse (or kill the child for)
         # the calls below: suspended for the child alone (needs CAP_SYS_ADMIN)
-        engine.check(lib.snp_set_ptrace_options(child, PTRACE_O_EXITKILL | PTRACE_O_SUSPEND_SECCOMP),
+        engine.check(lib.snp_set_ptrace_options(child, sc.PTRACE_O_EXITKILL | sc.PTRACE_O_SUSPEND_SECCOMP),
                      "suspend the seccomp filter of the copy-on-write child")
     t = engine.Tracee(child, code=code, scratch=scratch, scratch_size=scratch_size)
     # not dumpable: the program's user may no longer open /proc/CHILD/mem
@@ -150,7 +149,7 @@ def _setup_child(child: int, code: int, scratch: int, scratch_size: int, shared:
     # a new, empty fd table, in one call: no file of the process gains a
     # reference or is flushed by a close (CLOSE_RANGE_UNSHARE over every fd)
     t.call("close_range(CLOSE_RANGE_UNSHARE)", sc.CLOSE_RANGE, 0, ALL_FDS, CLOSE_RANGE_UNSHARE)
-    t.call("socketpair", SOCKETPAIR, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, scratch)
+    t.call("socketpair", sc.SOCKETPAIR, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, scratch)
     theirs, other = struct.unpack("<ii", t.get(0, 8))
     pidfd = os.pidfd_open(child)
     try:
@@ -165,7 +164,7 @@ def _setup_child(child: int, code: int, scratch: int, scratch_size: int, shared:
     t.put(0, struct.pack("<QI4xQQQQi4x", 0, 0, scratch + 64, 1, scratch + 128, 24, 0))
     t.put(64, struct.pack("<QQ", scratch + 96, 1))
     t.put(128, bytes(24))
-    t.call("recvmsg", RECVMSG, theirs, scratch, 0)
+    t.call("recvmsg", sc.RECVMSG, theirs, scratch, 0)
     clen, level, ctype, fd = struct.unpack("<QiiI", t.get(128, 20))
     if (level, ctype) != (socket.SOL_SOCKET, socket.SCM_RIGHTS) or clen < 20:
         raise OSError("the memory file did not arrive")

@@ -29,11 +29,6 @@ from ..kernel import engine
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 
-CLONE = 56
-CLONE_FS, CLONE_FILES = 0x200, 0x400
-PTRACE_O_TRACECLONE, PTRACE_O_EXITKILL = 0x8, 0x100000
-WNOHANG, WALL = 1, 0x40000000
-
 
 def needs_frozen_read(shared: bool, vmflags) -> bool:
     """Whether a mapping's pages must be read while the process is frozen."""
@@ -43,8 +38,8 @@ def needs_frozen_read(shared: bool, vmflags) -> bool:
 def fork_held_child(t: engine.Tracee) -> int:
     """Clone the frozen process t (its main thread, stopped, with a code
     page set up); returns the PID of the stopped child."""
-    engine.check(lib.snp_set_ptrace_options(t.pid, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL), "PTRACE_SETOPTIONS")
-    r = t.syscall(CLONE, CLONE_FILES | CLONE_FS, 0, 0, 0, 0)  # low byte 0: exit signal 0
+    engine.check(lib.snp_set_ptrace_options(t.pid, sc.PTRACE_O_TRACECLONE | sc.PTRACE_O_EXITKILL), "PTRACE_SETOPTIONS")
+    r = t.syscall(sc.CLONE, sc.CLONE_FILES | sc.CLONE_FS, 0, 0, 0, 0)  # low byte 0: exit signal 0
     child = t.last_new_thread()
     if r < 0:
         raise engine.EngineError(-r, f"clone in PID {t.pid}: {os.strerror(-r)}")
@@ -70,7 +65,7 @@ def release_child(pid: int, child: int, code_page: int, code_size: int) -> None:
         return  # the process is gone: so is its zombie child
     try:
         t = engine.Tracee(pid, code=code_page)
-        t.syscall(sc.WAIT4, child, 0, WNOHANG | WALL, 0)
+        t.syscall(sc.WAIT4, child, 0, sc.WNOHANG | sc.WALL, 0)
         t.syscall(sc.MUNMAP, code_page, code_size, expect_segv=True)
     finally:
         engine.detach(pid)

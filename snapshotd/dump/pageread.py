@@ -110,15 +110,6 @@ def _release_when_done(futures: list, release) -> None:
         f.add_done_callback(one_done)
 
 
-def page_runs(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Runs of consecutive pages in sorted page addresses: (index of each
-    run's first page, pages in it)."""
-    if not len(addrs):
-        return np.empty(0, np.intp), np.empty(0, np.intp)
-    first = np.concatenate(([0], np.flatnonzero(np.diff(addrs) != engine.PAGE) + 1))
-    return first, np.diff(np.append(first, len(addrs)))
-
-
 def recycle(batch: "Batch", k: int, free, outstanding: list) -> None:
     """The caller is done with batch (buffer k): k goes back on the free
     queue once the futures the batch holds are done (kept in outstanding,

@@ -16,11 +16,10 @@ import os
 import numpy as np
 
 from ..kernel import engine, procfs
+from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 from ..image import File, Process
 
-KCMP_FILE = 0
-PAGE = 4096
 PIPE_MAX = 1 << 20  # largest pipe buffer an unprivileged F_SETPIPE_SZ gives (pipe-max-size)
 
 
@@ -140,7 +139,7 @@ def link_shared_files(procs: list[Process]) -> None:
             key = (f.dev, f.inode)
             same = None
             for opid, ofd, of in reps.get(key, []):
-                if opid != p.pid and lib.snp_kcmp(opid, p.pid, KCMP_FILE, ofd, fd) == 0:
+                if opid != p.pid and lib.snp_kcmp(opid, p.pid, sc.KCMP_FILE, ofd, fd) == 0:
                     same = of
                     break
             if same is None:
@@ -209,7 +208,6 @@ def _peek(users: list, key) -> tuple[bytes, int]:
         os.close(ours)
 
 
-
 class SharedPagesOnce:
     """Pages the processes of a tree share are read once, decided from
     /proc/PID/pagemap before reading:
@@ -232,8 +230,8 @@ class SharedPagesOnce:
         """For private anonymous [lo, hi): (addresses and references of pages
         whose frame was captured already, ranges still to read, the frame of
         every page of [lo, hi))."""
-        n = (hi - lo) // PAGE
-        pm = np.frombuffer(os.pread(pmfd, n * 8, lo // PAGE * 8), dtype=np.uint64)
+        n = (hi - lo) // sc.PAGE
+        pm = np.frombuffer(os.pread(pmfd, n * 8, lo // sc.PAGE * 8), dtype=np.uint64)
         if len(pm) < n:
             return np.empty(0, np.uint64), np.empty(0, np.uint64), [(lo, hi)], np.zeros(n, np.uint64)
         present = (pm >> np.uint64(63)) != 0
@@ -245,15 +243,15 @@ class SharedPagesOnce:
         keep = known & (refs != self.ZERO)
         todo = ((pm >> np.uint64(62)) != 0) & ~known  # present or swapped, not seen yet
         edges = np.flatnonzero(np.diff(np.concatenate(([0], todo.astype(np.int8), [0]))))
-        ranges = [(lo + int(s) * PAGE, lo + int(e) * PAGE) for s, e in zip(edges[0::2], edges[1::2])]
-        addrs = lo + np.flatnonzero(keep).astype(np.uint64) * np.uint64(PAGE)
+        ranges = [(lo + int(s) * sc.PAGE, lo + int(e) * sc.PAGE) for s, e in zip(edges[0::2], edges[1::2])]
+        addrs = lo + np.flatnonzero(keep).astype(np.uint64) * np.uint64(sc.PAGE)
         return addrs, refs[keep].astype(np.uint64), ranges, pfn
 
     def remember(self, pfn: np.ndarray, lo: int, addrs: np.ndarray, rows, refs: np.ndarray) -> None:
         """Record the frames of pages just captured (addrs, within the range
         starting at lo whose frames are pfn): rows kept with refs, the other
         pages were zero."""
-        frames = pfn[((addrs - np.uint64(lo)) // np.uint64(PAGE)).astype(np.int64)]
+        frames = pfn[((addrs - np.uint64(lo)) // np.uint64(sc.PAGE)).astype(np.int64)]
         vals = np.full(len(addrs), self.ZERO, dtype=np.int64)
         if rows is None:
             vals[:] = refs.astype(np.int64)
@@ -267,12 +265,12 @@ class SharedPagesOnce:
         """Address ranges of mapping mp still to capture."""
         if not (mp.shared and mp.shmem):
             return [(mp.start, mp.end)]
-        n = (mp.end - mp.start) // PAGE
-        pm = np.frombuffer(os.pread(pmfd, n * 8, mp.start // PAGE * 8), dtype=np.uint64)
+        n = (mp.end - mp.start) // sc.PAGE
+        pm = np.frombuffer(os.pread(pmfd, n * 8, mp.start // sc.PAGE * 8), dtype=np.uint64)
         if len(pm) < n:
             return [(mp.start, mp.end)]
         present = (pm >> np.uint64(62)) != 0  # bit 63 present, bit 62 swapped
-        first = mp.offset // PAGE
+        first = mp.offset // sc.PAGE
         seen = self.seen.get(mp.shmem)
         if seen is None or len(seen) < first + n:
             grown = np.zeros(first + n, dtype=bool)
@@ -282,4 +280,4 @@ class SharedPagesOnce:
         want = present & ~seen[first : first + n]
         seen[first : first + n] |= present
         edges = np.flatnonzero(np.diff(np.concatenate(([0], want.astype(np.int8), [0]))))
-        return [(mp.start + int(s) * PAGE, mp.start + int(e) * PAGE) for s, e in zip(edges[0::2], edges[1::2])]
+        return [(mp.start + int(s) * sc.PAGE, mp.start + int(e) * sc.PAGE) for s, e in zip(edges[0::2], edges[1::2])]

@@ -13,10 +13,10 @@ import re
 import struct
 
 from ..kernel import libc
+from ..kernel import syscalls as sc
 
 KIND = "epoll"
 EPOLL_CTL_ADD = 1
-EPOLL_CTL = 233
 _LINE = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:(\d+)\s+ino:([0-9a-f]+)\s+sdev:([0-9a-f]+)")
 
 
@@ -52,4 +52,4 @@ def after_fds(rctx, f, target_fd: int) -> None:
     for w in f.state["watches"]:
         # struct epoll_event is packed on x86-64: u32 events, u64 data
         ev = t.put(0, struct.pack("<IQ", w["events"], w["data"]))
-        t.call(f"epoll_ctl(ADD fd {w['tfd']})", EPOLL_CTL, target_fd, EPOLL_CTL_ADD, w["tfd"], ev)
+        t.call(f"epoll_ctl(ADD fd {w['tfd']})", sc.EPOLL_CTL, target_fd, EPOLL_CTL_ADD, w["tfd"], ev)

@@ -14,10 +14,10 @@ import os
 import re
 
 from ..kernel import libc
+from ..kernel import syscalls as sc
 from .errors import Failed
 
 KIND = "inotify"
-FIONREAD = 0x541B
 _LINE = re.compile(r"inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) "
                    r"ignored_mask:([0-9a-f]+)(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]+))?")
 
@@ -70,7 +70,7 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
         watches.append({"wd": int(wd, 16), "mask": int(mask, 16), "path": path})
     ours = ctx.grab(fd)
     try:
-        pending = libc.ioctl_int(ours, FIONREAD)
+        pending = libc.ioctl_int(ours, sc.FIONREAD)
     finally:
         os.close(ours)
     if pending:
@@ -95,7 +95,7 @@ def restore(rctx, f) -> int:
                 # a gap in the wd numbers: burn this one and add again; drop
                 # the IN_IGNORED event that the removal queues
                 libc.inotify_rm_watch(fd, got)
-                n = libc.ioctl_int(fd, FIONREAD)
+                n = libc.ioctl_int(fd, sc.FIONREAD)
                 if n:
                     os.read(fd, n)
         if not f.flags & os.O_NONBLOCK:

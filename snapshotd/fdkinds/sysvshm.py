@@ -19,12 +19,8 @@ from __future__ import annotations
 import os
 
 from ..kernel import libc
+from ..kernel import syscalls as sc
 from .errors import Failed, Unsupported
-
-SHMAT = 30
-SHM_DEST = 0o1000
-SHM_EXEC = 0o100000
-PAGE = 4096
 
 
 def segments() -> dict[int, dict]:
@@ -45,7 +41,7 @@ def dump_mapping(dumper, m, start: int, end: int) -> dict:
     where = f"PID {dumper.pid}: SysV shared memory {m.path} (id {shmid})"
     if seg is None:
         raise Unsupported(f"{where} is not in /proc/sysvipc/shm (another IPC namespace?); not supported")
-    if m.offset != 0 or start != m.start or end - start != (seg["size"] + PAGE - 1) // PAGE * PAGE:
+    if m.offset != 0 or start != m.start or end - start != (seg["size"] + sc.PAGE - 1) // sc.PAGE * sc.PAGE:
         raise Unsupported(f"{where} is mapped only in part; not supported")
     key = f"sysv:{shmid}"
     if key not in dumper.saved_content:
@@ -59,7 +55,7 @@ def dump_mapping(dumper, m, start: int, end: int) -> dict:
         dumper.writer.add_file(key, data)
         dumper.saved_content.add(key)
     return {"id": shmid, "key": seg["key"], "size": seg["size"], "mode": seg["mode"] & 0o777,
-            "removed": bool(seg["mode"] & SHM_DEST), "content": key}
+            "removed": bool(seg["mode"] & sc.SHM_DEST), "content": key}
 
 
 def _ensure(restorer, rec: dict) -> None:
@@ -70,14 +66,14 @@ def _ensure(restorer, rec: dict) -> None:
     if rec["id"] in done:
         return
     seg = segments().get(rec["id"])
-    if seg and seg["size"] == rec["size"] and (seg["key"] == rec["key"]) and not seg["mode"] & SHM_DEST:
+    if seg and seg["size"] == rec["size"] and (seg["key"] == rec["key"]) and not seg["mode"] & sc.SHM_DEST:
         restorer.notes.append(f"SysV shared memory id {rec['id']} still existed: its content was reset to the snapshot's")
     else:
         if seg:
             raise Failed(f"SysV shared memory id {rec['id']} is taken by another segment (key {seg['key']:#x})")
         with open("/proc/sys/kernel/shm_next_id", "w") as f:
             f.write(str(rec["id"]))
-        flags = libc.IPC_CREAT | libc.IPC_EXCL | rec["mode"]
+        flags = sc.IPC_CREAT | sc.IPC_EXCL | rec["mode"]
         try:
             got = libc.shmget(rec["key"], rec["size"], flags)
         except OSError as e:
@@ -95,15 +91,14 @@ def _ensure(restorer, rec: dict) -> None:
 
 def attach(restorer, m) -> None:
     """Map m (a "sysv" mapping) in the target: shmat at its address."""
-    from ..kernel import syscalls as sc
 
     rec = m.sysv
     try:
         _ensure(restorer, rec)
     except OSError as e:
         raise Failed(f"SysV shared memory id {rec['id']}: {e.strerror}") from None
-    flags = (0 if m.prot & sc.PROT_WRITE else libc.SHM_RDONLY) | (SHM_EXEC if m.prot & sc.PROT_EXEC else 0)
-    got = restorer.t.call(f"shmat({rec['id']}) at {m.start:#x}", SHMAT, rec["id"], m.start, flags)
+    flags = (0 if m.prot & sc.PROT_WRITE else sc.SHM_RDONLY) | (sc.SHM_EXEC if m.prot & sc.PROT_EXEC else 0)
+    got = restorer.t.call(f"shmat({rec['id']}) at {m.start:#x}", sc.SHMAT, rec["id"], m.start, flags)
     if got != m.start:
         raise Failed(f"SysV shared memory id {rec['id']} attached at {got:#x}, not {m.start:#x}")
     if not m.prot & sc.PROT_READ:

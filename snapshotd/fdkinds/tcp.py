@@ -45,19 +45,17 @@ import struct
 
 from ..kernel import netns
 from ..kernel import libc
+from ..kernel import syscalls as sc
 from .errors import Failed, Unsupported
 
 KIND = "tcp"
-TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
+# TCP repair (linux/tcp.h; TCP_REPAIR itself is in kernel/syscalls.py, netns uses it too)
+TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 20, 21, 22
 TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
 TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE = 0, 1, 2
 TCP_REPAIR_OFF_NO_WP = -1
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
-SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
-TCP_ESTABLISHED = 1
-NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, SOCK_DESTROY, NLMSG_ERROR = 4, 20, 21, 2
-TCP_CLOSE, TCP_LISTEN = 7, 10
 _STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
            7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
 # (level, option) kept as integers
@@ -78,16 +76,16 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
         queued, backlog = struct.unpack_from("<II", ti, 24)  # tcpi_unacked, tcpi_sacked
         fam = s.family
         what = f"{link} ({'AF_INET6' if fam == socket.AF_INET6 else 'AF_INET'} TCP {_STATES.get(state, state)})"
-        if state == TCP_ESTABLISHED:
+        if state == sc.TCP_ESTABLISHED:
             return _dump_established(ctx, fd, what, s, ti)
-        if state not in (TCP_CLOSE, TCP_LISTEN):
+        if state not in (sc.TCP_CLOSE, sc.TCP_LISTEN):
             raise ctx.refuse(fd, f"{what} is not supported: only listening, unconnected and established TCP sockets are")
-        if state == TCP_LISTEN and queued:
+        if state == sc.TCP_LISTEN and queued:
             raise ctx.refuse(fd, f"{what} has {queued} connections not yet accepted, which is not supported")
         addr = s.getsockname()
         rec = {
-            "family": int(fam), "state": "listen" if state == TCP_LISTEN else "closed",
-            "backlog": backlog if state == TCP_LISTEN else 0,
+            "family": int(fam), "state": "listen" if state == sc.TCP_LISTEN else "closed",
+            "backlog": backlog if state == sc.TCP_LISTEN else 0,
             "addr": [addr[0], addr[1]], "bound": addr[1] != 0,
             "opts": {k: s.getsockopt(*lv) for k, lv in _OPTS.items()},
         }
@@ -108,7 +106,6 @@ class _DropAll:
         self.arg = struct.pack("<HxxxxxxQ", 1, ctypes.addressof(self.insn))
 
 
-SO_ATTACH_FILTER, SO_DETACH_FILTER, SO_SNDBUFFORCE = 26, 27, 32
 _DROP_ALL = _DropAll()
 
 
@@ -129,11 +126,11 @@ def _peek(s: socket.socket, n: int) -> bytes:
 
 
 def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> dict:
-    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    s.setsockopt(socket.IPPROTO_TCP, sc.TCP_REPAIR, 1)
     try:
         # in repair mode nothing moves on our side: the queue lengths and
         # the contents agree (the peer may still acknowledge: counted below)
-        inq = libc.ioctl_int(s.fileno(), SIOCINQ)
+        inq = libc.ioctl_int(s.fileno(), sc.SIOCINQ)
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
         rcv_nxt = _u32(s, TCP_QUEUE_SEQ)
         data = _peek(s, inq)
@@ -145,11 +142,11 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
         # socket lock each, so read until two agree
         for _ in range(100):
             write_seq = _u32(s, TCP_QUEUE_SEQ)
-            outq = libc.ioctl_int(s.fileno(), SIOCOUTQ)
-            notsent = libc.ioctl_int(s.fileno(), SIOCOUTQNSD)
+            outq = libc.ioctl_int(s.fileno(), sc.SIOCOUTQ)
+            notsent = libc.ioctl_int(s.fileno(), sc.SIOCOUTQNSD)
             sndq = _peek(s, outq)
             if len(sndq) == outq and _u32(s, TCP_QUEUE_SEQ) == write_seq and \
-                    libc.ioctl_int(s.fileno(), SIOCOUTQ) == outq:
+                    libc.ioctl_int(s.fileno(), sc.SIOCOUTQ) == outq:
                 break
         else:
             raise ctx.refuse(fd, f"{what}: its send queue kept changing while being read")
@@ -157,7 +154,7 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
         window = list(struct.unpack("<5I", s.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, 20)))
         tsval = _u32(s, TCP_TIMESTAMP)
     finally:
-        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+        s.setsockopt(socket.IPPROTO_TCP, sc.TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
     options, wscale = ti[5], ti[6]
     local, peer = s.getsockname(), s.getpeername()
     rec = {
@@ -198,18 +195,18 @@ def _destroy(family: int, local, peer) -> None:
         return socket.inet_pton(family, a).ljust(16, b"\0")
     sid = struct.pack(">HH", local[1], peer[1]) + raw(local[0]) + raw(peer[0]) + struct.pack("<III", 0, 0xFFFFFFFF, 0xFFFFFFFF)
     req = struct.pack("<BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sid
-    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sc.NETLINK_SOCK_DIAG)
     try:
         for _ in range(8):
             # the kernel finds the socket as an incoming packet would
             # (inet_lookup): with no connection left on the pair, that is a
             # listener on the local port -- perhaps one just restored, which
             # must live.  Ask first (SOCK_DIAG_BY_FAMILY, same lookup).
-            nl.send(struct.pack("<IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, 1, 1, 0) + req)
+            nl.send(struct.pack("<IHHII", 16 + len(req), sc.SOCK_DIAG_BY_FAMILY, 1, 1, 0) + req)
             got = nl.recv(4096)
-            if struct.unpack_from("<H", got, 4)[0] == NLMSG_ERROR or got[17] == TCP_LISTEN:
+            if struct.unpack_from("<H", got, 4)[0] == sc.NLMSG_ERROR or got[17] == sc.TCP_LISTEN:
                 return  # nothing there, or only a listener
-            nl.send(struct.pack("<IHHII", 16 + len(req), SOCK_DESTROY, 1 | 4, 1, 0) + req)  # REQUEST|ACK
+            nl.send(struct.pack("<IHHII", 16 + len(req), sc.SOCK_DESTROY, 1 | 4, 1, 0) + req)  # REQUEST|ACK
             err = -struct.unpack_from("<i", nl.recv(4096), 16)[0]
             if err:
                 return  # ENOENT: nothing (more) there
@@ -220,7 +217,8 @@ def _destroy(family: int, local, peer) -> None:
 def _restore_established(s: socket.socket, st: dict) -> None:
     def opt(name: str, value) -> None:
         try:
-            s.setsockopt(socket.IPPROTO_TCP, globals()[name], value)
+            # the repair options are named here, TCP_REPAIR itself in kernel/syscalls.py
+            s.setsockopt(socket.IPPROTO_TCP, globals()[name] if name in globals() else getattr(sc, name), value)
         except OSError as e:
             raise OSError(e.errno, f"{name}: {e.strerror}") from None
 
@@ -231,7 +229,7 @@ def _restore_established(s: socket.socket, st: dict) -> None:
         # socket in repair mode would take in and acknowledge the peer's
         # retransmissions before its queue and window are back
         s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, netns.LOCK_MARK)
-        s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _DROP_ALL.arg)
+        s.setsockopt(socket.SOL_SOCKET, sc.SO_ATTACH_FILTER, _DROP_ALL.arg)
     opt("TCP_REPAIR", 1)
     opt("TCP_REPAIR_QUEUE", TCP_RECV_QUEUE)
     opt("TCP_QUEUE_SEQ", struct.pack("<I", (st["rcv_nxt"] - len(data)) & 0xFFFFFFFF))
@@ -263,7 +261,7 @@ def _restore_established(s: socket.socket, st: dict) -> None:
         # a new socket's buffer (tcp_wmem[1]) may be smaller than the queue
         # the old one had grown to; a send that waits for room would wait
         # for acknowledgements that cannot come yet
-        s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(sndq))  # the kernel doubles it
+        s.setsockopt(socket.SOL_SOCKET, sc.SO_SNDBUFFORCE, len(sndq))  # the kernel doubles it
     for q, b in ((TCP_RECV_QUEUE, data), (TCP_SEND_QUEUE, sent)):
         if b:
             opt("TCP_REPAIR_QUEUE", q)
@@ -293,14 +291,14 @@ def after_tree(shared) -> None:
     which would answer with a reset)."""
     for s, st in shared.kinds.pop(KIND, []):
         try:
-            s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+            s.setsockopt(socket.IPPROTO_TCP, sc.TCP_REPAIR, 0)
             sndq = st.get("send_queue") or b""
             notsent = sndq[len(sndq) - st.get("send_notsent", 0):]
             if notsent:  # never sent before the dump: an ordinary send now
                 _send_now(s, notsent)
             if st.get("remote"):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, st.get("mark", 0))
-                s.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+                s.setsockopt(socket.SOL_SOCKET, sc.SO_DETACH_FILTER, 0)
             for k, v in st["opts"].items():
                 if v:
                     s.setsockopt(*_OPTS[k], v)
@@ -327,10 +325,10 @@ def restore(rctx, f) -> int:
         # bind in repair mode (SK_FORCE_REUSE); leaving it resets sk_reuse,
         # so the options come after, and listen last (a listener cannot
         # enter or leave repair mode)
-        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+        s.setsockopt(socket.IPPROTO_TCP, sc.TCP_REPAIR, 1)
         if st["bound"]:
             s.bind(tuple(st["addr"]))
-        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+        s.setsockopt(socket.IPPROTO_TCP, sc.TCP_REPAIR, 0)
         for k, v in st["opts"].items():
             if v:
                 s.setsockopt(*_OPTS[k], v)

@@ -9,6 +9,7 @@ import re
 import time
 
 from ..kernel import libc
+from ..kernel import syscalls as sc
 from .eventfd import _field
 
 KIND = "timerfd"
@@ -43,8 +44,8 @@ def restore(rctx, f) -> int:
             # re-arms it only on read (hrtimer_forward in timerfd_read), so it
             # shows no time left; run it on from one interval away
             value = tuple(s["interval"])
-            flags &= ~libc.TFD_TIMER_ABSTIME
-        if value != (0, 0) and flags & libc.TFD_TIMER_ABSTIME:
+            flags &= ~sc.TFD_TIMER_ABSTIME
+        if value != (0, 0) and flags & sc.TFD_TIMER_ABSTIME:
             # fdinfo gives the remaining time: turn it back into a deadline
             # (TFD_TIMER_CANCEL_ON_SET needs ABSTIME, so keep the flag)
             ns = time.clock_gettime_ns(_ALARM_BASE.get(s["clockid"], s["clockid"])) + value[0] * 10**9 + value[1]
@@ -52,7 +53,7 @@ def restore(rctx, f) -> int:
         if value != (0, 0):
             libc.timerfd_settime(fd, flags, value, tuple(s["interval"]))
         if s["ticks"]:
-            libc.ioctl_u64(fd, libc.TFD_IOC_SET_TICKS, s["ticks"])
+            libc.ioctl_u64(fd, sc.TFD_IOC_SET_TICKS, s["ticks"])
     except BaseException:
         os.close(fd)
         raise

@@ -36,34 +36,30 @@ import socket
 import stat
 import struct
 
+from ..kernel import syscalls as sc
 from .errors import Failed, Unsupported
 
 KIND = "unix"
-SO_PEEK_OFF = 42
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
-NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
-NLMSG_ERROR = 2
 # unix_diag.h
 UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_ICONS, UDIAG_SHOW_RQLEN = 0x1, 0x4, 0x8, 0x10
 UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_ICONS, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 3, 4, 6
-TCP_ESTABLISHED, TCP_LISTEN = 1, 10
 SEND_SHUTDOWN = 2
 PEEK_BUF = 1 << 22
 
 
 def diag(ino: int) -> dict:
     """sock_diag of one unix socket by inode."""
-    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sc.NETLINK_SOCK_DIAG)
     try:
         req = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, ino,
                           UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN | 0x80,  # 0x80: SHUTDOWN
                           0xFFFFFFFF, 0xFFFFFFFF)
-        nl.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, 1, 1, 0) + req)
+        nl.send(struct.pack("=IHHII", 16 + len(req), sc.SOCK_DIAG_BY_FAMILY, 1, 1, 0) + req)
         data = nl.recv(1 << 16)
     finally:
         nl.close()
     ln, typ = struct.unpack_from("=IH", data)
-    if typ == NLMSG_ERROR:
+    if typ == sc.NLMSG_ERROR:
         err = -struct.unpack_from("=i", data, 16)[0]
         raise OSError(err, f"sock_diag of socket:[{ino}]: {os.strerror(err)}")
     _fam, stype, state, _pad, got = struct.unpack_from("=BBBBI", data, 16)
@@ -88,8 +84,8 @@ def diag(ino: int) -> dict:
 
 def _peek_queue(ctx, fd: int, link: str, s: socket.socket, stream: bool) -> list:
     """The receive queue, without consuming it: [(data, sender name)]."""
-    old = s.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
-    s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    old = s.getsockopt(socket.SOL_SOCKET, sc.SO_PEEK_OFF)
+    s.setsockopt(socket.SOL_SOCKET, sc.SO_PEEK_OFF, 0)
     msgs = []
     try:
         while True:
@@ -114,7 +110,7 @@ def _peek_queue(ctx, fd: int, link: str, s: socket.socket, stream: bool) -> list
             else:
                 msgs.append([data, _name_rec(addr if isinstance(addr, bytes) else os.fsencode(addr or ""))])
     finally:
-        s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, old)
+        s.setsockopt(socket.SOL_SOCKET, sc.SO_PEEK_OFF, old)
     return [[m[0], m[1]] for m in msgs]
 
 
@@ -155,9 +151,9 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
             "sndbuf": s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
             "rcvbuf": s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
             "passcred": s.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED),
-            "peek_off": s.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF),
+            "peek_off": s.getsockopt(socket.SOL_SOCKET, sc.SO_PEEK_OFF),
         }
-        if d["state"] == TCP_LISTEN:
+        if d["state"] == sc.TCP_LISTEN:
             if d["icons"] or d["rqlen"][0]:
                 raise ctx.refuse(fd, f"{link} (listening) has {max(len(d['icons']), d['rqlen'][0])} connections not yet accepted, which is not supported")
             rec["state"], rec["backlog"] = "listen", d["rqlen"][1]
@@ -170,7 +166,7 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
                 if not rec["peer"] and _has_peer(s):
                     raise ctx.refuse(fd, f"{link} is a datagram socket connected to a closed peer; not supported")
             else:
-                rec["state"] = "connected" if d["state"] == TCP_ESTABLISHED else "unconnected"
+                rec["state"] = "connected" if d["state"] == sc.TCP_ESTABLISHED else "unconnected"
             rec["queue"] = _peek_queue(ctx, fd, link, s, typ == socket.SOCK_STREAM)
         return rec
     finally:
@@ -283,7 +279,7 @@ def _build(procs) -> dict:
                     socks[i].connect(_addr(st[s["peer"]]["name"]))
         for i, s in st.items():
             so = socks[i]
-            for opt, v in ((SO_SNDBUFFORCE, s["sndbuf"] // 2), (SO_RCVBUFFORCE, s["rcvbuf"] // 2)):
+            for opt, v in ((sc.SO_SNDBUFFORCE, s["sndbuf"] // 2), (sc.SO_RCVBUFFORCE, s["rcvbuf"] // 2)):
                 so.setsockopt(socket.SOL_SOCKET, opt, v)  # the kernel doubles what it is given
             if s["passcred"]:
                 so.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -299,7 +295,7 @@ def _build(procs) -> dict:
                 how = s["shutdown"] - 1 if s["type"] == socket.SOCK_DGRAM else socket.SHUT_WR
                 socks[i].shutdown(how)
             if s["peek_off"] != -1:
-                socks[i].setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, s["peek_off"])
+                socks[i].setsockopt(socket.SOL_SOCKET, sc.SO_PEEK_OFF, s["peek_off"])
     except BaseException:
         for so in [*socks.values(), *orphans.values()]:
             so.close()

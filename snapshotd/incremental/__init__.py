@@ -31,8 +31,6 @@ import numpy as np
 
 log = logging.getLogger("snapshotd.incremental")
 
-PAGE = 4096
-
 
 @dataclass
 class Changes:

@@ -10,11 +10,11 @@ import os
 import numpy as np
 
 from ..kernel import procfs
+from ..kernel import syscalls as sc
 from . import Changes, Tracker
 
 PM_SOFT_DIRTY = np.uint64(1 << 55)
 PM_PRESENT_OR_SWAP = np.uint64(3 << 62)
-UNTRACKABLE = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
 
 
 class SoftDirtyTracker(Tracker):
@@ -46,12 +46,12 @@ class SoftDirtyTracker(Tracker):
         fd = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         try:
             for m in procfs.maps(self.pid, with_flags=False):
-                if m.perms[3] != "p" or m.path in UNTRACKABLE:
+                if m.perms[3] != "p" or m.path in procfs.SPECIAL_MAPS:
                     continue
                 # soft-dirty covers every private mapping, new or moved ones included
-                ent = np.frombuffer(os.pread(fd, (m.end - m.start) // 4096 * 8, m.start // 4096 * 8), np.uint64)
+                ent = np.frombuffer(os.pread(fd, (m.end - m.start) // sc.PAGE * 8, m.start // sc.PAGE * 8), np.uint64)
                 sel = np.nonzero((ent & PM_SOFT_DIRTY) != 0)[0]
-                written.append(np.uint64(m.start) + sel.astype(np.uint64) * np.uint64(4096))
+                written.append(np.uint64(m.start) + sel.astype(np.uint64) * np.uint64(sc.PAGE))
                 ch.tracked.append((m.start, m.end))
         finally:
             os.close(fd)

@@ -30,11 +30,10 @@ import os
 import numpy as np
 
 from ..kernel import engine, procfs
+from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 from . import Changes, Tracker, log
 
-SYS_USERFAULTFD, SYS_CLOSE, SYS_PIDFD_GETFD = 323, 3, 438
-O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
 UFFD_USER_MODE_ONLY = 1
 UFFD_FEATURE_WP_HUGETLBFS_SHMEM = 1 << 12
 UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
@@ -42,7 +41,6 @@ UFFD_FEATURE_WP_ASYNC = 1 << 15
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
 PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PAGE_IS_FILE = 1 << 0, 1 << 1, 1 << 2
 PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_PFNZERO = 1 << 3, 1 << 4, 1 << 5
-UNTRACKABLE = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
 SCAN_BATCH = 1 << 16
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -52,7 +50,7 @@ _libc.syscall.restype = ctypes.c_long
 def pidfd_getfd(pid: int, fd: int) -> int:
     pidfd = os.pidfd_open(pid)
     try:
-        r = _libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_long(pidfd), ctypes.c_long(fd), ctypes.c_long(0))
+        r = _libc.syscall(ctypes.c_long(sc.PIDFD_GETFD), ctypes.c_long(pidfd), ctypes.c_long(fd), ctypes.c_long(0))
         if r < 0:
             e = ctypes.get_errno()
             raise OSError(e, f"pidfd_getfd({pid}, {fd}): {os.strerror(e)}")
@@ -117,13 +115,13 @@ def expand(regions: np.ndarray) -> np.ndarray:
     """Page addresses of (n, 2) runs, in order."""
     if not len(regions):
         return np.empty(0, np.uint64)
-    lens = ((regions[:, 1] - regions[:, 0]) // 4096).astype(np.int64)
-    starts = np.repeat(regions[:, 0] - np.cumsum(np.concatenate(([0], lens[:-1]))).astype(np.uint64) * np.uint64(4096), lens)
-    return starts + np.arange(int(lens.sum()), dtype=np.uint64) * np.uint64(4096)
+    lens = ((regions[:, 1] - regions[:, 0]) // sc.PAGE).astype(np.int64)
+    starts = np.repeat(regions[:, 0] - np.cumsum(np.concatenate(([0], lens[:-1]))).astype(np.uint64) * np.uint64(sc.PAGE), lens)
+    return starts + np.arange(int(lens.sum()), dtype=np.uint64) * np.uint64(sc.PAGE)
 
 
 def _trackable(m: procfs.MapLine) -> bool:
-    return m.perms[3] == "p" and m.path not in UNTRACKABLE
+    return m.perms[3] == "p" and m.path not in procfs.SPECIAL_MAPS
 
 
 class UffdTracker(Tracker):
@@ -160,13 +158,13 @@ class UffdTracker(Tracker):
     # -- descriptor --
     def _open_uffd(self) -> None:
         t = engine.Tracee(self.pid)
-        fd_t = t.inject_at_rip(SYS_USERFAULTFD, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)
+        fd_t = t.inject_at_rip(sc.USERFAULTFD, sc.O_CLOEXEC | sc.O_NONBLOCK | UFFD_USER_MODE_ONLY)
         if fd_t < 0:
             raise engine.EngineError(-fd_t, f"userfaultfd in PID {self.pid}: {os.strerror(-fd_t)}")
         try:
             self.fd = pidfd_getfd(self.pid, fd_t)
         finally:
-            t.inject_at_rip(SYS_CLOSE, fd_t)
+            t.inject_at_rip(sc.CLOSE, fd_t)
         got = ffi.new("uint64_t *")
         want = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
         # WP_HUGETLBFS_SHMEM lets shmem/hugetlbfs mappings register for WP too;

@@ -8,8 +8,9 @@ import os
 import struct
 
 from .._engine import ffi, lib
+from . import syscalls as sc
 
-PAGE = 4096
+PAGE = sc.PAGE  # engine.PAGE, as its callers spell it
 REGS_SIZE = lib.SNP_REGS_SIZE
 # struct user_regs_struct, x86-64, in order
 REG_NAMES = (

@@ -36,9 +36,7 @@ import ctypes
 import os
 from contextlib import contextmanager
 
-SYS_SETGROUPS = 116
-SYS_SETFSUID = 122
-SYS_SETFSGID = 123
+from . import syscalls as sc
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -58,21 +56,21 @@ def _sys(nr: int, *args) -> int:
 
 def _setgroups(groups) -> None:
     arr = (ctypes.c_uint32 * max(len(groups), 1))(*groups)
-    _sys(SYS_SETGROUPS, ctypes.c_long(len(groups)), arr)
+    _sys(sc.SETGROUPS, ctypes.c_long(len(groups)), arr)
 
 
 def fs_ids() -> tuple[int, int]:
     """(fsuid, fsgid) of the calling thread (an invalid id changes nothing
     and returns the current one)."""
-    return (_libc.syscall(ctypes.c_long(SYS_SETFSUID), ctypes.c_long(-1)) & 0xFFFFFFFF,
-            _libc.syscall(ctypes.c_long(SYS_SETFSGID), ctypes.c_long(-1)) & 0xFFFFFFFF)
+    return (_libc.syscall(ctypes.c_long(sc.SETFSUID), ctypes.c_long(-1)) & 0xFFFFFFFF,
+            _libc.syscall(ctypes.c_long(sc.SETFSGID), ctypes.c_long(-1)) & 0xFFFFFFFF)
 
 
 def _set_fs(uid: int, gid: int) -> None:
     # gid first: once the fs uid is not 0 we still hold CAP_SETGID, but order
     # it like setresgid/setresuid anyway
-    _libc.syscall(ctypes.c_long(SYS_SETFSGID), ctypes.c_long(gid))
-    _libc.syscall(ctypes.c_long(SYS_SETFSUID), ctypes.c_long(uid))
+    _libc.syscall(ctypes.c_long(sc.SETFSGID), ctypes.c_long(gid))
+    _libc.syscall(ctypes.c_long(sc.SETFSUID), ctypes.c_long(uid))
     if fs_ids() != (uid, gid):
         raise CredsError(1, f"cannot take fs uid {uid} / gid {gid} (have {fs_ids()})")
 

@@ -6,21 +6,10 @@ import ctypes
 import os
 import struct
 
+from . import syscalls as sc
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-
-SIGNALFD4 = 289
-TIMERFD_CREATE, TIMERFD_SETTIME = 283, 286
-EPOLL_CREATE1 = 291
-INOTIFY_INIT1, INOTIFY_ADD_WATCH, INOTIFY_RM_WATCH = 294, 254, 255
-OPEN_BY_HANDLE_AT = 304
-PIDFD_GETFD = 438
-SHMGET, SHMAT, SHMCTL, SHMDT = 29, 30, 31, 67
-
-TFD_TIMER_ABSTIME = 1
-TFD_IOC_SET_TICKS = 0x40085400  # _IOW('T', 0, u64), CONFIG_CHECKPOINT_RESTORE
-IPC_CREAT, IPC_EXCL, IPC_RMID = 0o1000, 0o2000, 0
-SHM_RDONLY = 0o10000
 
 
 def _sys(nr: int, *args) -> int:
@@ -33,21 +22,21 @@ def _sys(nr: int, *args) -> int:
 
 def pidfd_getfd(pidfd: int, fd: int) -> int:
     """Our own copy of fd of the process behind pidfd (needs ptrace access)."""
-    return _sys(PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0))
+    return _sys(sc.PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0))
 
 
 def signalfd(mask: int, flags: int) -> int:
     m = ctypes.c_uint64(mask)
-    return _sys(SIGNALFD4, ctypes.c_int(-1), ctypes.byref(m), ctypes.c_size_t(8), ctypes.c_int(flags))
+    return _sys(sc.SIGNALFD4, ctypes.c_int(-1), ctypes.byref(m), ctypes.c_size_t(8), ctypes.c_int(flags))
 
 
 def timerfd_create(clock: int, flags: int) -> int:
-    return _sys(TIMERFD_CREATE, ctypes.c_int(clock), ctypes.c_int(flags))
+    return _sys(sc.TIMERFD_CREATE, ctypes.c_int(clock), ctypes.c_int(flags))
 
 
 def timerfd_settime(fd: int, flags: int, value: tuple, interval: tuple) -> None:
     spec = ctypes.create_string_buffer(struct.pack("<4q", *interval, *value))
-    _sys(TIMERFD_SETTIME, ctypes.c_int(fd), ctypes.c_int(flags), spec, None)
+    _sys(sc.TIMERFD_SETTIME, ctypes.c_int(fd), ctypes.c_int(flags), spec, None)
 
 
 def ioctl_u64(fd: int, req: int, value: int) -> None:
@@ -66,33 +55,33 @@ def ioctl_int(fd: int, req: int) -> int:
 
 
 def epoll_create1(flags: int) -> int:
-    return _sys(EPOLL_CREATE1, ctypes.c_int(flags))
+    return _sys(sc.EPOLL_CREATE1, ctypes.c_int(flags))
 
 
 def inotify_init1(flags: int) -> int:
-    return _sys(INOTIFY_INIT1, ctypes.c_int(flags))
+    return _sys(sc.INOTIFY_INIT1, ctypes.c_int(flags))
 
 
 def inotify_add_watch(fd: int, path: str, mask: int) -> int:
-    return _sys(INOTIFY_ADD_WATCH, ctypes.c_int(fd), os.fsencode(path), ctypes.c_uint32(mask))
+    return _sys(sc.INOTIFY_ADD_WATCH, ctypes.c_int(fd), os.fsencode(path), ctypes.c_uint32(mask))
 
 
 def inotify_rm_watch(fd: int, wd: int) -> None:
-    _sys(INOTIFY_RM_WATCH, ctypes.c_int(fd), ctypes.c_int(wd))
+    _sys(sc.INOTIFY_RM_WATCH, ctypes.c_int(fd), ctypes.c_int(wd))
 
 
 def open_by_handle_at(mount_fd: int, htype: int, handle: bytes, flags: int) -> int:
     """struct file_handle {u32 handle_bytes; int handle_type; u8 f_handle[]}."""
     fh = ctypes.create_string_buffer(struct.pack("<Ii", len(handle), htype) + handle)
-    return _sys(OPEN_BY_HANDLE_AT, ctypes.c_int(mount_fd), fh, ctypes.c_int(flags))
+    return _sys(sc.OPEN_BY_HANDLE_AT, ctypes.c_int(mount_fd), fh, ctypes.c_int(flags))
 
 
 def shmget(key: int, size: int, flags: int) -> int:
-    return _sys(SHMGET, ctypes.c_int(key), ctypes.c_size_t(size), ctypes.c_int(flags))
+    return _sys(sc.SHMGET, ctypes.c_int(key), ctypes.c_size_t(size), ctypes.c_int(flags))
 
 
 def shmat(shmid: int, flags: int) -> int:
-    r = _libc.syscall(ctypes.c_long(SHMAT), ctypes.c_int(shmid), None, ctypes.c_int(flags))
+    r = _libc.syscall(ctypes.c_long(sc.SHMAT), ctypes.c_int(shmid), None, ctypes.c_int(flags))
     if r == -1:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
@@ -100,11 +89,11 @@ def shmat(shmid: int, flags: int) -> int:
 
 
 def shmdt(addr: int) -> None:
-    _sys(SHMDT, ctypes.c_void_p(addr))
+    _sys(sc.SHMDT, ctypes.c_void_p(addr))
 
 
 def shm_rmid(shmid: int) -> None:
-    _sys(SHMCTL, ctypes.c_int(shmid), ctypes.c_int(IPC_RMID), None)
+    _sys(sc.SHMCTL, ctypes.c_int(shmid), ctypes.c_int(sc.IPC_RMID), None)
 
 
 def read_mem(addr: int, size: int) -> bytes:

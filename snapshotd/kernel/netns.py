@@ -47,10 +47,9 @@ import socket
 import struct
 import time
 
-CLONE_NEWNET = 0x40000000
+from . import syscalls as sc
+
 NETNS_RUN_DIR = "/run/netns"
-TCP_REPAIR = 19
-TCP_ESTABLISHED = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -60,7 +59,7 @@ class NetnsError(Exception):
 
 
 def _setns(fd: int) -> None:
-    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(CLONE_NEWNET)) < 0:
+    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(sc.CLONE_NEWNET)) < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
 
@@ -247,8 +246,6 @@ RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_BLACKHOLE = 4, 0, 6
 RTA_DST, RTA_TABLE = 1, 15
 FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 6, 10, 15, 16
 FR_ACT_TO_TBL, FIB_RULE_INVERT = 1, 2
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-EEXIST = 17
 
 
 def _family(ip: str) -> int:
@@ -263,7 +260,7 @@ def _ask(nl: socket.socket, op: int, flags: int, body: bytes) -> int:
     """One rtnetlink request; 0 or the negative errno of the answer."""
     nl.send(struct.pack("<IHHII", 16 + len(body), op, NLM_F_REQUEST | NLM_F_ACK | flags, 1, 0) + body)
     got = nl.recv(65536)
-    if struct.unpack_from("<H", got, 4)[0] != NLMSG_ERROR:
+    if struct.unpack_from("<H", got, 4)[0] != sc.NLMSG_ERROR:
         return 0
     return struct.unpack_from("<i", got, 16)[0]
 
@@ -293,7 +290,7 @@ def _table_has_routes(nl: socket.socket, fam: int) -> bool:
         off = 0
         while off < len(got):
             ln, typ = struct.unpack_from("<IH", got, off)
-            if typ in (NLMSG_DONE, NLMSG_ERROR):
+            if typ in (sc.NLMSG_DONE, sc.NLMSG_ERROR):
                 return found
             a = off + 16 + 12
             while a < off + ln:
@@ -310,11 +307,11 @@ def _lock(nl: socket.socket, peers: list[str]) -> list[str]:
     added: list[str] = []
     for fam in sorted({_family(ip) for ip in peers}):
         err = _rule(nl, RTM_NEWRULE, fam)
-        if err and err != -EEXIST:  # EEXIST: another tree's lock is in place
+        if err and err != -sc.EEXIST:  # EEXIST: another tree's lock is in place
             raise NetnsError(f"cannot cut the tree off from its TCP peers (ip rule): {os.strerror(-err)}")
     for ip in peers:
         err = _route(nl, RTM_NEWROUTE, ip)
-        if err and err != -EEXIST:
+        if err and err != -sc.EEXIST:
             _unlock(nl, added)
             raise NetnsError(f"cannot cut the tree off from its TCP peer {ip} (blackhole route): {os.strerror(-err)}")
         if not err:
@@ -350,7 +347,7 @@ class PeerLock:
         pairs = {(_norm(lo), _norm(re)) for lo, re, _s, _i in table}
         remote = {}  # inode -> peer ip
         for lo, re, st, ino in table:
-            if st == TCP_ESTABLISHED and (_norm(re), _norm(lo)) not in pairs:
+            if st == sc.TCP_ESTABLISHED and (_norm(re), _norm(lo)) not in pairs:
                 remote[ino] = _norm(re)[0]
         if not remote:
             return
@@ -400,7 +397,7 @@ class PeerLock:
                 time.sleep(0.001)
         for s in self.held:
             try:
-                s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+                s.setsockopt(socket.IPPROTO_TCP, sc.TCP_REPAIR, 1)
             except OSError:
                 pass  # not established any more: the lock still hides its close
             s.close()

@@ -6,6 +6,9 @@ import re
 from dataclasses import dataclass
 
 PF_KTHREAD = 0x00200000  # task flags, /proc/PID/stat field 9
+# the kernel's special mappings, as /proc/PID/maps names them: no pages of
+# the process's own (dump saves none of their pages; trackers cannot watch them)
+SPECIAL_MAPS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
 
 
 class ProcGone(Exception):

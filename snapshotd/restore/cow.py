@@ -28,11 +28,9 @@ import numpy as np
 from ..kernel import engine
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
-from ..dump.pageread import page_runs
+from ..pagehash import page_runs
 from ..storage.snapshot import ZERO_REF
 
-PAGE = 4096
-MADV_DONTNEED = 4
 _SKIP_FLAGS = {"gd", "nr", "dc", "wf", "lo", "io", "pf"}
 
 
@@ -44,7 +42,7 @@ def eligible(m) -> bool:
 def _runs(addrs: np.ndarray):
     """(start, length) of runs of consecutive pages in sorted addrs."""
     first, count = page_runs(addrs)
-    return [(int(addrs[f]), int(c) * PAGE) for f, c in zip(first, count)]
+    return [(int(addrs[f]), int(c) * sc.PAGE) for f, c in zip(first, count)]
 
 
 def _covered(lo: int, hi: int, regions) -> bool:
@@ -98,7 +96,7 @@ class CowPlan:
 
     def _zero(self, t: engine.Tracee, addrs: np.ndarray) -> None:
         for start, size in _runs(addrs):
-            t.call("madvise(MADV_DONTNEED)", sc.MADVISE, start, size, MADV_DONTNEED)
+            t.call("madvise(MADV_DONTNEED)", sc.MADVISE, start, size, sc.MADV_DONTNEED)
 
     def premap(self, t: engine.Tracee, outer: int, p) -> None:
         """Map and fill p's eligible mappings in its bare stub (t, PID

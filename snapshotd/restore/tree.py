@@ -62,12 +62,6 @@ from .process import Restorer, RestoreError, RestoreStats, _check_pids_free
 from .cow import CowPlan
 from .shared import SharedObjects
 
-SIGCHLD = 17
-CLONE_PARENT = 0x8000
-EEXIST, EAGAIN = 17, 11
-EXIT_GROUP, RT_SIGTIMEDWAIT = 231, 128
-WALL = 0x40000000
-
 
 class TreeRestorer:
     def __init__(self, img: Image, reader, stats: RestoreStats, pidns: bool | None = None):
@@ -120,11 +114,11 @@ class TreeRestorer:
         exit_signal 0 and the child inherits parent's)."""
         t = self.tracees[parent]
         base = self._stack(parent, struct.pack("<i", child) + bytes(12))
-        args = struct.pack("<11Q", flags, 0, 0, 0, 0 if flags & CLONE_PARENT else SIGCHLD, 0, 0, 0, base, 1, 0)
+        args = struct.pack("<11Q", flags, 0, 0, 0, 0 if flags & sc.CLONE_PARENT else sc.SIGCHLD, 0, 0, 0, base, 1, 0)
         addr = base + 16
         engine.mem_write(self.o(parent), addr, args)
         got = t.syscall(sc.CLONE3, addr, len(args))
-        if got == -EEXIST:
+        if got == -sc.EEXIST:
             if child in self.by_pid:
                 _check_pids_free(self.by_pid[child])
             raise RestoreError(f"cannot restore: PID {child} is in use")
@@ -188,7 +182,7 @@ class TreeRestorer:
         self.fork(parent.pid, sid)
         self.tracees[sid].call("setsid", sc.SETSID)
         for c in members:
-            self.fork(sid, c.pid, CLONE_PARENT)
+            self.fork(sid, c.pid, sc.CLONE_PARENT)
         self.drop_helper(sid, parent.pid)
 
     def drop_helper(self, h: int, parent: int) -> None:
@@ -198,7 +192,7 @@ class TreeRestorer:
         lib.snp_wait_stop(self.o(h), ffi.new("int *"))  # its exit, as its tracer
         self.tracees.pop(h)
         self.created.remove(self.o(h))
-        r = self.tracees[parent].syscall(sc.WAIT4, h, 0, WALL, 0)
+        r = self.tracees[parent].syscall(sc.WAIT4, h, 0, sc.WALL, 0)
         if r != h:
             raise RestoreError(f"cannot reap the helper {h}: {os.strerror(-r) if r < 0 else r}")
         self.drain_sigchld(parent)
@@ -235,9 +229,9 @@ class TreeRestorer:
 
     def drain_sigchld(self, pid: int) -> None:
         """Take back the SIGCHLD our helper or zombie sent to pid."""
-        addr = self._stack(pid, struct.pack("<Qqq", 1 << (SIGCHLD - 1), 0, 0))
-        r = self.tracees[pid].syscall(RT_SIGTIMEDWAIT, addr, 0, addr + 8, 8)
-        if r not in (SIGCHLD, -EAGAIN):
+        addr = self._stack(pid, struct.pack("<Qqq", 1 << (sc.SIGCHLD - 1), 0, 0))
+        r = self.tracees[pid].syscall(sc.RT_SIGTIMEDWAIT, addr, 0, addr + 8, 8)
+        if r not in (sc.SIGCHLD, -sc.EAGAIN):
             raise RestoreError(f"rt_sigtimedwait in PID {pid} failed: {os.strerror(-r)}")
 
     def make_zombies(self) -> None:
@@ -250,7 +244,7 @@ class TreeRestorer:
             if st & 0x7F == 0:  # exited: run exit_group(code) on the way out of this stop
                 regs = engine.getregs(zp)
                 regs.set("rip", self.code)
-                regs.set("rax", EXIT_GROUP)
+                regs.set("rax", sc.EXIT_GROUP)
                 regs.set("rdi", (st >> 8) & 0xFF)
                 regs.set("orig_rax", -1)
                 engine.setregs(zp, regs)
@@ -293,7 +287,7 @@ class TreeRestorer:
             out, init = ffi.new("int *"), ffi.new("int *")
             r = lib.snp_spawn_stub(self.root.pid, 1 if self.pidns else 0, out, init)
             self.init_pid = init[0]
-            if r == -EEXIST:
+            if r == -sc.EEXIST:
                 _check_pids_free(self.root)
                 raise RestoreError(f"cannot restore: PID {self.root.pid} is in use")
             engine.check(r, f"create a process with PID {self.root.pid}")
