@@ -15,13 +15,8 @@ import re
 import signal
 import struct
 
+from .kernel import libc
 from .kernel import syscalls as sc
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = _libc.ptrace.restype = ctypes.c_long
-_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-_pysyscall = ctypes.PyDLL(None, use_errno=True).syscall  # keeps the GIL: a clone3 child returns holding it
-_pysyscall.restype = ctypes.c_long
 
 CAPS = {  # bit: (name, what is lost without it)
     21: ("CAP_SYS_ADMIN", "no PFNs in pagemap; exe link and set_tid need CAP_CHECKPOINT_RESTORE instead"),
@@ -30,11 +25,6 @@ CAPS = {  # bit: (name, what is lost without it)
     24: ("CAP_SYS_RESOURCE", "rlimit hard limits cannot be raised above the restorer's; pipes cannot grow "
          "above pipe-max-size; single-field PR_SET_MM_* fail (PR_SET_MM_MAP still works)"),
 }
-
-
-def _sys(nr, *args, fn=_libc.syscall) -> int:
-    """syscall(2) with ints widened to long (variadic ints leave the upper halves undefined)."""
-    return fn(ctypes.c_long(nr), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
 
 
 def _errno(what: str) -> str:
@@ -94,7 +84,7 @@ def probe_ptrace():
     # stopped, PTRACE_GETREGSET(NT_X86_XSTATE) gives the xstate size (and XCR0 at byte 464).
     with _Child() as c:
         for req, name in ((sc.PTRACE_SEIZE, "PTRACE_SEIZE"), (sc.PTRACE_INTERRUPT, "PTRACE_INTERRUPT")):
-            if _libc.ptrace(req, c.pid, None, None) != 0:
+            if libc.dll.ptrace(req, c.pid, None, None) != 0:
                 return False, _errno(name), None
         _, st = os.waitpid(c.pid, sc.WALL)
         if not os.WIFSTOPPED(st):
@@ -102,7 +92,7 @@ def probe_ptrace():
         buf = ctypes.create_string_buffer(65536)
         iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buf), len(buf))
         xs = None
-        if _libc.ptrace(sc.PTRACE_GETREGSET, c.pid, sc.NT_X86_XSTATE, ctypes.addressof(iov)) == 0:
+        if libc.dll.ptrace(sc.PTRACE_GETREGSET, c.pid, sc.NT_X86_XSTATE, ctypes.addressof(iov)) == 0:
             xs = (iov[1], struct.unpack_from("<Q", buf, 464)[0])
         return True, f"seized and interrupted child {c.pid}", xs
 
@@ -113,7 +103,7 @@ def probe_process_vm_readv():
         out = ctypes.create_string_buffer(16)
         local = (ctypes.c_uint64 * 2)(ctypes.addressof(out), 16)
         remote = (ctypes.c_uint64 * 2)(ctypes.addressof(c.mark), 16)
-        if _sys(sc.PROCESS_VM_READV, c.pid, local, 1, remote, 1, 0) != 16:
+        if libc.raw_syscall(sc.PROCESS_VM_READV, c.pid, local, 1, remote, 1, 0) != 16:
             return False, _errno("process_vm_readv")
         return out.raw == c.MARKER, "read 16 bytes from a child" if out.raw == c.MARKER else "wrong bytes read"
 
@@ -127,7 +117,7 @@ def probe_clone3_set_tid():
             continue
         tid = ctypes.c_int32(want)
         args = (ctypes.c_uint64 * 11)(0, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, ctypes.addressof(tid), 1, 0)
-        r = _sys(sc.CLONE3, ctypes.byref(args), ctypes.sizeof(args), fn=_pysyscall)
+        r = libc.raw_syscall(sc.CLONE3, ctypes.byref(args), ctypes.sizeof(args), via=libc.pydll)
         if r == 0:
             os._exit(0)
         if r > 0:
@@ -156,10 +146,11 @@ def probe_pr_set_mm_map():
     def child():
         f = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
         g = lambda n: int(f[n - 3])  # noqa: E731  (field numbers as in proc(5))
-        m = struct.pack("<11QQII", g(26), g(27), g(45), g(46), g(47), _sys(sc.BRK, 0), g(28), g(48), g(49), g(50),
+        brk = libc.raw_syscall(sc.BRK, 0)
+        m = struct.pack("<11QQII", g(26), g(27), g(45), g(46), g(47), brk, g(28), g(48), g(49), g(50),
                         g(51), 0, 0, 0xFFFFFFFF)
-        r = _libc.prctl(sc.PR_SET_MM, sc.PR_SET_MM_MAP, ctypes.create_string_buffer(m, len(m)), ctypes.c_ulong(len(m)),
-                        ctypes.c_ulong(0))
+        r = libc.dll.prctl(sc.PR_SET_MM, sc.PR_SET_MM_MAP, ctypes.create_string_buffer(m, len(m)),
+                           ctypes.c_ulong(len(m)), ctypes.c_ulong(0))
         return 0 if r == 0 else min(ctypes.get_errno(), 98)
     cfg, rc = _kconfig("CHECKPOINT_RESTORE"), _in_child(child)
     if rc == 0:
@@ -171,7 +162,8 @@ def probe_kcmp():
     # kcmp(2) KCMP_FILE: a dup compares equal (0), a re-open does not.
     fd = os.open("/proc/self/stat", os.O_RDONLY)
     dup, other, me = os.dup(fd), os.open("/proc/self/stat", os.O_RDONLY), os.getpid()
-    a, b = _sys(sc.KCMP, me, me, sc.KCMP_FILE, fd, dup), _sys(sc.KCMP, me, me, sc.KCMP_FILE, fd, other)
+    a = libc.raw_syscall(sc.KCMP, me, me, sc.KCMP_FILE, fd, dup)
+    b = libc.raw_syscall(sc.KCMP, me, me, sc.KCMP_FILE, fd, other)
     err = _errno("kcmp")
     os.close(fd), os.close(dup), os.close(other)
     return (False, err) if a < 0 or b < 0 else (a == 0 and b != 0, f"KCMP_FILE dup={a} reopen={b}")
@@ -182,7 +174,7 @@ def probe_pidfd():
     with _Child() as c:
         pfd = os.pidfd_open(c.pid)
         try:
-            fd = _sys(sc.PIDFD_GETFD, pfd, c.r2, 0)
+            fd = libc.raw_syscall(sc.PIDFD_GETFD, pfd, c.r2, 0)
             if fd < 0:
                 return False, _errno("pidfd_getfd")
             os.close(fd)
@@ -193,13 +185,13 @@ def probe_pidfd():
 
 def probe_uffd_wp_async():
     # userfaultfd(2) (UFFD_USER_MODE_ONLY) + ioctl UFFDIO_API asking WP_ASYNC | WP_UNPOPULATED.
-    fd = _sys(sc.USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK | 1)
+    fd = libc.raw_syscall(sc.USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK | 1)
     if fd < 0:
         return False, _errno("userfaultfd")
     try:
         want = (1 << 15) | (1 << 13)
         api = (ctypes.c_uint64 * 3)(0xAA, want, 0)
-        if _libc.ioctl(fd, ctypes.c_ulong(0xC018AA3F), api) != 0:  # _IOWR(0xAA, 0x3F, 24)
+        if libc.dll.ioctl(fd, ctypes.c_ulong(0xC018AA3F), api) != 0:  # _IOWR(0xAA, 0x3F, 24)
             return False, _errno("UFFDIO_API(WP_ASYNC|WP_UNPOPULATED)")
         return api[1] & want == want, f"features {api[1]:#x}"
     finally:
@@ -214,7 +206,7 @@ def probe_pagemap_scan():
     arg = (ctypes.c_uint64 * 12)(96, 0, a, a + sc.PAGE, 0, ctypes.addressof(region), 1, 0, 0, 0, 1 << 3, 1 << 3)
     try:
         with open("/proc/self/pagemap", "rb") as f:
-            n = _libc.ioctl(f.fileno(), ctypes.c_ulong(0xC0606610), arg)  # _IOWR('f', 16, 96)
+            n = libc.dll.ioctl(f.fileno(), ctypes.c_ulong(0xC0606610), arg)  # _IOWR('f', 16, 96)
         if n < 0:
             return False, _errno("PAGEMAP_SCAN")
         return bool(n == 1 and region[0] == a and region[2] & 8), f"{n} region(s), categories {region[2]:#x}"
@@ -240,7 +232,7 @@ def probe_soft_dirty():
 
 def probe_time_ns():
     # unshare(CLONE_NEWTIME) in a forked child.
-    rc = _in_child(lambda: 0 if _libc.unshare(sc.CLONE_NEWTIME) == 0 else min(ctypes.get_errno(), 98))
+    rc = _in_child(lambda: 0 if libc.dll.unshare(sc.CLONE_NEWTIME) == 0 else min(ctypes.get_errno(), 98))
     return rc == 0, "unshare(CLONE_NEWTIME) worked" if rc == 0 else f"unshare(CLONE_NEWTIME): {os.strerror(rc)}"
 
 

@@ -23,13 +23,12 @@ mappings after it are caught by PAGE_IS_PFNZERO.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
 import numpy as np
 
-from ..kernel import engine, procfs
+from ..kernel import engine, libc, procfs
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 from . import Changes, Tracker, log
@@ -43,18 +42,14 @@ PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PAGE_IS_FILE = 1 << 0, 1 << 1, 1 << 2
 PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_PFNZERO = 1 << 3, 1 << 4, 1 << 5
 SCAN_BATCH = 1 << 16
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
-
-def pidfd_getfd(pid: int, fd: int) -> int:
+def _copy_fd(pid: int, fd: int) -> int:
+    """Our own copy of fd of process pid (pidfd_open + pidfd_getfd)."""
     pidfd = os.pidfd_open(pid)
     try:
-        r = _libc.syscall(ctypes.c_long(sc.PIDFD_GETFD), ctypes.c_long(pidfd), ctypes.c_long(fd), ctypes.c_long(0))
-        if r < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"pidfd_getfd({pid}, {fd}): {os.strerror(e)}")
-        return r
+        return libc.pidfd_getfd(pidfd, fd)
+    except OSError as e:
+        raise OSError(e.errno, f"pidfd_getfd({pid}, {fd}): {e.strerror}") from None
     finally:
         os.close(pidfd)
 
@@ -162,7 +157,7 @@ class UffdTracker(Tracker):
         if fd_t < 0:
             raise engine.EngineError(-fd_t, f"userfaultfd in PID {self.pid}: {os.strerror(-fd_t)}")
         try:
-            self.fd = pidfd_getfd(self.pid, fd_t)
+            self.fd = _copy_fd(self.pid, fd_t)
         finally:
             t.inject_at_rip(sc.CLOSE, fd_t)
         got = ffi.new("uint64_t *")

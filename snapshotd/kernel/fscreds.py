@@ -36,10 +36,8 @@ import ctypes
 import os
 from contextlib import contextmanager
 
+from . import libc
 from . import syscalls as sc
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 class CredsError(OSError):
@@ -47,30 +45,28 @@ class CredsError(OSError):
 
 
 def _sys(nr: int, *args) -> int:
-    r = _libc.syscall(ctypes.c_long(nr), *args)
-    if r < 0:
-        e = ctypes.get_errno()
-        raise CredsError(e, f"{os.strerror(e)} (syscall {nr})")
-    return r
+    try:
+        return libc.syscall(nr, *args)
+    except OSError as e:
+        raise CredsError(e.errno, f"{e.strerror} (syscall {nr})") from None
 
 
 def _setgroups(groups) -> None:
     arr = (ctypes.c_uint32 * max(len(groups), 1))(*groups)
-    _sys(sc.SETGROUPS, ctypes.c_long(len(groups)), arr)
+    _sys(sc.SETGROUPS, len(groups), arr)
 
 
 def fs_ids() -> tuple[int, int]:
     """(fsuid, fsgid) of the calling thread (an invalid id changes nothing
     and returns the current one)."""
-    return (_libc.syscall(ctypes.c_long(sc.SETFSUID), ctypes.c_long(-1)) & 0xFFFFFFFF,
-            _libc.syscall(ctypes.c_long(sc.SETFSGID), ctypes.c_long(-1)) & 0xFFFFFFFF)
+    return libc.raw_syscall(sc.SETFSUID, -1) & 0xFFFFFFFF, libc.raw_syscall(sc.SETFSGID, -1) & 0xFFFFFFFF
 
 
 def _set_fs(uid: int, gid: int) -> None:
     # gid first: once the fs uid is not 0 we still hold CAP_SETGID, but order
     # it like setresgid/setresuid anyway
-    _libc.syscall(ctypes.c_long(sc.SETFSGID), ctypes.c_long(gid))
-    _libc.syscall(ctypes.c_long(sc.SETFSUID), ctypes.c_long(uid))
+    libc.raw_syscall(sc.SETFSGID, gid)
+    libc.raw_syscall(sc.SETFSUID, uid)
     if fs_ids() != (uid, gid):
         raise CredsError(1, f"cannot take fs uid {uid} / gid {gid} (have {fs_ids()})")
 

@@ -47,11 +47,10 @@ import socket
 import struct
 import time
 
+from . import libc
 from . import syscalls as sc
 
 NETNS_RUN_DIR = "/run/netns"
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NetnsError(Exception):
@@ -59,7 +58,7 @@ class NetnsError(Exception):
 
 
 def _setns(fd: int) -> None:
-    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(sc.CLONE_NEWNET)) < 0:
+    if libc.dll.setns(ctypes.c_int(fd), ctypes.c_int(sc.CLONE_NEWNET)) < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
 
@@ -341,7 +340,6 @@ class PeerLock:
     def take(self) -> None:
         if not self.members:
             return
-        from . import libc
         root = self.members[0][0]
         table = tcp_table(root)
         pairs = {(_norm(lo), _norm(re)) for lo, re, _s, _i in table}
