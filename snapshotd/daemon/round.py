@@ -3,7 +3,8 @@ committed, and only then the round record (storage/rounds.py).
 
 Order:
   1. freeze every member tree (ptrace-stop all threads of all its processes), checking that each PID is
-     still the process that was registered (start time, /proc/PID/stat field 22);
+     still the process that was registered (start time, /proc/PID/stat field 22) and, for a non-root
+     owner, that no thread of the tree holds more than the owner has (kernel/privilege.py);
   2. capture each member into its own snapshot writer while all stay frozen;
   3. release every member (they run again);
   4. commit each snapshot (fsync + link), then write the round record.
@@ -12,15 +13,14 @@ snapshots already committed for this round are unlinked.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 
 from .. import dump as dumpmod
-from ..kernel import privilege, procfs
-from ..image import to_dict
+from ..dump.capture import Part, TreeCapture, capture_trees
 from ..dump.pageread import prewarm_lent_buffers
+from ..kernel import privilege, procfs
 from ..storage import rounds as roundstore
 from ..storage.fsutil import fsync_dir, temp_of_this_process
 
@@ -125,8 +125,9 @@ def check_free_space(store, members: list["Member"]) -> None:
 
 
 def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[roundstore.Round, list[MemberResult]]:
-    """Snapshot all members as one round of job; returns the committed round
-    record and per-member results."""
+    """Snapshot all members as one round of job (the sequence of
+    dump.capture_trees: every tree frozen before any is captured); returns
+    the committed round record and per-member results."""
     t0 = time.monotonic()
     roundstore.check_job(job)
     for m in members:
@@ -135,76 +136,66 @@ def take_round(store, job: str, members: list[Member], uid: int = 0) -> tuple[ro
     store.ensure_writable()
     check_free_space(store, members)
     rid = roundstore.new_round_id()
-    staged = []  # (member, sid, writer, capture, stats)
-    captures: list = []
-    committed: list[str] = []
+    parts: list[Part] = []
+    stats: list[dumpmod.DumpStats] = []
     # tracked incrementals copy their written pages while frozen
     prewarm_lent_buffers(max([dumpmod.expected_written(m.pid) for m in members if m.tracker is not None], default=0))
+
+    def check_frozen(trees):
+        for m, tree in zip(members, trees):
+            check_identity(m, tree)  # a stopped process keeps its PID and credentials: holds until release
+
     try:
-        with contextlib.ExitStack() as frozen:
-            fzs = []
-            for m in members:  # every tree of every member stopped before any is captured
-                fzs.append(dumpmod.freeze_tree(m.pid))
-                frozen.callback(fzs[-1].release)
-            t_frozen = time.monotonic()
-            for m, fz in zip(members, fzs):
-                check_identity(m, fz)  # a stopped process keeps its PID: this check holds until release
-            for m, fz in zip(members, fzs):
-                stats = dumpmod.DumpStats()
-                # the previous snapshot of this tree, if retention kept it, is the parent: the
-                # store then writes only content it does not hold (m.tracker, once trackers
-                # exist, will say which pages did not change at all)
-                parent = m.parent if m.parent and os.path.isfile(store.snapshot_path(m.parent)) else None
-                sid, writer = store.writer(m.pid, parent=parent, job=job, round=rid)
-                stats.tracker, stats.capture = ("hash" if parent else "none"), "frozen"
-                tc = dumpmod.TreeCapture(m.pid, writer, stats, tracker=m.tracker, parent_sid=parent)
-                staged.append([m, sid, writer, tc, stats])
-                captures.append(tc)
-                tc.frozen(fz)
-            frozen_s = time.monotonic() - t_frozen
+        for m in members:
+            st = dumpmod.DumpStats()
+            # the previous snapshot of this tree, if retention kept it, is the parent: the
+            # store then writes only content it does not hold (the tracker says which
+            # pages did not change at all)
+            parent = m.parent if m.parent and os.path.isfile(store.snapshot_path(m.parent)) else None
+            sid, writer = store.writer(m.pid, parent=parent, job=job, round=rid)
+            st.tracker, st.capture = ("hash" if parent else "none"), "frozen"
+            parts.append(Part(m.pid, sid, writer, TreeCapture(m.pid, writer, st, tracker=m.tracker, parent_sid=parent)))
+            stats.append(st)
+        frozen_s = capture_trees(parts, check_frozen)
         results = []
-        for m, sid, writer, tc, stats in staged:
-            # pages of copy-on-write children, and deferred ones, are stored
-            # now that every tree runs again
-            image = tc.finish()
-            writer.commit(to_dict(image), before_publish=tc.verify)
-            tc.committed(sid)
-            committed.append(sid)
-            stats.frozen_s = frozen_s
-            stats.stored_bytes = writer.stored_bytes
-            stats.wall_s = time.monotonic() - t0
-            results.append(MemberResult(m.pid, sid, m.name, stats))
+        for m, p, st in zip(members, parts, stats):
+            st.frozen_s = frozen_s
+            st.stored_bytes = p.writer.stored_bytes
+            st.wall_s = time.monotonic() - t0
+            results.append(MemberResult(m.pid, p.sid, m.name, st))
         rec = roundstore.write_round(store, job, rid, [
             {"snapshot": r.snapshot, "root_pid": r.pid, "name": r.name, "stored_bytes": int(r.stats.stored_bytes),
              "frozen_s": round(r.stats.frozen_s, 6)} for r in results], uid=uid)
     except BaseException as e:
-        for tc in captures:
-            tc.drop_check()
-        if hdf5_write_failed(e):
-            # do not touch the HDF5 objects again: keep them, and remove the files by
-            # name: every temp file of this process (the caller runs one round at a
-            # time; a writer that HDF5 could not even create leaves one behind too)
-            POISONED.extend(w for _m, _s, w, _i, _st in staged)
-            for d in (store.snapdir, getattr(store, "packdir", store.snapdir)):
-                for n in os.listdir(d):
-                    if temp_of_this_process(n):
-                        try:
-                            os.unlink(os.path.join(d, n))
-                        except FileNotFoundError:
-                            pass
-        else:
-            for _m, sid, writer, _i, _s in staged:
-                if sid not in committed:
-                    writer.abort()
-        for sid in committed:  # snapshots of a round that never committed are not kept
-            try:
-                os.unlink(os.path.join(store.snapdir, sid + ".h5"))
-            except FileNotFoundError:
-                pass
-        if committed:
-            fsync_dir(store.snapdir)
+        _undo(store, parts, e)
         raise
-    finally:
-        for tc in captures:
-            tc.close()  # copy-on-write children
     return rec, results
+
+
+def _undo(store, parts: list[Part], e: BaseException) -> None:
+    """Nothing of a failed round stays visible: writers are aborted, and the
+    snapshots already committed for it are unlinked."""
+    if hdf5_write_failed(e):
+        # do not touch the HDF5 objects again: keep them, and remove the files by
+        # name: every temp file of this process (the caller runs one round at a
+        # time; a writer that HDF5 could not even create leaves one behind too)
+        POISONED.extend(p.writer for p in parts)
+        for d in (store.snapdir, getattr(store, "packdir", store.snapdir)):
+            for n in os.listdir(d):
+                if temp_of_this_process(n):
+                    try:
+                        os.unlink(os.path.join(d, n))
+                    except FileNotFoundError:
+                        pass
+    else:
+        for p in parts:
+            if not p.committed:
+                p.writer.abort()
+    committed = [p.sid for p in parts if p.committed]
+    for sid in committed:  # snapshots of a round that never committed are not kept
+        try:
+            os.unlink(os.path.join(store.snapdir, sid + ".h5"))
+        except FileNotFoundError:
+            pass
+    if committed:
+        fsync_dir(store.snapdir)

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..kernel import engine, procfs
+from ..kernel import engine, inject, procfs
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 from ..kernel.libc import pidfd_getfd
@@ -49,7 +49,7 @@ from ..spare import Spare
 
 SLOTS = 4  # one being copied, one hashed, one stored, one still being compressed
 SLOT_PAGES = 2048  # 8 MiB: 16 were no faster, and the file stays in memory between dumps
-LOOP_OFFSET = 4096  # the loop's place in the scratch mapping (RWX; the setup uses its first page)
+LOOP_OFFSET = inject.CODE_ROOM  # the loop's place in the scratch area (RWX; the setup's arguments come after)
 AF_UNIX, SOCK_DGRAM, SOCK_CLOEXEC = 1, 2, 0o2000000
 ALL_FDS = 0xFFFFFFFF
 CLOSE_RANGE_UNSHARE = 2
@@ -133,16 +133,17 @@ class _Slot:
         self.addrs, self.data, self.hashes, self.next = addrs, data, hashes, nxt
 
 
-def _setup_child(child: int, code: int, scratch: int, scratch_size: int, shared: _Shared) -> int:
+def _setup_child(remote: inject.Remote, shared: _Shared) -> int:
     """Give the child a private fd table and our memory file, mapped, and
     write the copy loop into its code page; returns where the file is
     mapped in the child.  Raises EngineError/OSError if it is refused."""
+    child = remote.t.pid
     if procfs.status(child).get("Seccomp", "0") != "0":
         # the process's filter, inherited, could refuse (or kill the child for)
         # the calls below: suspended for the child alone (needs CAP_SYS_ADMIN)
         engine.check(lib.snp_set_ptrace_options(child, sc.PTRACE_O_EXITKILL | sc.PTRACE_O_SUSPEND_SECCOMP),
                      "suspend the seccomp filter of the copy-on-write child")
-    t = engine.Tracee(child, code=code, scratch=scratch, scratch_size=scratch_size)
+    t, code, scratch = remote.t, remote.base, remote.t.scratch
     # not dumpable: the program's user may no longer open /proc/CHILD/mem
     # (and write into our memory file through it)
     t.call("prctl(PR_SET_DUMPABLE)", sc.PRCTL, sc.PR_SET_DUMPABLE, 0)
@@ -184,13 +185,13 @@ class ChildCopier:
     ever stops on a fault, that batch and the following ones are read
     through /proc/PID/mem, and `broken` says why."""
 
-    def __init__(self, child: int, who: int, code: int, scratch: int, scratch_size: int,
-                 n: int = SLOT_PAGES):
-        self.child, self.who, self.code, self.n = child, who, code, n
+    def __init__(self, remote: inject.Remote, who: int, n: int = SLOT_PAGES):
+        """remote: the held child, with the scratch area it inherited."""
+        self.child, self.who, self.code, self.n = remote.t.pid, who, remote.base, n
         self.broken = ""
         self.shared = _take_shared(n)
         try:
-            self.base = _setup_child(child, code, scratch, scratch_size, self.shared)
+            self.base = _setup_child(remote, self.shared)
         except BaseException:
             _give_shared(self.shared)
             raise

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..kernel import engine, procfs
+from ..kernel import engine, inject, procfs
 from .. import fdkinds
 from ..fdkinds import sysvshm
 from ..kernel import syscalls as sc
@@ -25,7 +25,6 @@ from .cow import keep_mask
 from .shared import SharedObjects
 from ..storage.snapshot import SnapshotReader
 
-SCRATCH_SIZE = 1 << 20
 VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
 
@@ -116,6 +115,7 @@ class Restorer:
         self.stats = stats
         self.s = 0
         self.t: engine.Tracee | None = None
+        self.remote: inject.Remote | None = None  # the scratch area (setup_scratch)
         self.rfds: list[int | None] = []  # our fd for each File, opened lazily
         self.pidfd = -1  # pidfd of us, inside the target
         self.shared = shared  # objects several processes of the tree use
@@ -259,13 +259,9 @@ class Restorer:
     def setup_scratch(self):
         busy = [(m.start, m.end) for m in self.p.mappings]
         busy += [(m.start, m.end) for m in procfs.maps(self.s, with_flags=False)]
-        addr = _find_hole(busy, SCRATCH_SIZE)
-        prot = sc.PROT_READ | sc.PROT_WRITE | sc.PROT_EXEC
-        got = self.t.call("mmap scratch", sc.MMAP, addr, SCRATCH_SIZE, prot,
-                          sc.MAP_PRIVATE | sc.MAP_ANONYMOUS | sc.MAP_FIXED, -1, 0)
-        engine.mem_write(self.s, got, engine.SYSCALL_INT3)
-        self.t.code, self.t.scratch, self.t.scratch_size = got, got + 4096, SCRATCH_SIZE - 4096
-        self.scratch = (got, got + SCRATCH_SIZE)
+        self.remote = inject.infect_at(self.t, _find_hole(busy, inject.SCRATCH_SIZE))
+        self.t = self.remote.t
+        self.scratch = (self.remote.base, self.remote.base + inject.SCRATCH_SIZE)
         # a pidfd of us, left in every stub by spawn.c (pidfd_open(our PID)
         # would fail inside a new PID namespace)
         self.pidfd = lib.SNP_STUB_PIDFD
@@ -581,11 +577,11 @@ class Restorer:
             t.call("PR_SET_CHILD_SUBREAPER", sc.PRCTL, sc.PR_SET_CHILD_SUBREAPER, 1)
         # after the uid change, which resets it (to suid_dumpable)
         t.call("PR_SET_DUMPABLE", sc.PRCTL, sc.PR_SET_DUMPABLE, p.creds.get("dumpable", 1))
-        # the main thread unmaps the scratch page it runs in: it comes back in a
-        # SIGSEGV stop (the int3 is gone), which detaching with signal 0 drops
-        r = t.syscall(sc.MUNMAP, self.scratch[0], SCRATCH_SIZE, expect_segv=True)
-        if r < 0:
-            raise RestoreError(f"munmap of the scratch page failed: {os.strerror(-r)}")
+        # the main thread unmaps the scratch area it runs in (inject.py)
+        try:
+            self.remote.cure_from_inside()
+        except inject.InjectError as e:
+            raise RestoreError(str(e)) from None
         for th in p.threads:
             tid = self.outer[th.tid]
             engine.setregs(tid, _fixup_restart(engine.Regs(th.regs)))
