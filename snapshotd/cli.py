@@ -25,10 +25,21 @@ class CliError(Exception):
     pass
 
 
-def _store(args):
+def _store(args, write: bool = False, refs=()):
+    """The store of --store / $SNAPSHOTD_STORE / the default, checked: a
+    command that only reads needs an existing store (a directory holding
+    snapshots/); one that writes (write=True) may create one in a missing or
+    empty directory, never in a file or someone else's directory.  refs: the
+    command's SNAPSHOT arguments; when every one is a .h5 file path, the
+    store is not read and a read-only command does not need one."""
     from .storage.store import DEFAULT_STORE, Store
 
-    return Store(args.store or os.environ.get("SNAPSHOTD_STORE") or DEFAULT_STORE)
+    store = Store(args.store or os.environ.get("SNAPSHOTD_STORE") or DEFAULT_STORE)
+    if write:
+        store.check_writable()
+    elif not (refs and all(r.endswith(".h5") and os.path.isfile(r) for r in refs)):
+        store.check_readable()
+    return store
 
 
 def _human(n: float) -> str:
@@ -63,7 +74,7 @@ def cmd_dump(args):
     from .dump import dump
 
     reader.join()
-    store = _store(args)
+    store = _store(args, write=True)
     parent = args.parent
     if parent == "latest":
         import socket
@@ -102,7 +113,7 @@ def cmd_restore(args):
     from .restore import restore
     from .storage.snapshot import DamagedError
 
-    store = _store(args)
+    store = _store(args, refs=[args.snapshot])
     with store.open(args.snapshot) as reader:
         if reader.missing_packs():
             raise CliError(_damage_report(reader, store))
@@ -147,7 +158,7 @@ def cmd_list(args):
 
 
 def cmd_show(args):
-    store = _store(args)
+    store = _store(args, refs=[args.snapshot])
     with store.open(args.snapshot) as r:
         attrs = dict(r.attrs)
         image = r.image()
@@ -178,7 +189,7 @@ def cmd_verify(args):
     from .progress import Progress
     from .storage.maintenance import verify
 
-    results = verify(_store(args), args.snapshot or None, progress_factory=Progress)
+    results = verify(_store(args, refs=args.snapshot), args.snapshot or None, progress_factory=Progress)
     bad = [r for r in results if not r["ok"]]
     if args.json:
         print(json.dumps({"ok": not bad, "snapshots": results}))
@@ -215,7 +226,7 @@ def cmd_compact(args):
     from .progress import Progress
     from .storage.maintenance import compact
 
-    store = _store(args)
+    store = _store(args, refs=[args.snapshot])  # compact() makes a store for a .h5 file's copy
     with store.open(args.snapshot) as r:
         total = len(r.all_refs()) * 4096
     bar = Progress(f"compact {args.snapshot}", total)
@@ -300,10 +311,9 @@ def cmd_daemon(args):
         raise CliError("--workers must be at least 1")
     if args.compact_depth < 1 or args.compact_packs < 1:
         raise CliError("--compact-depth and --compact-packs must be at least 1")
-    from .storage.store import DEFAULT_STORE
-
+    store = _store(args, write=True)  # a file or someone else's directory: say so before starting
     try:
-        return run(args.store or os.environ.get("SNAPSHOTD_STORE") or DEFAULT_STORE,
+        return run(store.path,
                    socket_path(args.socket), retention_every=retention, workers=args.workers,
                    compact_every=compact_every, compact_depth=args.compact_depth, compact_packs=args.compact_packs)
     except DaemonStartError as e:

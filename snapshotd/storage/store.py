@@ -7,6 +7,11 @@
     STORE/lock                   flock: writers shared, garbage collection exclusive
     .<name>.tmp-<host>-<pid>     being written (ignored; removed once <pid> on <host> is dead)
 
+A store is a directory holding snapshots/.  Commands that only read refuse
+anything else (check_readable); commands that write create a store in a
+missing or empty directory, never in a file or in a directory holding other
+things (check_writable).
+
 Nothing in the store is modified after commit; removal (prune, gc) deletes
 whole files, snapshots before the packs they used, so a crash at any moment
 leaves every kept snapshot complete."""
@@ -17,6 +22,7 @@ import json
 import os
 import secrets
 import socket
+import stat
 import time
 
 from ..faults import crashpoint
@@ -31,6 +37,11 @@ CATALOG_VERSION = 1
 
 class StoreError(Exception):
     pass
+
+
+# what snapshotd itself puts in a store's directory (besides temporary files):
+# a directory holding only these is a store being created, not someone else's
+_OWN_NAMES = frozenset({"snapshots", "packs", "catalog.json", "lock", "damaged", "daemon", "rounds"})
 
 
 def newest_key(row: dict):
@@ -75,7 +86,69 @@ class Store:
         self._index_packs: set[str] = set()
 
     # -- layout --
+    def _stat(self, path: str, what: str):
+        """os.stat(path), None if it does not exist (or a parent is a file);
+        other failures are a StoreError."""
+        try:
+            return os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except PermissionError:
+            raise StoreError(f"cannot read store {self.path}: permission denied") from None
+        except OSError as e:  # ELOOP, ENAMETOOLONG, EIO ...
+            raise StoreError(f"{what} {self.path}: {e.strerror}") from None
+
+    def check_readable(self) -> None:
+        """Refuse, with one line, a path that is not a store: a missing path,
+        a file, a directory without snapshots/ (an empty one too), or one
+        this user cannot read.  For the commands that only read."""
+        st = self._stat(self.snapdir, "no store at")
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            if not os.access(self.snapdir, os.R_OK | os.X_OK):
+                raise StoreError(f"cannot read store {self.path}: permission denied")
+            return
+        top = self._stat(self.path, "no store at")
+        if top is None:
+            raise StoreError(f"no store at {self.path}")
+        self._refuse(top, st)
+        raise StoreError(f"{self.path} is not a snapshotd store (no snapshots/ directory)")
+
+    def check_writable(self) -> None:
+        """Refuse, with one line, a path a store must not be created in: a
+        file, or a directory that holds other things than a store's.  A
+        missing path or an empty directory is fine (ensure_writable makes the
+        store there).  Does not create anything."""
+        st = self._stat(self.snapdir, "cannot use store")
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return
+        top = self._stat(self.path, "cannot use store")
+        if top is None:
+            return
+        self._refuse(top, st)
+        try:
+            names = os.listdir(self.path)
+        except PermissionError:
+            raise StoreError(f"cannot read store {self.path}: permission denied") from None
+        except OSError as e:
+            raise StoreError(f"cannot use store {self.path}: {e.strerror}") from None
+        if "snapshots" in names and os.path.isdir(self.snapdir):
+            return  # another writer created it just now
+        other = sorted(n for n in names if n not in _OWN_NAMES and not (n.startswith(".") and ".tmp-" in n))
+        if other:
+            more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+            raise StoreError(f"{self.path} is not a snapshotd store (no snapshots/ directory) and not empty "
+                             f"(it holds {', '.join(map(repr, other[:3]))}{more}); not making a store there")
+
+    def _refuse(self, top, snap) -> None:
+        """The refusals both checks share: the store path is a file, or its
+        snapshots is not a directory."""
+        if top is not None and not stat.S_ISDIR(top.st_mode):
+            raise StoreError(f"{self.path} is not a snapshotd store (not a directory)")
+        if snap is not None:
+            raise StoreError(f"{self.path} is not a snapshotd store ({self.snapdir} is not a directory)")
+
     def ensure_writable(self) -> None:
+        self.check_writable()
         try:
             for d in (self.path, self.snapdir, self.packdir):
                 os.makedirs(d, mode=0o700, exist_ok=True)
