@@ -2,14 +2,14 @@
 bit of every pte and marks VMAs VM_SOFTDIRTY; /proc/PID/pagemap bit 55 is then
 set for every page written (or moved by mremap, or in a new VMA) since.
 Needs CONFIG_MEM_SOFT_DIRTY, which this kernel (and arm64) lacks: the tracker
-is only chosen where `check`'s probe sees bit 55 work."""
+is only chosen where its probe (kernel/probes.py) sees bit 55 work."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from ..kernel import procfs
+from ..kernel import probes, procfs
 from ..kernel import syscalls as sc
 from . import Changes, Tracker
 
@@ -24,10 +24,8 @@ class SoftDirtyTracker(Tracker):
     @classmethod
     def available(cls) -> tuple[bool, str]:
         if cls._available is None:
-            from ..check import probe_soft_dirty
-
             try:
-                cls._available = probe_soft_dirty()[:2]
+                cls._available = probes.probe_soft_dirty()[:2]
             except Exception as e:  # noqa: BLE001
                 cls._available = (False, str(e))
         return cls._available

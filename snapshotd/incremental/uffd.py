@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from ..kernel import engine, libc, procfs
+from ..kernel import engine, libc, probes, procfs
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 from . import Changes, Tracker, log
@@ -138,10 +138,8 @@ class UffdTracker(Tracker):
 
     @staticmethod
     def _probe() -> tuple[bool, str]:
-        from ..check import probe_pagemap_scan, probe_pidfd, probe_uffd_wp_async
-
-        for name, probe in (("userfaultfd WP_ASYNC", probe_uffd_wp_async), ("PAGEMAP_SCAN", probe_pagemap_scan),
-                            ("pidfd_getfd", probe_pidfd)):
+        for name, probe in (("userfaultfd WP_ASYNC", probes.probe_uffd_wp_async),
+                            ("PAGEMAP_SCAN", probes.probe_pagemap_scan), ("pidfd_getfd", probes.probe_pidfd)):
             try:
                 ok, detail = probe()[:2]
             except Exception as e:  # noqa: BLE001 - a crashing probe means unavailable
