@@ -71,19 +71,11 @@ def cmd_dump(args):
             pass
     reader = threading.Thread(target=read_early, daemon=True)
     reader.start()
-    from .dump import dump
+    from .dump import dump, resolve_parent
 
     reader.join()
     store = _store(args, write=True)
-    parent = args.parent
-    if parent == "latest":
-        import socket
-
-        parent = store.latest(tree=f"{socket.gethostname()}:{args.pid}")
-        if parent is None:
-            raise CliError(f"--parent latest: no snapshot of PID {args.pid} in store {store.path}")
-    elif parent:
-        parent = os.path.basename(store.resolve(parent))[:-3]
+    parent = resolve_parent(store, args.pid, args.parent) if args.parent else None
     sid, st = dump(args.pid, store, kill=args.kill, parent=parent, capture=args.capture, vmflags=early)
     for n in st.notes:
         print(f"snapshotd: note: {n}", file=sys.stderr)

@@ -191,6 +191,31 @@ def test_cli_parent_errors(tmp_path, store):
     assert "nosuch" in msg
 
 
+def test_parent_latest_is_this_hosts_snapshot_of_the_pid(tmp_path, store):
+    """On a store shared by nodes, another host's snapshot of the same PID is
+    not this tree's parent: --parent latest looks on this host only."""
+    import subprocess
+
+    prog = start("incr_random", tmp_path)
+    # a snapshot taken "on another host": the same dump, in a UTS namespace named otherhost
+    argv = ["unshare", "--uts", "sh", "-c", 'hostname otherhost && exec "$@"', "sh",
+            *zh.cli_command(store, "--json", "dump", str(prog.pid))]
+    res = subprocess.run(argv, capture_output=True, text=True, cwd=str(zh.REPO_DIR), timeout=zh.CLI_TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    msg = zh.assert_cli_fails(store, "dump", str(prog.pid), "--parent", "latest")
+    assert "no snapshot of PID" in msg and "this host" in msg, msg
+    from snapshotd.dump import DumpError, resolve_parent  # the API resolves it the same way
+    from snapshotd.storage.store import Store
+    with pytest.raises(DumpError):
+        resolve_parent(Store(str(store)), prog.pid, "latest")
+    res = zh.run_cli(store, "--json", "dump", str(prog.pid))
+    assert res.returncode == 0, res.stderr
+    mine = json.loads(res.stdout)["id"]
+    res = zh.run_cli(store, "--json", "dump", str(prog.pid), "--parent", "latest")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["parent"] == mine
+
+
 def test_exec_between_snapshots(tmp_path, store):
     """After exec the tracker's descriptor watches a dead address space: it
     says so, starts over on the new one, and the snapshot (hashed) restores."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 from ..kernel import netns
@@ -49,12 +50,14 @@ def expected_written(pid: int) -> int:
 
 
 def resolve_parent(store: Store, pid: int, ref: str) -> str:
-    """Snapshot id of the parent named by ref ("latest": the newest snapshot
-    whose root is pid)."""
+    """Snapshot id of the parent named by ref: an id or a prefix, or
+    "latest", the newest snapshot of the tree rooted at pid on this host
+    (the store's `tree` attribute, HOST:PID: a store shared by several nodes
+    holds other hosts' PID pid too)."""
     if ref == "latest":
-        sid = store.latest(root_pid=pid)
+        sid = store.latest(tree=f"{socket.gethostname()}:{pid}")
         if not sid:
-            raise DumpError(f"--parent latest: no snapshot of PID {pid} in store {store.path}")
+            raise DumpError(f"--parent latest: no snapshot of PID {pid} on this host in store {store.path}")
         return sid
     path = store.resolve(ref)
     sid = os.path.basename(path)[: -len(".h5")]
