@@ -15,18 +15,21 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "snapshotd"
 # what the kernel layer may import from snapshotd
 KERNEL_MAY_IMPORT = ("snapshotd.kernel", "snapshotd._engine")
+# compiled modules (engine/build_engine.py), named even before they are built
+COMPILED = ("snapshotd._engine",)
 
 
 def modules(root: Path = PKG) -> dict[str, Path]:
     """Dotted name -> file, for every module of the package (compiled ones,
     like _engine, too: they are imported, but import nothing we can read)."""
     out = {}
-    for f in sorted(root.rglob("*.py")) + sorted(root.rglob("*.so")):
-        parts = list(f.relative_to(root.parent).parts)
-        parts[-1] = parts[-1].split(".")[0]
+    for f in sorted(root.rglob("*.py")):
+        parts = list(f.relative_to(root.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
-        out.setdefault(".".join(parts), f)
+        out[".".join(parts)] = f
+    for name in COMPILED:
+        out[name] = root.parent.joinpath(*name.split("."))  # no .py: not read
     return out
 
 
@@ -125,6 +128,16 @@ def test_the_graph_sees_lazy_and_relative_imports():
     g = imports(modules())
     assert "snapshotd.kernel.syscalls" in g["snapshotd.kernel.engine"]
     assert "snapshotd.check" in g["snapshotd.cli"]  # cli imports check inside a function
+
+
+def test_a_lazy_circle_is_found(tmp_path):
+    pkg = tmp_path / "snapshotd"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("def f():\n    from .. import a\n")
+    (pkg / "sub" / "b.py").write_text("from . import f\n")
+    assert cycles(imports(modules(pkg))) == [["snapshotd.a", "snapshotd.sub", "snapshotd.sub.b"]]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ snapshot's page at the same address.  Reads all memory, but stores only what
 changed.  Always available; what the one-shot CLI uses."""
 from __future__ import annotations
 
-from . import Changes, Tracker
+from .base import Changes, Tracker
 
 
 class HashTracker(Tracker):

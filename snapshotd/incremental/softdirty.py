@@ -11,7 +11,7 @@ import numpy as np
 
 from ..kernel import probes, procfs
 from ..kernel import syscalls as sc
-from . import Changes, Tracker
+from .base import Changes, Tracker
 
 PM_SOFT_DIRTY = np.uint64(1 << 55)
 PM_PRESENT_OR_SWAP = np.uint64(3 << 62)

@@ -31,7 +31,7 @@ import numpy as np
 from ..kernel import engine, libc, probes, procfs
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
-from . import Changes, Tracker, log
+from .base import Changes, Tracker, log
 
 UFFD_USER_MODE_ONLY = 1
 UFFD_FEATURE_WP_HUGETLBFS_SHMEM = 1 << 12
