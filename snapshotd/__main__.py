@@ -1,3 +1,4 @@
+"""`python -m snapshotd`: the same as the snapshotd command."""
 from .cli import run
 
 run()

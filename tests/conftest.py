@@ -29,6 +29,9 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     zdtm_harness.cleanup_build_dir()
+    import daemon_harness
+
+    daemon_harness.cleanup_counter()  # built once per session, for the daemon tests
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +79,26 @@ def other_user():
             pass
     time.sleep(0.2)
     subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture
+def root():
+    """A directory every user can reach (a daemon's socket, programs' output)."""
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="snapshotd-daemon-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(root):
+    """A real `snapshotd daemon` on a private socket and store under root."""
+    from daemon_harness import Daemon
+
+    d = Daemon(root)
+    d.start()
+    yield d
+    d.close()

@@ -4,42 +4,16 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import pytest
 
-from daemon_harness import (Daemon, cleanup_counter, kill_pid, read_log, start_counter, start_time, wait_for,
+from daemon_harness import (Daemon, kill_pid, read_log, start_counter, start_time, wait_for,
                             wait_gone)
 from zdtm_harness import REPO_DIR, STARTED_PIDS
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _counter_build():
-    yield
-    cleanup_counter()
-
-
-@pytest.fixture
-def root():
-    """A directory every user can reach (the socket and the programs' output)."""
-    d = tempfile.mkdtemp(prefix="snapshotd-daemon-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(root):
-    d = Daemon(root)
-    d.start()
-    yield d
-    d.close()
 
 
 def consecutive(xs: list[int]) -> bool:

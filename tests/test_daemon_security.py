@@ -10,37 +10,12 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
-import time
 
 import h5py
 import pytest
 
-from daemon_harness import (Daemon, cleanup_counter, counter_binary, kill_pid, start_counter, start_time, wait_for,
-                            wait_gone)
+from daemon_harness import counter_binary, kill_pid, start_counter, start_time, wait_for, wait_gone
 from zdtm_harness import STARTED_PIDS
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _counter_build():
-    yield
-    cleanup_counter()
-
-
-@pytest.fixture
-def root():
-    d = tempfile.mkdtemp(prefix="snapshotd-sec-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(root):
-    d = Daemon(root)
-    d.start()
-    yield d
-    d.close()
 
 
 def uids_of(pid: int) -> list[int]:

@@ -9,52 +9,13 @@ import json
 import os
 import pwd
 import resource
-import secrets
 import select
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
 
 from daemon_harness import Daemon, kill_pid, wait_for
-
-
-@pytest.fixture
-def root():
-    """A directory every user can reach (the socket)."""
-    d = tempfile.mkdtemp(prefix="snapshotd-socket-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(root):
-    d = Daemon(root)
-    d.start()
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def other_user():
-    name = f"snptest{secrets.token_hex(3)}"
-    res = subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], capture_output=True, text=True)
-    if res.returncode:
-        pytest.skip(f"useradd failed: {res.stderr.strip()}")
-    yield name
-    uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout or -1)
-    for d in os.listdir("/proc"):  # userdel refuses while the user has processes: kill them (by PID)
-        try:
-            if d.isdigit() and os.stat(f"/proc/{d}").st_uid == uid:
-                kill_pid(int(d))
-        except OSError:
-            pass
-    time.sleep(0.2)
-    subprocess.run(["userdel", name], capture_output=True)
 
 
 # -- measuring the daemon --

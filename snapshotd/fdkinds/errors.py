@@ -1,4 +1,4 @@
-"""Errors of the fd kinds; dump.py and restore.py turn them into their own."""
+"""Errors of the fd kinds; dump/ and restore/ turn them into their own."""
 
 
 class Unsupported(Exception):
