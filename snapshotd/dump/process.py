@@ -21,11 +21,6 @@ from .pages import UFFD_VMFLAGS, PageDumper
 from .stats import DumpError, DumpStats
 from .tree import SharedPagesOnce
 
-O_CLOEXEC = 0o2000000
-KCMP_FILE = 0
-SPECIAL_MAPS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
-
-
 def _rlim(v: int) -> int:
     return resource.RLIM_INFINITY if v == 0xFFFFFFFFFFFFFFFF else v
 
@@ -183,16 +178,16 @@ class ProcessDumper:
                 link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
                 info = procfs.fdinfo(self.pid, fd)
                 flags = int(info["flags"], 8)
-                same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, KCMP_FILE, ofd, fd) == 0), None)
+                same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, sc.KCMP_FILE, ofd, fd) == 0), None)
                 if same is None and fdkinds.is_plain(link):
-                    same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~O_CLOEXEC, int(info.get("pos", 0)),
+                    same = self._file_for(f"/proc/{self.pid}/fd/{fd}", link, flags & ~sc.O_CLOEXEC, int(info.get("pos", 0)),
                                           fd=fd)
                 elif same is None:
                     kind, state = kinds.dump(fd, link)
-                    self.files.append(File(kind=kind, path=link, flags=flags & ~O_CLOEXEC, state=state))
+                    self.files.append(File(kind=kind, path=link, flags=flags & ~sc.O_CLOEXEC, state=state))
                     same = len(self.files) - 1
                 seen.append((fd, same))
-                out.append(Fd(fd=fd, file=same, cloexec=bool(flags & O_CLOEXEC)))
+                out.append(Fd(fd=fd, file=same, cloexec=bool(flags & sc.O_CLOEXEC)))
             kinds.finish()
         except fdkinds.Unsupported as e:
             raise DumpError(str(e)) from None
@@ -266,7 +261,7 @@ class ProcessDumper:
         shared = m.perms[3] == "s"
         mp = Mapping(start=start, end=end, prot=prot, shared=shared, offset=m.offset + (start - m.start),
                      path=m.path, vmflags=list(m.vmflags))
-        if m.path in SPECIAL_MAPS:
+        if m.path in procfs.SPECIAL_MAPS:
             mp.pages = "none"
         elif m.inode == 0 or m.path.startswith("/dev/zero") or m.path.startswith("/SYSV"):
             if m.path.startswith("/SYSV"):
