@@ -36,6 +36,15 @@ int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
                int flags, int64_t *result, int *new_thread);
 /* The same, with the code written at the thread's rip and put back after. */
 int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
+/* An injection that puts the thread back by itself if we die (inject.c):
+ * a trampoline of at most SNP_SAFE_CODE_MAX bytes is written at code_addr
+ * (executable in the target) for each call.  flags: SNP_SAFE_CLONE. */
+#define SNP_SAFE_CODE_MAX 208
+#define SNP_SAFE_CLONE 1        /* a child that runs untraced exits at once */
+#define SNP_SAFE_CLOSE_RESULT 2 /* if we died, the trampoline closes the fd the call made */
+#define SNP_SAFE_UNMAP_RESULT 4 /* ... or unmaps the mapping it made (an mmap) */
+int snp_inject_safe(int tid, uint64_t code_addr, long nr, const uint64_t args[6], int flags,
+                    int64_t *result, int *new_thread);
 
 /* ---- childcopy.c: a copy loop run inside a held copy-on-write child ---- */
 int snp_copy_loop_code(uint8_t *out, int max);  /* the loop's bytes; returns their size */

@@ -40,7 +40,8 @@ int snp_wait_stop(int tid, int *status)
 int snp_seize(int tid)
 {
     int st;
-    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACECLONE) < 0)
+    /* TRACESYSGOOD: syscall stops say so (snp_inject_safe reads them) */
+    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD) < 0)
         return -errno;
     if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
         return -errno;

@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import fdkinds
+from ..faults import crashpoint
 from ..image import Image, Process, to_dict
 from ..incremental import TreeTracker
-from ..kernel import engine, inject, netns, procfs
+from ..kernel import engine, netns, procfs
 from ..kernel.procfs import vmflags_by_vma
 from .cow import fork_held_child, release_child
 from .freeze import as_dump_error, freeze_tree
@@ -195,7 +196,7 @@ class TreeCapture:
         if self.child:
             child, self.child = self.child, 0
             ex = ThreadPoolExecutor(1, thread_name_prefix="cow-release")
-            self.released = ex.submit(release_child, self.pid, child, self.pd.scratch_range[0], inject.SCRATCH_SIZE)
+            self.released = ex.submit(release_child, self.pid, child, self.pd.scratch_range[0])
             ex.shutdown(wait=False)
 
     def close(self) -> None:
@@ -249,7 +250,7 @@ def capture_one(pid: int, tids: list[int], writer, stats: DumpStats, tracker, pa
         pd.pages.defer = defer
         pd.pages.capture_pages(plans, pid, frozen=True)
         if mode == "cow":
-            child = fork_held_child(pd.t)
+            child = fork_held_child(pd.remote)
     finally:
         if not child:
             pd.unmap_scratch()
@@ -290,6 +291,7 @@ def capture_trees(parts: list[Part], while_frozen=None, before_commit=None) -> f
                 trees.append(freeze_tree(p.pid))
                 frozen.callback(trees[-1].release)
             t0 = time.monotonic()
+            crashpoint("dump-frozen")
             if while_frozen is not None:
                 while_frozen(trees)
             for p, tree in zip(parts, trees):

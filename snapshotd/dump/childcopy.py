@@ -45,6 +45,7 @@ from .._engine import ffi, lib
 from ..kernel.libc import pidfd_getfd
 from .pageread import Batch, recycle
 from ..pagehash import page_runs
+from ..faults import crashpoint
 from ..spare import Spare
 
 SLOTS = 4  # one being copied, one hashed, one stored, one still being compressed
@@ -233,6 +234,7 @@ class ChildCopier:
         engine.check(lib.snp_copy_loop_start(self.child, self.code + LOOP_OFFSET, self.base + sh.table_offset(k),
                                              len(first), self.base + sh.flags_offset(k)),
                      f"start the copy loop in {self.child}")
+        crashpoint("dump-copy-loop")
         self.flagged[k] = True
 
     def _read_memfile(self, reader, k: int, got: int) -> None:

@@ -17,6 +17,7 @@ from ..kernel import engine, inject, procfs
 from ..kernel import syscalls as sc
 from ..kernel.fscreds import file_id
 from ..kernel.procfs import vma_key
+from ..faults import crashpoint
 from .pages import UFFD_VMFLAGS, PageDumper
 from .stats import DumpError, DumpStats
 from .tree import SharedPagesOnce
@@ -60,6 +61,7 @@ class ProcessDumper:
             raise DumpError(str(e)) from None
         self.pages.remote = self.remote
         self.scratch_range = (self.remote.base, self.remote.base + inject.SCRATCH_SIZE)
+        crashpoint("dump-infected")
 
     def unmap_scratch(self):
         if self.remote is not None:

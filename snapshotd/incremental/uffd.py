@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from ..kernel import engine, libc, probes, procfs
+from ..kernel import engine, inject, libc, probes, procfs
 from ..kernel import syscalls as sc
 from .._engine import ffi, lib
 from .base import Changes, Tracker, log
@@ -150,14 +150,18 @@ class UffdTracker(Tracker):
 
     # -- descriptor --
     def _open_uffd(self) -> None:
-        t = engine.Tracee(self.pid)
-        fd_t = t.inject_at_rip(sc.USERFAULTFD, sc.O_CLOEXEC | sc.O_NONBLOCK | UFFD_USER_MODE_ONLY)
+        # self-restoring calls: the process is the job's (kernel/inject.py)
+        try:
+            fd_t = inject.oneshot(self.pid, sc.USERFAULTFD, sc.O_CLOEXEC | sc.O_NONBLOCK | UFFD_USER_MODE_ONLY,
+                                  undo=lib.SNP_SAFE_CLOSE_RESULT)
+        except inject.InjectError as e:
+            raise engine.EngineError(errno.ENOTSUP, str(e)) from None
         if fd_t < 0:
             raise engine.EngineError(-fd_t, f"userfaultfd in PID {self.pid}: {os.strerror(-fd_t)}")
         try:
             self.fd = _copy_fd(self.pid, fd_t)
         finally:
-            t.inject_at_rip(sc.CLOSE, fd_t)
+            inject.oneshot(self.pid, sc.CLOSE, fd_t)
         got = ffi.new("uint64_t *")
         want = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
         # WP_HUGETLBFS_SHMEM lets shmem/hugetlbfs mappings register for WP too;

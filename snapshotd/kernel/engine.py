@@ -126,6 +126,7 @@ def mem_write(pid: int, addr: int, data: bytes) -> None:
 
 
 SYSCALL_INT3 = b"\x0f\x05\xcc"
+SAFE_CODE_MAX = 208  # the self-restoring call's trampoline (inject.c snp_inject_safe)
 
 
 class Tracee:
@@ -136,11 +137,14 @@ class Tracee:
     arguments.  Until a code page exists, `inject_at_rip` borrows the bytes at
     the thread's rip."""
 
-    def __init__(self, pid: int, code: int = 0, scratch: int = 0, scratch_size: int = 0):
+    def __init__(self, pid: int, code: int = 0, scratch: int = 0, scratch_size: int = 0, safe: bool = False):
         self.pid = pid
         self.code = code
         self.scratch = scratch
         self.scratch_size = scratch_size
+        # safe: every call undoes itself if we die (inject.c snp_inject_safe);
+        # code then has SAFE_CODE_MAX bytes for its trampoline
+        self.safe = safe
         self._args = ffi.new("uint64_t[6]")
         self._res = ffi.new("int64_t *")
         self._newt = ffi.new("int *")
@@ -151,15 +155,22 @@ class Tracee:
         for i in range(6):
             self._args[i] = (args[i] & 0xFFFFFFFFFFFFFFFF) if i < len(args) else 0
 
-    def syscall(self, nr: int, *args: int, tid: int | None = None, expect_segv: bool = False) -> int:
+    def syscall(self, nr: int, *args: int, tid: int | None = None, expect_segv: bool = False,
+                clone: bool = False, undo: int = 0) -> int:
         """Run syscall nr in thread tid (default the main thread); return its
         raw result (negative errno on failure, as the kernel gives it)."""
         self._set_args(args)
-        flags = lib.SNP_INJ_EXPECT_SEGV if expect_segv else 0
-        check(
-            lib.snp_inject(tid or self.pid, self.code, nr, self._args, flags, self._res, self._newt),
-            f"inject syscall {nr} into {tid or self.pid}",
-        )
+        if self.safe:
+            if expect_segv:
+                raise ValueError("a self-restoring injection cannot expect a SIGSEGV")
+            # undo: lib.SNP_SAFE_CLOSE_RESULT / SNP_SAFE_UNMAP_RESULT, what the trampoline
+            # undoes if we die before the result is ours
+            flags = (lib.SNP_SAFE_CLONE if clone else 0) | undo
+            r = lib.snp_inject_safe(tid or self.pid, self.code, nr, self._args, flags, self._res, self._newt)
+        else:
+            flags = lib.SNP_INJ_EXPECT_SEGV if expect_segv else 0
+            r = lib.snp_inject(tid or self.pid, self.code, nr, self._args, flags, self._res, self._newt)
+        check(r, f"inject syscall {nr} into {tid or self.pid}")
         return self._res[0]
 
     def last_new_thread(self) -> int:

@@ -35,6 +35,26 @@ def _addr(buf) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
+def _fork_bound(keep: tuple = ()) -> int:
+    """fork(), the child bound to us: it dies with us (PR_SET_PDEATHSIG) and
+    holds none of our files but keep (in the daemon: its socket, its sqlite
+    registrations, the store lock), so a probe killed with the daemon leaves
+    nothing behind."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        libc.dll.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # we died before the prctl
+            os._exit(0)
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            if fd > 2 and fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+    return pid
+
+
 class _Child:
     """A forked child that writes MARKER into self.mark, reports ready, then blocks in read()."""
     MARKER = b"snapshotd-probe!"
@@ -43,7 +63,7 @@ class _Child:
         self.mark = ctypes.create_string_buffer(16)
         r1, w1 = os.pipe()
         self.r2, self.w2 = os.pipe()
-        self.pid = os.fork()
+        self.pid = _fork_bound(keep=(w1, self.r2))
         if self.pid == 0:
             try:
                 ctypes.memmove(self.mark, self.MARKER, 16)
@@ -60,7 +80,7 @@ class _Child:
 
 def _in_child(fn) -> int:
     """Exit code of fn() run in a forked child (99 if it raised)."""
-    pid = os.fork()
+    pid = _fork_bound()
     if pid == 0:
         try:
             os._exit(fn())

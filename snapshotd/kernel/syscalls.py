@@ -57,6 +57,7 @@ PIDFD_GETFD = 438
 PAGE = 4096
 
 # -- prctl options (linux/prctl.h) --
+PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
