@@ -14,7 +14,7 @@ import functools
 import typing
 from dataclasses import dataclass, field
 
-IMAGE_VERSION = 3  # 2: fd kinds (File.state), SysV shared memory (Mapping.sysv), trees (pipe/fifo, File.share, zombies)
+IMAGE_VERSION = 4  # 4: Process.locks, Thread.sched; 3: Image.netns; 2: fd kinds (File.state), SysV shared memory (Mapping.sysv), trees (pipe/fifo, File.share, zombies)
 # 3: Image.netns (the tree's network namespace, restored into it; TCP peer lock), Process.subreaper
 
 
@@ -30,6 +30,8 @@ class Thread:
     rseq: dict | None = None  # {ptr, len, flags, sig}
     sigaltstack: tuple = (0, 2, 0)  # (ss_sp, ss_flags, ss_size); 2 = SS_DISABLE
     pending: list = field(default_factory=list)  # list[bytes]: thread-directed siginfo
+    # scheduling (4): {"affinity": [cpu, ...], "nice": int, "policy": int, "priority": int}; None: not recorded
+    sched: dict | None = None
 
 
 @dataclass
@@ -112,6 +114,8 @@ class Process:
     exit_status: int = 0
     subreaper: bool = False  # PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to it
     cwd_id: list = field(default_factory=list)  # [st_dev, st_ino] of the cwd ([] if unknown)
+    # file locks it holds (4): {"fd", "kind" ("posix", "ofd", "flock"), "write", "start", "end" (-1: EOF)}
+    locks: list = field(default_factory=list)
 
 
 @dataclass

@@ -229,7 +229,7 @@ def _forge_image(store: str, sid: str, edit) -> None:
         h5.attrs["image_sha256"] = hashlib.sha256(raw.encode()).hexdigest()
 
 
-@pytest.mark.parametrize("forgery", ["euid0", "caps", "group0"])
+@pytest.mark.parametrize("forgery", ["euid0", "caps", "group0", "realtime"])
 def test_a_forged_image_never_restores_with_more_than_its_owner_has(daemon, root, other_user, forgery):
     theirs = start_counter(os.path.join(root, "user"), user=other_user)
     ok, _ = daemon.as_user(other_user, "register", pid=theirs, every="1h", job="j")
@@ -244,6 +244,8 @@ def test_a_forged_image_never_restores_with_more_than_its_owner_has(daemon, root
             c["uid"] = [c["uid"][0], 0, 0, 0]
         elif forgery == "caps":
             c["caps"]["CapPrm"] = c["caps"]["CapEff"] = "000001fffeffffff"
+        elif forgery == "realtime":  # SCHED_FIFO: only root may give it
+            img["processes"][0]["threads"][0]["sched"].update(policy=1, priority=50)
         else:
             c["groups"] = [0]
     _forge_image(daemon.store, sid, edit)

@@ -12,6 +12,7 @@ FILE_PROGRAMS = [
     "fd_unlinked",        # open files that were unlinked
     "fd_dev_null_zero",   # /dev/null, /dev/zero, /dev/urandom
     "fd_write_log",       # a log file continues with lines N+1...
+    "file_locks",         # POSIX (ranges, a child's, a deleted file's), OFD and flock locks
 ]
 
 

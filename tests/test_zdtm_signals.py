@@ -5,6 +5,7 @@ import pytest
 from zdtm_harness import run_zdtm
 
 PROCESS_PROGRAMS = [
+    "proc_sched",         # CPU affinity per thread, nice, SCHED_BATCH/IDLE
     "sig_handlers",   # SA_SIGINFO/SA_RESTART/SA_NODEFER/SA_RESETHAND, sa_mask
     "sig_ignored",    # SIG_IGN dispositions incl. SIGCHLD auto-reap
     "sig_altstack",   # sigaltstack per thread, SA_ONSTACK

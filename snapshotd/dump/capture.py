@@ -19,7 +19,8 @@ from .freeze import as_dump_error, freeze_tree
 from .pages import AUTO_FROZEN_MAX_PAGES, check_vmflags_unchanged
 from .process import ProcessDumper
 from .stats import DumpError, DumpStats
-from .tree import FrozenTree, SharedPagesOnce, capture_pipes, link_shared_files, zombie_record
+from .tree import (FrozenTree, SharedPagesOnce, capture_pipes, dedupe_description_locks, link_shared_files,
+                   zombie_record)
 
 CAPTURES = ("auto", "cow", "frozen")
 DEFAULT_CAPTURE = "auto"
@@ -78,6 +79,7 @@ class TreeCapture:
             self._frozen_tree(members)
         try:
             link_shared_files(procs)
+            dedupe_description_locks(procs)
             capture_pipes(procs, writer)
         except (OSError, procfs.ProcGone) as e:
             raise DumpError(f"dump of the pipes and shared files of PID {pid}'s tree failed: {e}") from None

@@ -30,6 +30,13 @@ def _mask(hexstr: str) -> int:
     return int(hexstr, 16)
 
 
+def thread_sched(tid: int) -> dict:
+    """How the scheduler treats one thread (sched_getaffinity(2),
+    getpriority(2), sched_getscheduler(2): readable from outside)."""
+    return {"affinity": sorted(os.sched_getaffinity(tid)), "nice": os.getpriority(os.PRIO_PROCESS, tid),
+            "policy": os.sched_getscheduler(tid), "priority": os.sched_getparam(tid).sched_priority}
+
+
 class ProcessDumper:
     """One frozen process: its metadata here, its pages through self.pages
     (pages.PageDumper)."""
@@ -47,6 +54,7 @@ class ProcessDumper:
         self.remote: inject.Remote | None = None
         self.scratch_range = (0, 0)
         self.files: list[File] = []
+        self.locks: list[dict] = []
         self.saved_content: set = set()
 
     # -- the scratch area in the target (kernel/inject.py) --
@@ -91,6 +99,7 @@ class ProcessDumper:
             rseq=engine.get_rseq(tid),
             sigaltstack=(ss_sp, ss_flags, ss_size),
             pending=pending,
+            sched=thread_sched(tid),
         )
 
     # -- process-wide state --
@@ -195,6 +204,27 @@ class ProcessDumper:
             raise DumpError(str(e)) from None
         finally:
             kinds.close()
+        self.locks = self.dump_locks(out)
+        return out
+
+    def dump_locks(self, fds: list[Fd]) -> list[dict]:
+        """The file locks the process holds (fdinfo "lock:" lines): POSIX
+        ones per process, OFD and flock ones per open file description;
+        leases and anything else are refused (not restored)."""
+        out, seen = [], set()
+        for f in fds:
+            for ln in procfs.fd_locks(self.pid, f.fd):
+                cls = ln[1] if len(ln) > 1 else "?"
+                if cls not in ("POSIX", "OFDLCK", "FLOCK") or len(ln) < 8 or ln[2] != "ADVISORY":
+                    raise DumpError(f"PID {self.pid} fd {f.fd}: a {' '.join(ln[1:4]).lower()} lock is not "
+                                    "supported")
+                kind = {"POSIX": "posix", "OFDLCK": "ofd", "FLOCK": "flock"}[cls]
+                start, end = int(ln[6]), -1 if ln[7] == "EOF" else int(ln[7])
+                key = (kind, ln[5], start, end) if kind == "posix" else (kind, f.file, start, end)
+                if key in seen:
+                    continue  # the same lock seen through another fd of the file
+                seen.add(key)
+                out.append({"fd": f.fd, "kind": kind, "write": ln[3] == "WRITE", "start": start, "end": end})
         return out
 
     # -- memory --
@@ -303,6 +333,7 @@ class ProcessDumper:
         proc.subreaper = bool(struct.unpack("<i", self.ask("PR_GET_CHILD_SUBREAPER", sc.PRCTL, sc.PR_GET_CHILD_SUBREAPER,
                                                            inject.ARG, size=4))[0])
         proc.fds = self.dump_fds()
+        proc.locks = self.locks
         proc.exe_file = self._file_for(f"/proc/{pid}/exe", proc.exe, os.O_RDONLY, 0)
         proc.mappings = self.dump_mappings()
         return proc

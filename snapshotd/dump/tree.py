@@ -151,6 +151,28 @@ def link_shared_files(procs: list[Process]) -> None:
             f.share = same.share
 
 
+def dedupe_description_locks(procs: list[Process]) -> None:
+    """An OFD or flock lock belongs to an open file description: processes
+    sharing the description (link_shared_files) all show it in fdinfo; it is
+    kept in the first of them only (restore gives the others the same
+    description, lock included)."""
+    seen = set()
+    for p in procs:
+        if p.zombie or not p.locks:
+            continue
+        file_of = {fd.fd: fd.file for fd in p.fds}
+        keep = []
+        for lk in p.locks:
+            f = p.files[file_of[lk["fd"]]]
+            if lk["kind"] != "posix" and f.share:
+                key = (lk["kind"], f.share, lk["start"], lk["end"])
+                if key in seen:
+                    continue
+                seen.add(key)
+            keep.append(lk)
+        p.locks = keep
+
+
 def _accmode(f: File) -> int:
     return f.flags & os.O_ACCMODE
 

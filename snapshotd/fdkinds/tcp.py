@@ -333,7 +333,16 @@ def restore(rctx, f) -> int:
             if v:
                 s.setsockopt(*_OPTS[k], v)
         if st["state"] == "listen":
+            # the dumped process's own connections may hold the port in TIME_WAIT
+            # (killed, then restored on this node: every rollback); SO_REUSEADDR for
+            # listen alone lets it pass, and on a listening socket it changes
+            # nothing else, so the dumped value is put back after
+            reuse = bool(st["opts"].get("reuseaddr"))
+            if not reuse:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.listen(st["backlog"])
+            if not reuse:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
         s.setblocking(not f.flags & os.O_NONBLOCK)
     except OSError as e:
         s.close()

@@ -120,6 +120,11 @@ def image_excess(processes, uid: int) -> str:
                 why = why or "its credentials are missing from the image"
         except (TypeError, ValueError):
             why = "its credentials in the image are malformed"
+        for th in p.threads:
+            s = th.sched or {}
+            if not why and (s.get("nice", 0) < 0 or s.get("policy", 0) & 0xFF in (1, 2, 6)):
+                why = (f"thread {th.tid} runs with nice {s.get('nice')} and policy {s.get('policy')}: "
+                       "only root may give a process a negative nice or a real-time policy")
         if why:
             return f"PID {p.pid}: {why}"
     return ""

@@ -115,6 +115,18 @@ def fdinfo(pid: int, fd: int) -> dict[str, str]:
     return out
 
 
+def fd_locks(pid: int, fd: int) -> list[list[str]]:
+    """The "lock:" lines of /proc/PID/fdinfo/FD (fs/proc/fd.c show_fd_locks:
+    the locks this process, or this open file description, holds on the
+    file), each split: [n, class ("POSIX", "OFDLCK", "FLOCK", "LEASE"...),
+    "ADVISORY"/..., "READ"/"WRITE", pid, dev:inode, start, end ("EOF")]."""
+    out = []
+    for line in _read(f"/proc/{pid}/fdinfo/{fd}").splitlines():
+        if line.startswith("lock:"):
+            out.append(line[5:].split())
+    return out
+
+
 def fds(pid: int) -> list[int]:
     try:
         return sorted(int(f) for f in os.listdir(f"/proc/{pid}/fd"))

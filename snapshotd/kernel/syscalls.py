@@ -154,3 +154,10 @@ TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
 NETLINK_SOCK_DIAG = 4
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 SOCK_DIAG_BY_FAMILY, SOCK_DESTROY = 20, 21
+
+
+# file locks (asm-generic/fcntl.h, linux/fs.h): fcntl commands, lock types, flock(2)
+FLOCK = 73
+F_SETLK, F_OFD_SETLK = 6, 37
+F_RDLCK, F_WRLCK = 0, 1
+LOCK_SH, LOCK_EX, LOCK_NB = 1, 2, 4

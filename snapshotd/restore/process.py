@@ -500,6 +500,26 @@ class Restorer:
             fdkinds.after_fds(self)  # epoll watches need their target fds
         except fdkinds.Failed as e:
             raise RestoreError(f"cannot restore {e}") from None
+        self.restore_locks()
+
+    def restore_locks(self):
+        """Take the file locks back, in the process itself (a POSIX lock
+        belongs to the process that sets it): F_SETLK, F_OFD_SETLK, flock."""
+        t = self.t
+        for lk in self.p.locks:
+            what = f"{lk['kind']} lock on fd {lk['fd']}"
+            if lk["kind"] == "flock":
+                r = t.syscall(sc.FLOCK, lk["fd"], (sc.LOCK_EX if lk["write"] else sc.LOCK_SH) | sc.LOCK_NB)
+            else:
+                ln = 0 if lk["end"] < 0 else lk["end"] - lk["start"] + 1
+                fl = struct.pack("<hh4xqqi4x", sc.F_WRLCK if lk["write"] else sc.F_RDLCK, os.SEEK_SET,
+                                 lk["start"], ln, 0)
+                cmd = sc.F_SETLK if lk["kind"] == "posix" else sc.F_OFD_SETLK
+                r = t.syscall(sc.FCNTL, lk["fd"], cmd, t.put(0, fl))
+            if r < 0:
+                raise RestoreError(f"PID {self.p.pid}: cannot take back its {what} "
+                                   f"({lk['start']}-{'EOF' if lk['end'] < 0 else lk['end']}): {os.strerror(-r)}"
+                                   + (" (another process holds it now)" if -r in (11, 13) else ""))
 
     def create_threads(self):
         t = self.t
@@ -513,7 +533,26 @@ class Restorer:
             status = ffi.new("int *")
             engine.check(lib.snp_wait_stop(self.outer[th.tid], status), f"wait for new thread {th.tid}")
 
+    def set_sched(self, th):
+        """CPU affinity, nice and scheduling policy of one thread, from
+        outside (sched_setaffinity(2), setpriority(2), sched_setscheduler(2))."""
+        s, tid = th.sched, self.outer[th.tid]
+        if not s:
+            return
+        try:
+            os.sched_setaffinity(tid, s["affinity"])
+        except OSError as e:
+            raise RestoreError(f"PID {self.p.pid} thread {th.tid} ran on CPUs {s['affinity']}, which this machine "
+                               f"cannot give it: {e.strerror}") from None
+        try:
+            os.sched_setscheduler(tid, s["policy"], os.sched_param(s["priority"]))
+            os.setpriority(os.PRIO_PROCESS, tid, s["nice"])
+        except OSError as e:
+            raise RestoreError(f"PID {self.p.pid} thread {th.tid}: cannot set its scheduling policy {s['policy']} "
+                               f"and nice {s['nice']}: {e.strerror}") from None
+
     def thread_state(self, th):
+        self.set_sched(th)
         t, tid = self.t, self.outer[th.tid]
         if th.tid_address:
             t.call("set_tid_address", sc.SET_TID_ADDRESS, th.tid_address, tid=tid)
