@@ -116,6 +116,8 @@ class Process:
     cwd_id: list = field(default_factory=list)  # [st_dev, st_ino] of the cwd ([] if unknown)
     # file locks it holds (4): {"fd", "kind" ("posix", "ofd", "flock"), "write", "start", "end" (-1: EOF)}
     locks: list = field(default_factory=list)
+    oom_score_adj: int = 0  # /proc/PID/oom_score_adj (4)
+    stopped: bool = False  # in a group stop (SIGSTOP, scontrol suspend) when dumped (4): restored stopped
 
 
 @dataclass

@@ -4,6 +4,7 @@ Where each part lives (docs/INTERNALS.md has the whole picture):
   freeze.py   which processes may be dumped; Frozen (one process), freeze_tree
   tree.py     the tree: every descendant frozen, zombies, what processes share
   process.py  one process's metadata (ProcessDumper)
+  refuse.py   state not restored yet, refused with one line (docs/COVERAGE.md)
   pages.py    its pages: plans, reads, the writer (PageDumper)
   cow.py      the held copy-on-write child; childcopy.py its own copy loop
   pageread.py batches of pages read into reused buffers

@@ -15,6 +15,7 @@ from ..incremental import TreeTracker
 from ..kernel import engine, netns, procfs
 from ..kernel.procfs import vmflags_by_vma
 from .cow import fork_held_child, release_child
+from . import refuse
 from .freeze import as_dump_error, freeze_tree
 from .pages import AUTO_FROZEN_MAX_PAGES, check_vmflags_unchanged
 from .process import ProcessDumper
@@ -66,6 +67,7 @@ class TreeCapture:
         procs = self.procs
         members = tree_ctx.members
         self.single = len(members) == 1 and members[0][1] is not None
+        refuse.check_tree(members)
         try:
             self.netns = netns.of_tree(members)
         except netns.NetnsError as e:
@@ -77,6 +79,8 @@ class TreeCapture:
             procs.append(proc)
         else:
             self._frozen_tree(members)
+        for p in procs:
+            p.stopped = p.pid in tree_ctx.stopped
         try:
             link_shared_files(procs)
             dedupe_description_locks(procs)

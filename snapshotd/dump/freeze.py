@@ -35,8 +35,13 @@ class Frozen:
     def __init__(self, pid: int):
         self.pid = pid
         self.tids: list[int] = []
+        self.stopped = False  # in a group stop (SIGSTOP) before we came
 
     def __enter__(self):
+        try:
+            self.stopped = procfs.stat_fields(self.pid)[2] == "T"
+        except procfs.ProcGone:
+            pass
         seen: set[int] = set()
         try:
             while True:

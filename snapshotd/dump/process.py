@@ -18,6 +18,7 @@ from ..kernel import syscalls as sc
 from ..kernel.fscreds import file_id
 from ..kernel.procfs import vma_key
 from ..faults import crashpoint
+from . import refuse
 from .pages import UFFD_VMFLAGS, PageDumper
 from .stats import DumpError, DumpStats
 from .tree import SharedPagesOnce
@@ -320,6 +321,7 @@ class ProcessDumper:
         st = procfs.status(pid)
         stf = procfs.stat_fields(pid)
         threads = [self.dump_thread(t) for t in self.tids]
+        refuse.check_process(pid, self.tids, self.remote)
         proc = Process(
             pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
             exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"), cwd_id=file_id(f"/proc/{pid}/cwd"),
@@ -336,6 +338,8 @@ class ProcessDumper:
         proc.locks = self.locks
         proc.exe_file = self._file_for(f"/proc/{pid}/exe", proc.exe, os.O_RDONLY, 0)
         proc.mappings = self.dump_mappings()
+        refuse.check_mappings(pid, proc.mappings)
+        proc.oom_score_adj = int(procfs.read_bytes(f"/proc/{pid}/oom_score_adj"))
         return proc
 
     def dump(self) -> Process:

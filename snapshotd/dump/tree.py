@@ -35,6 +35,7 @@ class FrozenTree:
         self.root = root
         self.frozen_cls = frozen_cls  # dump.Frozen: freezes one process
         self.members: list[tuple[int, list[int] | None]] = []
+        self.stopped: set[int] = set()  # processes that were in a group stop (SIGSTOP)
         self._frozen: list = []
 
     def _add(self, pid: int) -> list[int]:
@@ -72,6 +73,8 @@ class FrozenTree:
             raise
         self._frozen.append(fz)
         self.members.append((pid, fz.tids))
+        if fz.stopped:
+            self.stopped.add(pid)
         return procfs.children(pid)
 
     def __enter__(self):

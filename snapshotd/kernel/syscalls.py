@@ -57,7 +57,7 @@ PIDFD_GETFD = 438
 PAGE = 4096
 
 # -- prctl options (linux/prctl.h) --
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2
 PR_SET_NAME = 15
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
@@ -104,7 +104,7 @@ PTRACE_O_EXITKILL, PTRACE_O_SUSPEND_SECCOMP = 0x100000, 0x200000
 NT_X86_XSTATE = 0x202
 
 # -- kcmp types (linux/kcmp.h) --
-KCMP_FILE = 0
+KCMP_FILE, KCMP_FILES = 0, 2
 
 # -- open and fcntl flags (asm-generic/fcntl.h) --
 O_NONBLOCK = 0o4000

@@ -551,6 +551,19 @@ class Restorer:
             raise RestoreError(f"PID {self.p.pid} thread {th.tid}: cannot set its scheduling policy {s['policy']} "
                                f"and nice {s['nice']}: {e.strerror}") from None
 
+    def set_oom_score_adj(self):
+        """/proc/PID/oom_score_adj, from outside (lowering it below 0 needs
+        CAP_SYS_RESOURCE: refused then, with the reason)."""
+        want = self.p.oom_score_adj
+        path = f"/proc/{self.s}/oom_score_adj"
+        if int(procfs.read_bytes(path)) == want:
+            return
+        try:
+            with open(path, "w") as f:
+                f.write(str(want))
+        except OSError as e:
+            raise RestoreError(f"PID {self.p.pid}: cannot set its oom_score_adj back to {want}: {e.strerror}") from None
+
     def thread_state(self, th):
         self.set_sched(th)
         t, tid = self.t, self.outer[th.tid]
@@ -642,6 +655,7 @@ class Restorer:
             for th in self.p.threads:
                 self.thread_state(th)
             self.set_rlimits()
+            self.set_oom_score_adj()
             self.finish()
         finally:
             for fd in self.rfds:

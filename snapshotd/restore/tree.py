@@ -316,6 +316,9 @@ class TreeRestorer:
                 raise RestoreError(f"cannot restore {e}") from None
             for rs in reversed(restorers):
                 rs.resume()
+            for rs in restorers:  # stopped when dumped (SIGSTOP, scontrol suspend): stopped again
+                if rs.p.stopped:
+                    os.kill(rs.s, signal.SIGSTOP)
         except engine.EngineError as e:
             self.kill_all()
             raise RestoreError(f"restore of PID {self.root.pid}'s tree failed: {e}") from None
