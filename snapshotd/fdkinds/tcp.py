@@ -53,6 +53,8 @@ KIND = "tcp"
 TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 20, 21, 22
 TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
 TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE = 0, 1, 2
+TCP_USER_TIMEOUT = 18
+SO_GET_FILTER, SO_BUF_LOCK = 26, 72  # asm-generic/socket.h (SO_GET_FILTER is SO_ATTACH_FILTER read back)
 TCP_REPAIR_OFF_NO_WP = -1
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
@@ -64,7 +66,46 @@ _OPTS = {
     "reuseport": (socket.SOL_SOCKET, socket.SO_REUSEPORT),
     "keepalive": (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
     "nodelay": (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    "keepidle": (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    "keepintvl": (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+    "keepcnt": (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    "cork": (socket.IPPROTO_TCP, socket.TCP_CORK),
+    "user_timeout": (socket.IPPROTO_TCP, TCP_USER_TIMEOUT),
+    "priority": (socket.SOL_SOCKET, socket.SO_PRIORITY),
 }
+
+
+def _dump_extras(ctx, fd: int, what: str, s: socket.socket) -> dict:
+    """The options that are not plain integers: SO_LINGER, buffer sizes the
+    program fixed (SO_BUF_LOCK says which: it set SO_SNDBUF/SO_RCVBUF; the
+    others grow by themselves), SO_BINDTODEVICE.  A socket filter is refused."""
+    try:
+        nfilter = s.getsockopt(socket.SOL_SOCKET, SO_GET_FILTER)
+    except OSError:
+        nfilter = 1
+    if nfilter:
+        raise ctx.refuse(fd, f"{what} has a socket filter attached (SO_ATTACH_FILTER), which is not restored yet")
+    lock = s.getsockopt(socket.SOL_SOCKET, SO_BUF_LOCK)
+    return {"linger": list(struct.unpack("<ii", s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))),
+            "sndbuf": s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2 if lock & 1 else 0,
+            "rcvbuf": s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2 if lock & 2 else 0,
+            "device": s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0").decode()}
+
+
+def _restore_device(s: socket.socket, st: dict) -> None:
+    if st.get("device"):  # before bind: it decides which addresses are ours
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, st["device"].encode())
+
+
+def _restore_extras(s: socket.socket, st: dict) -> None:
+    on, secs = st.get("linger") or (0, 0)
+    if on:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("<ii", on, secs))
+    # the kernel doubles what it is given (socket(7)); FORCE: beyond the sysctl limits, as the program had it
+    if st.get("sndbuf"):
+        s.setsockopt(socket.SOL_SOCKET, sc.SO_SNDBUFFORCE, st["sndbuf"])
+    if st.get("rcvbuf"):
+        s.setsockopt(socket.SOL_SOCKET, sc.SO_RCVBUFFORCE, st["rcvbuf"])
 
 
 def dump(ctx, fd: int, link: str, info: str) -> dict:
@@ -88,6 +129,7 @@ def dump(ctx, fd: int, link: str, info: str) -> dict:
             "backlog": backlog if state == sc.TCP_LISTEN else 0,
             "addr": [addr[0], addr[1]], "bound": addr[1] != 0,
             "opts": {k: s.getsockopt(*lv) for k, lv in _OPTS.items()},
+            **_dump_extras(ctx, fd, what, s),
         }
         if fam == socket.AF_INET6:
             rec["v6only"] = s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
@@ -161,6 +203,7 @@ def _dump_established(ctx, fd: int, what: str, s: socket.socket, ti: bytes) -> d
         "family": int(s.family), "state": "established", "backlog": 0,
         "addr": [local[0], local[1]], "bound": True, "peer": [peer[0], peer[1]],
         "opts": {k: s.getsockopt(*lv) for k, lv in _OPTS.items()},
+        **_dump_extras(ctx, fd, what, s),
         "rcv_nxt": rcv_nxt, "write_seq": write_seq, "recv_queue": data,
         "send_queue": sndq, "send_notsent": min(notsent, len(sndq)),
         "mss": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG),
@@ -214,6 +257,19 @@ def _destroy(family: int, local, peer) -> None:
         nl.close()
 
 
+def _connections_on(procs, listener: dict) -> list:
+    """(local, peer) of the tree's established TCP sockets on a listener's
+    port (its accepted connections), from the image."""
+    out = []
+    for p in procs:
+        for f in p.files:
+            o = f.state or {}
+            if f.kind == KIND and o.get("state") == "established" and o["addr"][1] == listener["addr"][1] \
+                    and o.get("family") == listener["family"]:
+                out.append((o["addr"], o["peer"]))
+    return out
+
+
 def _restore_established(s: socket.socket, st: dict) -> None:
     def opt(name: str, value) -> None:
         try:
@@ -238,6 +294,7 @@ def _restore_established(s: socket.socket, st: dict) -> None:
     opt("TCP_REPAIR_QUEUE", TCP_SEND_QUEUE)
     # the send queue starts at the first unacknowledged byte (snd_una)
     opt("TCP_QUEUE_SEQ", struct.pack("<I", (st["write_seq"] - len(sndq)) & 0xFFFFFFFF))
+    _restore_device(s, st)
     for what, call, arg in (("bind", s.bind, st["addr"]), ("connect", s.connect, st["peer"])):
         try:
             call(tuple(arg))  # connect in repair mode: established at once, nothing sent
@@ -302,6 +359,7 @@ def after_tree(shared) -> None:
             for k, v in st["opts"].items():
                 if v:
                     s.setsockopt(*_OPTS[k], v)
+            _restore_extras(s, st)
         except OSError as e:
             raise Failed(f"TCP connection {st['addr']}: leaving repair mode: {e.strerror}") from None
         finally:
@@ -325,6 +383,7 @@ def restore(rctx, f) -> int:
         # bind in repair mode (SK_FORCE_REUSE); leaving it resets sk_reuse,
         # so the options come after, and listen last (a listener cannot
         # enter or leave repair mode)
+        _restore_device(s, st)
         s.setsockopt(socket.IPPROTO_TCP, sc.TCP_REPAIR, 1)
         if st["bound"]:
             s.bind(tuple(st["addr"]))
@@ -332,6 +391,7 @@ def restore(rctx, f) -> int:
         for k, v in st["opts"].items():
             if v:
                 s.setsockopt(*_OPTS[k], v)
+        _restore_extras(s, st)
         if st["state"] == "listen":
             # the dumped process's own connections may hold the port in TIME_WAIT
             # (killed, then restored on this node: every rollback); SO_REUSEADDR for
@@ -340,7 +400,17 @@ def restore(rctx, f) -> int:
             reuse = bool(st["opts"].get("reuseaddr"))
             if not reuse:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.listen(st["backlog"])
+            try:
+                s.listen(st["backlog"])
+            except OSError as e:
+                if e.errno != 98:  # EADDRINUSE
+                    raise
+                # the tree's own connections on this port, killed but not yet gone
+                # (FIN_WAIT, LAST_ACK...: only TIME_WAIT lets a listener in): they
+                # are restored afterwards anyway
+                for pair in _connections_on(rctx.r.shared.procs, st):
+                    _destroy(st["family"], *pair)
+                s.listen(st["backlog"])
             if not reuse:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
         s.setblocking(not f.flags & os.O_NONBLOCK)
