@@ -71,6 +71,7 @@ class File:
     size: int = 0  # pipe/fifo: buffer capacity (F_GETPIPE_SZ)
     mode: int = 0o600
     inode: int = 0
+    mtime_ns: int = 0  # regular files: st_mtime_ns at the dump (4): a rollback that cuts the file sets it back
     dev: int = 0
     state: dict | None = None  # fd kinds: the kind's own record (docs/FORMAT.md 7.7.1)
     # open file description shared with other processes of the tree (kcmp):

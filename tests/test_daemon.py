@@ -623,3 +623,40 @@ def json_ok(text: str) -> dict:
     import json
 
     return json.loads(text)
+
+
+def test_a_rolled_back_file_keeps_its_modification_time_of_the_round(daemon, root):
+    """The file cut back to its size at the round also gets that round's
+    modification time back (build tools and HDF5 readers look at it)."""
+    work = os.path.join(root, "w")
+    os.makedirs(work)
+    log, stop = os.path.join(work, "log"), os.path.join(work, "stop")
+    code = ("import os, sys, time\n"
+            "f = open(sys.argv[1], 'a')\n"
+            "open(sys.argv[1] + '.ready', 'w').write(str(os.getpid()))\n"
+            "while not os.path.exists(sys.argv[2]):\n"
+            "    f.write('x' * 100); f.flush(); time.sleep(0.3)\n"
+            "while True: time.sleep(1)\n")
+    # detached (setsid -f): init reaps it when the rollback kills it, and its PID is free again
+    subprocess.run(["setsid", "-f", sys.executable, "-c", code, log, stop], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    pid = int(wait_for(lambda: os.path.exists(log + ".ready") and open(log + ".ready").read(), 10, "the writer"))
+    STARTED_PIDS.add(pid)
+    time.sleep(0.4)
+    daemon.ok("register", str(pid), "--every", "1h", "--job", "mt")
+    now = daemon.ok("snapshot-now", "--job", "mt")
+    size_round = os.path.getsize(log)
+    time.sleep(1.0)  # it writes on: the file grows, its mtime moves
+    open(stop, "w").close()
+    time.sleep(0.5)
+    assert os.path.getsize(log) > size_round
+    rb = daemon.ok("rollback", "mt", "--to", now["round"])
+    assert [c["path"] for c in rb["cut"]] == [log]
+    time.sleep(0.5)  # the restored writer sees the stop file and writes no more
+    sid = now["snapshots"][0]["snapshot"]
+    img = daemon.ok("show", sid, "--full")["image"]
+    mt = next(f["mtime_ns"] for pr in img["processes"] for f in pr["files"] if f["path"] == log)
+    assert os.path.getsize(log) == rb["cut"][0]["to"]
+    assert os.stat(log).st_mtime_ns == mt, "the cut file has the mtime of the rollback, not of the round"
+    kill_pid(pid)
+    wait_gone(pid)

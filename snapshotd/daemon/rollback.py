@@ -130,7 +130,8 @@ def written_files(store, members: list[dict]) -> list[dict]:
                     continue  # deleted and tmpfs files are restored from the snapshot itself
                 if f.flags & O_ACCMODE not in (os.O_WRONLY, os.O_RDWR):
                     continue
-                out.setdefault((f.dev, f.inode), {"path": f.path, "size": f.size, "dev": f.dev, "inode": f.inode})
+                out.setdefault((f.dev, f.inode), {"path": f.path, "size": f.size, "dev": f.dev, "inode": f.inode,
+                                                  "mtime_ns": f.mtime_ns})
     return list(out.values())
 
 
@@ -156,6 +157,8 @@ def cut_files(store, members: list[dict], owner_uid: int) -> tuple[list[dict], l
                 continue
             if st.st_size > f["size"]:
                 os.ftruncate(fd, f["size"])
+                if f.get("mtime_ns"):  # the file as it was at the round, modification time included
+                    os.utime(fd, ns=(st.st_atime_ns, f["mtime_ns"]))
                 os.fsync(fd)
                 cut.append({"path": path, "from": st.st_size, "to": f["size"]})
             elif st.st_size < f["size"]:

@@ -170,7 +170,8 @@ class ProcessDumper:
         else:
             raise DumpError(f"{where}: {link} ({_TYPE_NAMES.get(statmod.S_IFMT(s.st_mode), 'unknown type')}) is not supported")
         f = File(kind=kind, path=path, flags=flags, pos=pos, deleted=deleted or s.st_nlink == 0 and kind == "reg",
-                 size=s.st_size, mode=statmod.S_IMODE(s.st_mode), inode=s.st_ino, dev=s.st_dev)
+                 size=s.st_size, mode=statmod.S_IMODE(s.st_mode), inode=s.st_ino, dev=s.st_dev,
+                 mtime_ns=s.st_mtime_ns if kind == "reg" else 0)
         if kind == "memfd" or (kind == "reg" and (f.deleted or _on_tmpfs(path))):
             key = f"{s.st_dev}:{s.st_ino}"
             if key not in self.saved_content:
