@@ -24,27 +24,22 @@
 
 static const unsigned char SYSCALL_INT3[3] = {0x0f, 0x05, 0xcc};
 
-int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
-               int flags, int64_t *result, int *new_thread)
+/* What an injection puts back: the thread's registers and signal mask. */
+static int save_thread(int tid, struct user_regs_struct *saved, uint64_t *mask, int *new_thread)
 {
-    struct user_regs_struct saved, r;
-    uint64_t savedmask;
-    int st, ret;
-
     if (new_thread)
         *new_thread = 0;
-    if (ptrace(PTRACE_GETREGS, tid, 0, &saved) < 0)
+    if (ptrace(PTRACE_GETREGS, tid, 0, saved) < 0)
         return -errno;
-    if ((ret = snp_getsigmask(tid, &savedmask)) < 0)
-        return ret;
-    /* A fault while its signal is blocked makes the kernel reset the handler
-     * to SIG_DFL (force_sig_info): leave SIGSEGV open when we expect one. */
-    uint64_t block = ~0ULL;
-    if (flags & SNP_INJ_EXPECT_SEGV)
-        block &= ~(1ULL << (SIGSEGV - 1));
-    if ((ret = snp_setsigmask(tid, block)) < 0)
-        return ret;
-    r = saved;
+    return snp_getsigmask(tid, mask);
+}
+
+/* The thread's registers for running syscall nr at code_addr: orig_rax -1,
+ * so that a syscall interrupted by our stop is not restarted over it. */
+static struct user_regs_struct call_regs(const struct user_regs_struct *saved, uint64_t code_addr, long nr,
+                                         const uint64_t args[6])
+{
+    struct user_regs_struct r = *saved;
     r.rip = code_addr;
     r.rax = (uint64_t)nr;
     r.orig_rax = (uint64_t)-1;
@@ -54,6 +49,26 @@ int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
     r.r10 = args[3];
     r.r8 = args[4];
     r.r9 = args[5];
+    return r;
+}
+
+int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
+               int flags, int64_t *result, int *new_thread)
+{
+    struct user_regs_struct saved, r;
+    uint64_t savedmask;
+    int st, ret;
+
+    if ((ret = save_thread(tid, &saved, &savedmask, new_thread)) < 0)
+        return ret;
+    /* A fault while its signal is blocked makes the kernel reset the handler
+     * to SIG_DFL (force_sig_info): leave SIGSEGV open when we expect one. */
+    uint64_t block = ~0ULL;
+    if (flags & SNP_INJ_EXPECT_SEGV)
+        block &= ~(1ULL << (SIGSEGV - 1));
+    if ((ret = snp_setsigmask(tid, block)) < 0)
+        return ret;
+    r = call_regs(&saved, code_addr, nr, args);
     if (ptrace(PTRACE_SETREGS, tid, 0, &r) < 0) {
         ret = -errno;
         goto out;
@@ -256,27 +271,14 @@ int snp_inject_safe(int tid, uint64_t code_addr, long nr, const uint64_t args[6]
     uint8_t code[SNP_SAFE_CODE_MAX];
     int st, ret;
 
-    if (new_thread)
-        *new_thread = 0;
-    if (ptrace(PTRACE_GETREGS, tid, 0, &saved) < 0)
-        return -errno;
-    if ((ret = snp_getsigmask(tid, &savedmask)) < 0)
+    if ((ret = save_thread(tid, &saved, &savedmask, new_thread)) < 0)
         return ret;
     int len = trampoline(code, &saved, savedmask, flags);
     long w = snp_mem_write(tid, code_addr, code, (uint64_t)len);
     if (w < 0)
         return (int)w;
     die_point(1);
-    r = saved;
-    r.rip = code_addr;
-    r.rax = (uint64_t)nr;
-    r.orig_rax = (uint64_t)-1;
-    r.rdi = args[0];
-    r.rsi = args[1];
-    r.rdx = args[2];
-    r.r10 = args[3];
-    r.r8 = args[4];
-    r.r9 = args[5];
+    r = call_regs(&saved, code_addr, nr, args);
     if (ptrace(PTRACE_SETREGS, tid, 0, &r) < 0)
         return -errno;
     die_point(2);
