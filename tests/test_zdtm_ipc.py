@@ -19,6 +19,7 @@ IPC_PROGRAMS = [
     "ipc_tcp_listen",     # TCP listeners (v4, v6) and a bound socket; port in TIME_WAIT
     "ipc_tcp_server_timewait",  # a server without SO_REUSEADDR: its port in TIME_WAIT at restore
     "ipc_tcp_options",    # keepalive tuning, linger, user timeout, priority, fixed buffers, cork, device
+    "ipc_tcp_loopback_v6",  # loopback connections over IPv6 and v4-mapped on a dual-stack listener
     "ipc_tcp_established",  # loopback connection via TCP_REPAIR, queued data both ways
 ]
 

@@ -224,9 +224,12 @@ def check_tree(ends: list) -> None:
     """The peer of an established connection must be in the dumped tree,
     or on another host (netns.py).  ends: (pid, fd, record) of every TCP
     socket of the tree."""
-    have = {(tuple(r["addr"]), tuple(r["peer"])) for _p, _f, r in ends if r.get("state") == "established"}
+    # an IPv4 end meets its peer's v4-mapped IPv6 address (::ffff:a.b.c.d) on a dual-stack socket
+    have = {(netns.norm_addr(r["addr"]), netns.norm_addr(r["peer"])) for _p, _f, r in ends
+            if r.get("state") == "established"}
     for pid, fd, r in ends:
-        if r.get("state") == "established" and not r.get("remote") and (tuple(r["peer"]), tuple(r["addr"])) not in have:
+        if r.get("state") == "established" and not r.get("remote") and \
+                (netns.norm_addr(r["peer"]), netns.norm_addr(r["addr"])) not in have:
             raise Unsupported(f"PID {pid} fd {fd}: TCP connection {r['addr'][0]}:{r['addr'][1]} -> "
                               f"{r['peer'][0]}:{r['peer'][1]} has its peer outside the process tree; not supported")
 

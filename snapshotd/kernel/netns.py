@@ -208,7 +208,8 @@ def tcp_table(pid: int) -> list[tuple[tuple, tuple, int, int]]:
     return out
 
 
-def _norm(a) -> tuple:
+def norm_addr(a) -> tuple:
+    """(ip, port) with a v4-mapped IPv6 address (::ffff:a.b.c.d) as its IPv4 one."""
     ip = a[0]
     if ip.startswith("::ffff:") and "." in ip:
         ip = ip[7:]
@@ -219,8 +220,8 @@ def peer_is_remote(pid: int, local, peer) -> bool:
     """True when no socket of pid's network namespace is the other end of
     the connection local -> peer: the peer is on another host (or another
     namespace)."""
-    want = (_norm(peer), _norm(local))
-    return not any((_norm(lo), _norm(re)) == want for lo, re, _st, _ino in tcp_table(pid))
+    want = (norm_addr(peer), norm_addr(local))
+    return not any((norm_addr(lo), norm_addr(re)) == want for lo, re, _st, _ino in tcp_table(pid))
 
 
 # ---- the lock: blackhole routes to remote peers ----
@@ -342,11 +343,11 @@ class PeerLock:
             return
         root = self.members[0][0]
         table = tcp_table(root)
-        pairs = {(_norm(lo), _norm(re)) for lo, re, _s, _i in table}
+        pairs = {(norm_addr(lo), norm_addr(re)) for lo, re, _s, _i in table}
         remote = {}  # inode -> peer ip
         for lo, re, st, ino in table:
-            if st == sc.TCP_ESTABLISHED and (_norm(re), _norm(lo)) not in pairs:
-                remote[ino] = _norm(re)[0]
+            if st == sc.TCP_ESTABLISHED and (norm_addr(re), norm_addr(lo)) not in pairs:
+                remote[ino] = norm_addr(re)[0]
         if not remote:
             return
         peers: set[str] = set()
