@@ -25,6 +25,8 @@ CASES = {  # feature -> what the refusal must say
     "sequential": "MADV_SEQUENTIAL",
     "thread-gid": "other credentials",
     "clone-files": "CLONE_FILES",
+    "deleted-cwd": "removed directory",
+    "deleted-dir-fd": "removed directory",
 }
 
 

@@ -161,6 +161,8 @@ class ProcessDumper:
             kind = "memfd" if path.startswith("/memfd:") else "reg"
         elif statmod.S_ISDIR(s.st_mode):
             kind = "dir"
+            if deleted or s.st_nlink == 0:
+                raise DumpError(f"{where}: {path} is a removed directory, still open: not restored yet")
         elif statmod.S_ISCHR(s.st_mode):
             kind = "chr"
         elif statmod.S_ISFIFO(s.st_mode):

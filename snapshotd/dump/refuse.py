@@ -23,6 +23,9 @@ def check_process(pid: int, tids: list[int], remote: inject.Remote) -> None:
     if timers:
         n = timers.count(b"ID:")
         raise DumpError(f"PID {pid} has {n} POSIX timer(s) (timer_create): not restored yet")
+    cwd = procfs.readlink(f"/proc/{pid}/cwd")
+    if cwd.endswith(" (deleted)"):
+        raise DumpError(f"PID {pid} works in a removed directory ({cwd}): not restored yet")
     st = procfs.status(pid)
     if st.get("Seccomp", "0") != "0":
         raise DumpError(f"PID {pid} runs under seccomp (mode {st.get('Seccomp')}): not restored yet")

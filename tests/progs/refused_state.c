@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,6 +71,15 @@ int main(int argc, char **argv)
 		if (pthread_create(&th, NULL, thread_other_gid, NULL))
 			return 1;
 		usleep(50000);
+	} else if (!strcmp(f, "deleted-cwd") || !strcmp(f, "deleted-dir-fd")) {
+		char d[] = "/tmp/snapshotd-refusedXXXXXX";
+		if (!mkdtemp(d))
+			return 1;
+		int fd = open(d, O_RDONLY | O_DIRECTORY);
+		if (fd < 0 || (!strcmp(f, "deleted-cwd") && chdir(d)) || rmdir(d))
+			return 1;
+		if (!strcmp(f, "deleted-cwd"))
+			close(fd);
 	} else if (!strcmp(f, "clone-files")) {
 		static char stack[65536];
 		if (clone(shared_table_child, stack + sizeof(stack), CLONE_FILES | SIGCHLD, NULL) < 0)
