@@ -34,8 +34,6 @@ int snp_kcmp(int pid1, int pid2, int type, unsigned long idx1, unsigned long idx
 #define SNP_INJ_EXPECT_SEGV 1
 int snp_inject(int tid, uint64_t code_addr, long nr, const uint64_t args[6],
                int flags, int64_t *result, int *new_thread);
-/* The same, with the code written at the thread's rip and put back after. */
-int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result);
 /* An injection that puts the thread back by itself if we die (inject.c):
  * a trampoline of at most SNP_SAFE_CODE_MAX bytes is written at code_addr
  * (executable in the target) for each call.  flags: SNP_SAFE_CLONE. */

@@ -6,11 +6,10 @@
  *   set orig_rax = -1 so that a syscall interrupted by our stop is not
  *   restarted over the injection; continue; the int3 stops the thread again
  *   with SIGTRAP; read rax; put registers and mask back.
- * Used by dump (query state only the process itself can read), by restore
- * (build the process syscall by syscall) and, later, by the dirty trackers. */
+ * Used in our own processes (restore stubs, the copy-on-write child), which
+ * die with us; in the job's processes, snp_inject_safe below. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +20,6 @@
 #include <unistd.h>
 
 #include "engine.h"
-
-static const unsigned char SYSCALL_INT3[3] = {0x0f, 0x05, 0xcc};
 
 /* What an injection puts back: the thread's registers and signal mask. */
 static int save_thread(int tid, struct user_regs_struct *saved, uint64_t *mask, int *new_thread)
@@ -113,32 +110,6 @@ out:
     if (ptrace(PTRACE_SETREGS, tid, 0, &saved) < 0 && ret == 0)
         ret = -errno;
     snp_setsigmask(tid, savedmask);
-    return ret;
-}
-
-int snp_inject_at_rip(int tid, long nr, const uint64_t args[6], int64_t *result)
-{
-    struct user_regs_struct regs;
-    unsigned char orig[sizeof(SYSCALL_INT3)];
-    char path[64];
-    int fd, ret;
-
-    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
-        return -errno;
-    snprintf(path, sizeof(path), "/proc/%d/mem", tid);
-    if ((fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
-        return -errno;
-    /* /proc/PID/mem writes with FOLL_FORCE: text pages are copied on write. */
-    if (pread(fd, orig, sizeof(orig), (off_t)regs.rip) != sizeof(orig) ||
-        pwrite(fd, SYSCALL_INT3, sizeof(orig), (off_t)regs.rip) != sizeof(orig)) {
-        ret = -EIO;
-        close(fd);
-        return ret;
-    }
-    ret = snp_inject(tid, regs.rip, nr, args, 0, result, NULL);
-    if (pwrite(fd, orig, sizeof(orig), (off_t)regs.rip) != sizeof(orig) && ret == 0)
-        ret = -EIO;
-    close(fd);
     return ret;
 }
 

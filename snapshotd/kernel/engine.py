@@ -132,10 +132,10 @@ SAFE_CODE_MAX = 208  # the self-restoring call's trampoline (inject.c snp_inject
 class Tracee:
     """A stopped process we can run syscalls in.
 
-    `code` is an address holding `syscall; int3` (SYSCALL_INT3); `scratch` an
-    address of a private scratch area (`scratch_size` bytes) for syscall
-    arguments.  Until a code page exists, `inject_at_rip` borrows the bytes at
-    the thread's rip."""
+    `code` is an address holding `syscall; int3` (SYSCALL_INT3), or, with
+    safe, room for a self-restoring call's trampoline (kernel/inject.py);
+    `scratch` an address of a private scratch area (`scratch_size` bytes)
+    for syscall arguments."""
 
     def __init__(self, pid: int, code: int = 0, scratch: int = 0, scratch_size: int = 0, safe: bool = False):
         self.pid = pid
@@ -175,11 +175,6 @@ class Tracee:
 
     def last_new_thread(self) -> int:
         return self._newt[0]
-
-    def inject_at_rip(self, nr: int, *args: int, tid: int | None = None) -> int:
-        self._set_args(args)
-        check(lib.snp_inject_at_rip(tid or self.pid, nr, self._args, self._res), f"inject syscall {nr}")
-        return self._res[0]
 
     def call(self, what: str, nr: int, *args: int, tid: int | None = None) -> int:
         """syscall() that raises on a negative result."""

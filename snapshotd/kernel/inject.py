@@ -57,10 +57,6 @@ class Remote:
     t: engine.Tracee
     base: int  # the scratch mapping's address (SCRATCH_SIZE bytes)
 
-    @property
-    def code_room(self) -> int:
-        return self.base + CODE_ROOM
-
     def ask(self, what: str, nr: int, *args, size: int, tid: int | None = None) -> bytes:
         """Run a syscall that writes `size` bytes at ARG (the argument area);
         return those bytes."""
