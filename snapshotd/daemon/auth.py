@@ -24,6 +24,7 @@ import struct
 
 from ..kernel import privilege, procfs
 from ..storage import rounds as roundstore
+from .round import start_time
 
 
 class Denied(Exception):
@@ -38,14 +39,11 @@ def peercred(conn: socket.socket) -> tuple[int, int, int]:
 
 def _start_time_and_uid(pid: int) -> tuple[int, int] | None:
     """(start time, real uid) of pid, None if gone or a zombie."""
+    st = start_time(pid)
     try:
-        st = procfs.stat_fields(pid)
-        uid = int(procfs.status(pid)["Uid"].split()[0])
+        return None if st is None else (st, int(procfs.status(pid)["Uid"].split()[0]))
     except (procfs.ProcGone, KeyError, ValueError, IndexError):
         return None
-    if st[2] in ("Z", "X"):
-        return None
-    return int(st[21]), uid
 
 
 def claim_process(caller_uid: int, pid: int) -> tuple[int, int]:

@@ -488,11 +488,6 @@ class Daemon:
             raise ServiceError(f"PID {pid} is not registered")
         return hits[0]
 
-    def _visible_rounds(self, uid: int, key: str) -> list:
-        """The rounds of a job the caller may see: each round belongs to the
-        uid recorded in it, whatever the job is called now."""
-        return [r for r in roundstore.rounds(self.store, key) if auth.may_see(uid, r.uid)]
-
     def op_register(self, uid: int, pid: int, every: str, job: str | None = None, keep: int | None = None,
                     name: str | None = None) -> dict:
         seconds = parse_duration(every)
@@ -590,7 +585,7 @@ class Daemon:
         rows = []
         for key in keys:
             owner, name = roundstore.split_key(key)
-            for rec in self._visible_rounds(uid, key):
+            for rec in roundstore.rounds(self.store, key):  # a user's key holds their rounds only
                 for m in rec.members:
                     rows.append({"snapshot": m["snapshot"], "id": m["snapshot"], "job": name, "owner_uid": rec.uid,
                                  "round": rec.id, "pid": m["root_pid"], "name": m.get("name", ""),
@@ -622,12 +617,10 @@ class Daemon:
             if not rec.complete:
                 raise ServiceError(f"round {rec.id} of job {name} is not complete: {'; '.join(rec.problems)}")
             return rec
-        for rec in reversed(self._visible_rounds(uid, key)):
-            if rec.complete:
-                rec.problems = roundstore.check_members(self.store, rec, deep=True)
-                if rec.complete:
-                    return rec
-        raise ServiceError(f"job {name} has no complete round to roll back to")
+        rec = roundstore.latest_complete(self.store, key)  # a user's key holds their rounds only
+        if rec is None:
+            raise ServiceError(f"job {name} has no complete round to roll back to")
+        return rec
 
     def _adopt_restored(self, jb: Job, rec, restored: list[dict]) -> None:
         """After a rollback the job's registrations name the restored

@@ -186,12 +186,14 @@ class ProcessDumper:
 
     def dump_fds(self) -> list[Fd]:
         out: list[Fd] = []
+        fd_locks: dict[int, list] = {}  # fd -> its fdinfo lock lines
         seen: list[tuple[int, int]] = []  # (fd, file index) of earlier fds, for kcmp
         kinds = fdkinds.DumpContext(self.pid)  # sockets, event fds: snapshotd/fdkinds/
         try:
             for fd in procfs.fds(self.pid):
                 link = procfs.readlink(f"/proc/{self.pid}/fd/{fd}")
                 info = procfs.fdinfo(self.pid, fd)
+                fd_locks[fd] = info["locks"]
                 flags = int(info["flags"], 8)
                 same = next((fi for ofd, fi in seen if lib.snp_kcmp(self.pid, self.pid, sc.KCMP_FILE, ofd, fd) == 0), None)
                 if same is None and fdkinds.is_plain(link):
@@ -208,16 +210,16 @@ class ProcessDumper:
             raise DumpError(str(e)) from None
         finally:
             kinds.close()
-        self.locks = self.dump_locks(out)
+        self.locks = self.dump_locks(out, fd_locks)
         return out
 
-    def dump_locks(self, fds: list[Fd]) -> list[dict]:
+    def dump_locks(self, fds: list[Fd], fd_locks: dict[int, list]) -> list[dict]:
         """The file locks the process holds (fdinfo "lock:" lines): POSIX
         ones per process, OFD and flock ones per open file description;
         leases and anything else are refused (not restored)."""
         out, seen = [], set()
         for f in fds:
-            for ln in procfs.fd_locks(self.pid, f.fd):
+            for ln in fd_locks[f.fd]:
                 cls = ln[1] if len(ln) > 1 else "?"
                 if cls not in ("POSIX", "OFDLCK", "FLOCK") or len(ln) < 8 or ln[2] != "ADVISORY":
                     raise DumpError(f"PID {self.pid} fd {f.fd}: a {' '.join(ln[1:4]).lower()} lock is not "
@@ -324,10 +326,11 @@ class ProcessDumper:
         st = procfs.status(pid)
         stf = procfs.stat_fields(pid)
         threads = [self.dump_thread(t) for t in self.tids]
-        refuse.check_process(pid, self.tids, self.remote)
+        cwd = procfs.readlink(f"/proc/{pid}/cwd")
+        refuse.check_process(pid, self.tids, self.remote, st, cwd)
         proc = Process(
             pid=pid, ppid=int(stf[3]), pgid=int(stf[4]), sid=int(stf[5]), comm=stf[1],
-            exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=procfs.readlink(f"/proc/{pid}/cwd"), cwd_id=file_id(f"/proc/{pid}/cwd"),
+            exe=procfs.readlink(f"/proc/{pid}/exe"), cwd=cwd, cwd_id=file_id(f"/proc/{pid}/cwd"),
             umask=int(st.get("Umask", "0022"), 8), creds=self.creds(st),
             rlimits=self.rlimits(),
             mm=self.mm(stf), sigactions=self.sigactions(st), itimers=self.itimers(),

@@ -17,16 +17,15 @@ VMFLAGS_REFUSED = {"lo": "locked memory (mlock)", "mg": "KSM-mergeable memory (M
 CRED_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
 
 
-def check_process(pid: int, tids: list[int], remote: inject.Remote) -> None:
-    """The process-wide and per-thread state no restore would bring back."""
+def check_process(pid: int, tids: list[int], remote: inject.Remote, st: dict, cwd: str) -> None:
+    """The process-wide and per-thread state no restore would bring back
+    (st: its /proc/PID/status, cwd: readlink /proc/PID/cwd, as the dump read them)."""
     timers = procfs.read_bytes(f"/proc/{pid}/timers").strip()
     if timers:
         n = timers.count(b"ID:")
         raise DumpError(f"PID {pid} has {n} POSIX timer(s) (timer_create): not restored yet")
-    cwd = procfs.readlink(f"/proc/{pid}/cwd")
     if cwd.endswith(" (deleted)"):
         raise DumpError(f"PID {pid} works in a removed directory ({cwd}): not restored yet")
-    st = procfs.status(pid)
     if st.get("Seccomp", "0") != "0":
         raise DumpError(f"PID {pid} runs under seccomp (mode {st.get('Seccomp')}): not restored yet")
     if st.get("THP_enabled", "1") == "0":

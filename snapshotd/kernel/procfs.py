@@ -107,23 +107,19 @@ def vmflags_by_vma(pid: int) -> dict:
         return {}
 
 
-def fdinfo(pid: int, fd: int) -> dict[str, str]:
-    out = {}
+def fdinfo(pid: int, fd: int) -> dict:
+    """/proc/PID/fdinfo/FD as key -> value; its "lock:" lines (fs/proc/fd.c
+    show_fd_locks: the locks this process, or this open file description,
+    holds on the file) under "locks", each split: [n, class ("POSIX",
+    "OFDLCK", "FLOCK", "LEASE"...), "ADVISORY"/..., "READ"/"WRITE", pid,
+    dev:inode, start, end ("EOF")]."""
+    out: dict = {"locks": []}
     for line in _read(f"/proc/{pid}/fdinfo/{fd}").splitlines():
         k, _, v = line.partition(":")
-        out[k] = v.strip()
-    return out
-
-
-def fd_locks(pid: int, fd: int) -> list[list[str]]:
-    """The "lock:" lines of /proc/PID/fdinfo/FD (fs/proc/fd.c show_fd_locks:
-    the locks this process, or this open file description, holds on the
-    file), each split: [n, class ("POSIX", "OFDLCK", "FLOCK", "LEASE"...),
-    "ADVISORY"/..., "READ"/"WRITE", pid, dev:inode, start, end ("EOF")]."""
-    out = []
-    for line in _read(f"/proc/{pid}/fdinfo/{fd}").splitlines():
-        if line.startswith("lock:"):
-            out.append(line[5:].split())
+        if k == "lock":
+            out["locks"].append(v.split())
+        else:
+            out[k] = v.strip()
     return out
 
 
